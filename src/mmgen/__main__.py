@@ -1,0 +1,5 @@
+"""``python -m mmgen`` runs the command line."""
+
+from mmgen.cli import main
+
+main()

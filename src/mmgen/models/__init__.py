@@ -1,0 +1,1 @@
+"""Models: the uni-modal β-CVAE (``cvae``) and the multi-modal VAEs evaluated on datasets."""

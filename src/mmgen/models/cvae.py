@@ -1,0 +1,142 @@
+"""The class-conditional β-CVAE of Korthals et al., Table 2 (METHOD.md §1).
+
+One CVAE is trained per uni-modal source. Its decoder ``p(x | z, C)`` later turns a shared
+latent code ``z`` and a class ``C`` into one modality of an entangled tuple (MNIST-E).
+
+Per-sample objective (a β-VAE bound, Higgins et al., conditioned on the label as in Sohn et al.):
+
+    L(x, C) = Σ_pixels BCE(x, σ(decoder(z, C))) + β · KL(q(z | x, C) ‖ N(0, I)),  z ~ q(z | x, C)
+
+with grey-level targets x/255 and the BCE summed over pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from mmgen.config import require_positive
+from mmgen.nn import GaussianHead, one_hot
+from mmgen.objectives import (
+    bernoulli_log_likelihood,
+    beta_elbo,
+    kl_standard_normal,
+    reparameterize,
+)
+
+FEATURES = 64  # channels of every hidden convolution (Table 2)
+HIDDEN = 128  # width of the fully connected layer on both sides
+GRID = 14  # spatial size after the stride-2 convolution
+
+
+@dataclass(frozen=True)
+class CVAEConfig:
+    """Architecture and objective of one β-CVAE (defaults: the released MNIST-E)."""
+
+    latent_dim: int = 2  # d: size of z, shared by every CVAE of one dataset
+    num_classes: int = 10  # C: size of the one-hot label concatenated in encoder and decoder
+    beta: float = 4.0  # weight of the KL term
+    image_size: int = 28  # images are 1 × image_size × image_size grey levels
+    batch_norm_mu: bool = False  # BatchNorm on μ: a variant of the authors' notebooks
+
+    def __post_init__(self) -> None:
+        require_positive("latent_dim", self.latent_dim)
+        require_positive("num_classes", self.num_classes)
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.image_size != 28:
+            raise ValueError(f"the Table 2 layout needs 28×28 images, got {self.image_size}")
+
+
+class CVAEEncoder(nn.Module):
+    """q(z | x, C): four convolutions, the label concatenated before the dense layer."""
+
+    def __init__(self, config: CVAEConfig) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ZeroPad2d((0, 1, 0, 1)),  # Keras "same" for a 2×2 kernel pads right and bottom
+            nn.Conv2d(1, 1, 2),
+            nn.ReLU(),
+            nn.Conv2d(1, FEATURES, 2, stride=2),  # 28 → 14 ("same" needs no padding here)
+            nn.ReLU(),
+            nn.Conv2d(FEATURES, FEATURES, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(FEATURES, FEATURES, 3, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),  # (B, 64·14·14 = 12544)
+        )
+        self.dense = nn.Sequential(
+            nn.Linear(FEATURES * GRID * GRID + config.num_classes, HIDDEN), nn.ReLU()
+        )
+        self.head = GaussianHead(HIDDEN, config.latent_dim, config.batch_norm_mu)
+
+    def forward(self, x: Tensor, label_one_hot: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.features(x)  # (B, 12544)
+        return self.head(self.dense(torch.cat([features, label_one_hot], dim=1)))
+
+
+class CVAEDecoder(nn.Module):
+    """p(x | z, C): two dense layers, three transposed convolutions, a 2×2 valid convolution."""
+
+    def __init__(self, config: CVAEConfig) -> None:
+        super().__init__()
+        self.dense = nn.Sequential(
+            nn.Linear(config.latent_dim + config.num_classes, HIDDEN),
+            nn.ReLU(),
+            nn.Linear(HIDDEN, FEATURES * GRID * GRID),
+            nn.ReLU(),
+        )
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(FEATURES, FEATURES, 3, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(FEATURES, FEATURES, 3, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(FEATURES, FEATURES, 3, stride=2),  # 14 → 29 ("valid")
+            nn.ReLU(),
+            nn.Conv2d(FEATURES, 1, 2),  # 29 → 28 ("valid")
+        )
+
+    def forward(self, z: Tensor, label_one_hot: Tensor) -> Tensor:
+        hidden = self.dense(torch.cat([z, label_one_hot], dim=1))
+        return self.deconv(hidden.view(-1, FEATURES, GRID, GRID))  # (B, 1, 28, 28) logits
+
+
+class CVAE(nn.Module):
+    """Class-conditional β-CVAE; ``loss`` returns named terms so one trainer serves all models."""
+
+    def __init__(self, config: CVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = CVAEEncoder(config)
+        self.decoder = CVAEDecoder(config)
+
+    def _one_hot(self, labels: Tensor, like: Tensor) -> Tensor:
+        return one_hot(labels, self.config.num_classes, like.dtype)
+
+    def encode(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Images ``(B, 1, 28, 28)`` in [0, 1] and labels ``(B,)`` → ``(μ, log σ²)``, each ``(B, d)``."""
+        return self.encoder(x, self._one_hot(labels, x))
+
+    def decode_logits(self, z: Tensor, labels: Tensor) -> Tensor:
+        """Codes ``(B, d)`` and labels ``(B,)`` → logits ``(B, 1, 28, 28)``."""
+        return self.decoder(z, self._one_hot(labels, z))
+
+    def decode(self, z: Tensor, labels: Tensor) -> Tensor:
+        """Codes and labels → images ``σ(logits)`` in [0, 1], shape ``(B, 1, 28, 28)``."""
+        return torch.sigmoid(self.decode_logits(z, labels))
+
+    def loss(
+        self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Batch means of the negative β-ELBO (``loss``), the reconstruction NLL and the KL."""
+        mu, logvar = self.encode(x, labels)
+        z = reparameterize(mu, logvar, generator)
+        log_likelihood = bernoulli_log_likelihood(self.decode_logits(z, labels), x)
+        kl = kl_standard_normal(mu, logvar)
+        return {
+            "loss": -beta_elbo(log_likelihood, kl, self.config.beta).mean(),
+            "reconstruction": -log_likelihood.mean(),
+            "kl": kl.mean(),
+        }
