@@ -67,7 +67,9 @@ def open_dataset(path: Path | str) -> h5py.File:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (expected an HDF5 file from mmgen generate)")
+        raise FileNotFoundError(
+            f"{path} does not exist (expected an HDF5 file from mmgen generate)"
+        )
     try:
         handle = h5py.File(path, "r")
     except OSError:

@@ -10,7 +10,9 @@ from torch import Tensor, nn
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
 
 
-def mlp(sizes: Sequence[int], activation: str = "relu", final_activation: bool = True) -> nn.Sequential:
+def mlp(
+    sizes: Sequence[int], activation: str = "relu", final_activation: bool = True
+) -> nn.Sequential:
     """Fully connected stack ``sizes[0] → sizes[1] → … → sizes[-1]``.
 
     Args:

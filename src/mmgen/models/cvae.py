@@ -116,7 +116,7 @@ class CVAE(nn.Module):
         return one_hot(labels, self.config.num_classes, like.dtype)
 
     def encode(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Images ``(B, 1, 28, 28)`` in [0, 1] and labels ``(B,)`` → ``(μ, log σ²)``, each ``(B, d)``."""
+        """Images ``(B, 1, 28, 28)`` in [0, 1], labels ``(B,)`` → ``(μ, log σ²)``, each ``(B, d)``."""
         return self.encoder(x, self._one_hot(labels, x))
 
     def decode_logits(self, z: Tensor, labels: Tensor) -> Tensor:
@@ -140,3 +140,9 @@ class CVAE(nn.Module):
             "reconstruction": -log_likelihood.mean(),
             "kl": kl.mean(),
         }
+
+    def loss_on(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """The trainer's entry point: ``batch`` holds ``"images"`` and ``"labels"``."""
+        return self.loss(batch["images"], batch["labels"], generator)

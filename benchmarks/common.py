@@ -1,0 +1,61 @@
+"""Shared measurement helpers for the benchmarks: the machine's fp32 matmul peak, FLOP counts.
+
+Every benchmark reports achieved GFLOP/s as a fraction of the peak measured in the same run on
+the same machine, so figures from different machines compare.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_gflops(device: torch.device, size: int = 2048, seconds: float = 2.0) -> float:
+    """Best fp32 GFLOP/s of square ``size × size`` matmuls over about ``seconds``."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    torch.mm(a, b)
+    synchronize(device)
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(3):
+            torch.mm(a, b)
+        synchronize(device)
+        best = max(best, 3 * 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs that ``fn`` performs, counted by torch's FlopCounterMode (matmuls and convs)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def best_rate(fn: Callable[[], int], device: torch.device, repeats: int = 3) -> float:
+    """Best items/s of ``fn`` (which returns the number of items it processed) over repeats."""
+    best = 0.0
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        items = fn()
+        synchronize(device)
+        best = max(best, items / (time.perf_counter() - start))
+    return best
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
