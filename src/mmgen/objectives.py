@@ -2,13 +2,22 @@
 
 Conventions (METHOD.md, "Notation"): images are grey levels in [0, 1]; ``log p(x|z)`` is minus
 the binary cross-entropy against grey-level targets **summed** over pixels; KLs between diagonal
-Gaussians are analytic and summed over latent dimensions. Every function here returns one value
-per example, shape ``(B,)``; callers take the batch mean.
+Gaussians are analytic and summed over latent dimensions. Every loss function here returns one
+value per example, shape ``(B,)``; callers take the batch mean.
+
+The multi-modal bounds (METHOD.md §4) are built from one term: for subsets ``S, T`` of the
+modalities ``M``,
+
+    ELBO_S(T) = E_{q(z|S)}[Σ_{m∈T} log p(m|z)] − β · KL(q(z|S) ‖ p(z)),   p(z) = N(0, I),
+
+estimated with one reparameterised sample ``z ~ q(z|S)`` (``multimodal_elbo``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,3 +75,176 @@ def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None
 def beta_elbo(log_likelihood: Tensor, kl: Tensor, beta: float) -> Tensor:
     """β-VAE bound ``E_q[log p(x|z)] − β·KL(q(z|x) ‖ p(z))`` per example (Higgins et al.)."""
     return log_likelihood - beta * kl
+
+
+def iw_log_mean_exp(log_w: Tensor, dim: int = 0) -> Tensor:
+    """``log (1/K) Σ_k exp(log w_k) = logsumexp_k(log w_k) − log K``, stable for any scale.
+
+    The inner quantity of the importance-weighted bound (Burda et al., eq. 8):
+    ``log p(x) ≥ E[log (1/K) Σ_k p(x, z_k) / q(z_k|x)]`` with ``log_w_k`` the log-weights.
+
+    Args:
+        log_w: log-weights with ``K`` samples along ``dim``.
+        dim: the sample dimension, reduced away.
+    """
+    return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])
+
+
+def multimodal_log_likelihood(
+    logits: Mapping[str, Tensor], targets: Mapping[str, Tensor]
+) -> Tensor:
+    """``Σ_{m∈T} log p(m|z)`` per example: the modalities ``T`` scored are the keys of ``logits``.
+
+    Args:
+        logits: modality → decoder logits ``(B, ...)``.
+        targets: modality → grey levels in [0, 1] of the same shape (extra keys are ignored).
+
+    Returns:
+        Shape ``(B,)``.
+    """
+    if not logits:
+        raise ValueError("multimodal_log_likelihood needs at least one modality")
+    missing = sorted(set(logits) - set(targets))
+    if missing:
+        raise ValueError(f"no target images for modality(ies) {missing}; got {sorted(targets)}")
+    return sum(
+        bernoulli_log_likelihood(logits[m], targets[m].reshape(logits[m].shape)) for m in logits
+    )
+
+
+def multimodal_elbo(
+    logits: Mapping[str, Tensor],
+    targets: Mapping[str, Tensor],
+    mu: Tensor,
+    logvar: Tensor,
+    beta: float,
+) -> Tensor:
+    """``ELBO_S(T) = Σ_{m∈T} log p(m|z) − β·KL(q(z|S) ‖ N(0, I))`` per example.
+
+    The one-sample estimate of the β-ELBO of Higgins et al. for a subset: ``logits`` decode a
+    ``z ~ q(z|S) = N(μ, σ²)`` into the modalities ``T`` (its keys). Suzuki et al. (JMVAE, eq. 2)
+    is the case ``S = T = M``, ``β = 1``.
+
+    Args:
+        logits: modality ``m ∈ T`` → logits of ``p(m|z)``, ``(B, ...)``.
+        targets: modality → grey levels in [0, 1] (extra keys are ignored).
+        mu: ``(B, d)`` mean of ``q(z|S)``.
+        logvar: ``(B, d)`` log-variance of ``q(z|S)``.
+        beta: weight of the KL term.
+    """
+    return beta_elbo(
+        multimodal_log_likelihood(logits, targets), kl_standard_normal(mu, logvar), beta
+    )
+
+
+def penalized_elbo(elbo: Tensor, kls: Sequence[Tensor], alpha: float) -> Tensor:
+    """``ELBO − α Σ_i KL_i`` per example: JMVAE-kl and the M²VAE ``J`` term.
+
+    JMVAE-kl (Suzuki et al. 2016, eq. 6) takes ``ELBO = ELBO_M(M)`` and
+    ``KL_m = KL(q(z|M) ‖ q(z|m))`` for every modality ``m``; the M²VAE ``J(S)`` (Korthals et al.)
+    takes ``ELBO = ELBO_S(S)`` and one KL per subset of ``S`` one modality smaller.
+    """
+    return elbo - alpha * sum(kls, torch.zeros_like(elbo))
+
+
+def nonempty_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``modalities`` as a tuple in the modalities' order, largest first.
+
+    Example: ``("a", "b")`` → ``[("a", "b"), ("a",), ("b",)]``.
+    """
+    return [
+        subset
+        for size in range(len(modalities), 0, -1)
+        for subset in itertools.combinations(tuple(modalities), size)
+    ]
+
+
+def m2vae_subset_weights(modalities: Sequence[str]) -> dict[tuple[str, ...], float]:
+    """Total weight of every subset's ELBO term in the expanded M²VAE objective.
+
+    The recursion of Korthals et al. (M²VAE, eq. 11 and its |M| = 3 form in the appendix)::
+
+        L(S)   = (1/|S|) · [ J(S) + Σ_{S' ⊂ S, |S'| = |S|−1} L(S') ]        for |S| ≥ 2
+        L({m}) = ELBO_m(m)
+        J(S)   = ELBO_S(S) − α Σ_{S' ⊂ S, |S'| = |S|−1} KL(q(z|S) ‖ q(z|S'))
+
+    visits every subset once per path from ``M`` down to it. Let ``c(S)`` be the total
+    coefficient of ``L(S)`` in ``L(M)``: ``c(M) = 1`` and ``c(S') = Σ_{parents S} c(S)/|S|``.
+    The ELBO (and ``J``) of ``S`` then has weight ``c(S)/|S|`` when ``|S| ≥ 2`` and ``c(S)``
+    for a single modality. Since each ``L(S)`` hands ``c(S)/|S|`` to each of its ``|S|``
+    children, ``Σ_{|S|=k} c(S) = 1`` on every level ``k``.
+
+    Two modalities: ``½`` for each of ``ELBO_ab``, ``ELBO_a``, ``ELBO_b``. Three: ``⅓`` on the
+    full set, ``⅙`` on each pair, ``⅓`` on each single modality.
+
+    Args:
+        modalities: the full set ``M`` (at least one name).
+
+    Returns:
+        Subset (a tuple in the order of ``modalities``) → weight of ``ELBO_S(S)``, every
+        non-empty subset, largest first.
+    """
+    coefficients = _m2vae_coefficients(modalities)
+    return {s: c / len(s) if len(s) > 1 else c for s, c in coefficients.items()}
+
+
+def m2vae_kl_weights(
+    modalities: Sequence[str],
+) -> dict[tuple[tuple[str, ...], tuple[str, ...]], float]:
+    """Weight (before ``α``) of every ``KL(q(z|S) ‖ q(z|S'))`` in the expanded M²VAE objective.
+
+    Each KL sits inside ``J(S)``, so its weight is ``J(S)``'s: ``c(S)/|S|`` (see
+    ``m2vae_subset_weights``), for every ``S`` with ``|S| ≥ 2`` and ``S' ⊂ S``,
+    ``|S'| = |S| − 1``. Two modalities: ``½`` on ``KL(q_ab ‖ q_a)`` and ``KL(q_ab ‖ q_b)``.
+
+    Returns:
+        ``(S, S')`` → weight; ``S'`` keeps the order of ``modalities``.
+    """
+    weights = m2vae_subset_weights(modalities)
+    return {
+        (subset, child): weights[subset]
+        for subset in weights
+        if len(subset) > 1
+        for child in itertools.combinations(subset, len(subset) - 1)
+    }
+
+
+def _m2vae_coefficients(modalities: Sequence[str]) -> dict[tuple[str, ...], float]:
+    """``c(S)``: the total coefficient of ``L(S)`` in ``L(M)`` (one pass, largest sets first)."""
+    modalities = tuple(modalities)
+    if not modalities or len(set(modalities)) != len(modalities):
+        raise ValueError(f"modalities must be non-empty and distinct, got {modalities}")
+    coefficients = dict.fromkeys(nonempty_subsets(modalities), 0.0)
+    coefficients[modalities] = 1.0
+    for subset in coefficients:  # largest first: every parent is final before its children
+        if len(subset) > 1:
+            for child in itertools.combinations(subset, len(subset) - 1):
+                coefficients[child] += coefficients[subset] / len(subset)
+    return coefficients
+
+
+def m2vae_objective(
+    elbos: Mapping[tuple[str, ...], Tensor],
+    kls: Mapping[tuple[tuple[str, ...], tuple[str, ...]], Tensor],
+    modalities: Sequence[str],
+    alpha: float,
+) -> Tensor:
+    """The M²VAE bound ``L(M)`` per example, the recursion expanded with precomputed weights.
+
+    ``L(M) = Σ_S w_S · ELBO_S(S) − α Σ_{(S, S')} w_{S,S'} · KL(q(z|S) ‖ q(z|S'))`` with
+    ``w`` from ``m2vae_subset_weights`` and ``m2vae_kl_weights`` (Korthals et al., eq. 11).
+    Two modalities: ``½[ELBO_a(a) + ELBO_b(b) + ELBO_ab(a,b) − α KL(q_ab‖q_a) − α KL(q_ab‖q_b)]``.
+
+    Args:
+        elbos: every non-empty subset ``S`` → ``ELBO_S(S)``, shape ``(B,)``.
+        kls: every ``(S, S')`` of ``m2vae_kl_weights`` → the KL, shape ``(B,)``.
+        modalities: the full set ``M``.
+        alpha: weight of the KL terms.
+    """
+    elbo_weights = m2vae_subset_weights(modalities)
+    kl_weights = m2vae_kl_weights(modalities)
+    missing = [s for s in elbo_weights if s not in elbos] + [p for p in kl_weights if p not in kls]
+    if missing:
+        raise ValueError(f"m2vae_objective is missing the terms {missing}")
+    total = sum(w * elbos[s] for s, w in elbo_weights.items())
+    return total - alpha * sum(w * kls[pair] for pair, w in kl_weights.items())

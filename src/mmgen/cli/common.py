@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
@@ -67,7 +67,7 @@ def configure_logging(verbose: bool) -> None:
     )
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     """Where to compute: ``auto`` picks CUDA when a GPU is present."""
 
     auto = "auto"
@@ -102,7 +102,9 @@ def version_callback(value: bool) -> None:
 def root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     """mmgen: entangled multi-modal data, and proof that it is coherent."""

@@ -1,0 +1,29 @@
+# The two commands of the README's quick start: `make demo` and `make test`.
+# Each creates the virtual environment it needs (.venv) on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The data folder: MMGEN_DATA_DIR when set, else the shared folder beside the checkout.
+export MMGEN_DATA_DIR ?= $(abspath ../shared/datasets)
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed  ## train → generate → shuffle → evaluate at a small budget, into demo/
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh demo
+
+test: $(BIN)/.installed  ## lint, then every test (the real-data ones read MMGEN_DATA_DIR)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -q
+
+bench: $(BIN)/.installed  ## the measurements behind docs/performance.md
+	$(BIN)/python benchmarks/bench_train.py
+
+clean:
+	rm -rf demo .pytest_cache .ruff_cache

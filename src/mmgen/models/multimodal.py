@@ -1,0 +1,305 @@
+"""The shared base of the multi-modal VAEs: config, MLP encoders and decoders, the interface.
+
+Networks follow Korthals et al. (M²VAE), Table 1, e-MNIST rows (METHOD.md §4):
+
+    uni-modal encoder q(z|m):  fc 784-128-64 → (μ, log σ²)
+    subset encoder    q(z|S):  one fc 784-128-64 branch per modality of S, concat,
+                               fc 64 → (μ, log σ²)
+    decoder           p(m|z):  fc d-64-128-784 → Bernoulli logits; one per modality, shared by
+                               every encoder
+
+Every model (JMVAE and its variants, tVAE, M²VAE) is a ``MultimodalVAE`` that differs only in
+which subsets get an encoder (``encoder_subsets``), which subsets it can infer from
+(``encodable_subsets``) and its objective (``objective``). Models return their loss terms by
+name (``loss_on``), so ``mmgen.train.fit`` trains all of them.
+
+β: the paper states a normalised ``β_norm = β·d/D = 0.01`` with ``d`` the latent size and ``D``
+the input size of one modality (784), so ``β = β_norm·D/d = 0.01·784/2 = 3.92 ≈ 4``
+(``beta_from_normalized``); we keep ``β = 4``, the value of the MNIST-E CVAEs, as the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from mmgen.config import require_positive
+from mmgen.nn import ACTIVATIONS, GaussianHead, mlp
+from mmgen.objectives import (
+    beta_elbo,
+    kl_standard_normal,
+    multimodal_log_likelihood,
+    reparameterize,
+)
+
+IMAGE_SHAPE = (1, 28, 28)
+INPUT_DIM = 28 * 28  # D: pixels of one modality
+RESERVED_NAMES = ("labels", "z")  # batch keys that are not modalities
+Subset = tuple[str, ...]
+
+
+def beta_from_normalized(beta_norm: float, latent_dim: int, input_dim: int = INPUT_DIM) -> float:
+    """``β = β_norm · D / d``: the KL weight from the paper's normalised ``β_norm = β·d/D``.
+
+    Korthals et al. report ``β_norm = 0.01`` with ``d = 2``, ``D = 784``, i.e. ``β = 3.92``.
+    """
+    require_positive("latent_dim", latent_dim)
+    require_positive("input_dim", input_dim)
+    return beta_norm * input_dim / latent_dim
+
+
+class SubsetBound(NamedTuple):
+    """One-sample ``ELBO_S(S)`` and its parts, each ``(B,)`` (``mu``/``logvar``: ``(B, d)``)."""
+
+    elbo: Tensor
+    log_likelihood: Tensor  # Σ_{m∈S} log p(m|z), z ~ q(z|S)
+    kl: Tensor  # KL(q(z|S) ‖ N(0, I))
+    mu: Tensor
+    logvar: Tensor
+
+
+def subset_key(subset: Subset) -> str:
+    """The module name of a subset's encoder, e.g. ``("a", "b")`` → ``"a+b"``."""
+    return "+".join(subset)
+
+
+def elbo_term_name(subset: Subset) -> str:
+    """Logged name of ``ELBO_S(S)``, e.g. ``elbo_a+b``."""
+    return f"elbo_{subset_key(subset)}"
+
+
+def kl_term_name(subset: Subset, smaller: Subset) -> str:
+    """Logged name of ``KL(q(z|S) ‖ q(z|S'))``, e.g. ``kl_a+b_a``."""
+    return f"kl_{subset_key(subset)}_{subset_key(smaller)}"
+
+
+@dataclass(frozen=True)
+class MultimodalConfig:
+    """Architecture and objective shared by every multi-modal VAE (defaults: paper's Table 1)."""
+
+    modalities: tuple[str, ...]  # names of the modalities M, in the dataset's order (≥ 2)
+    latent_dim: int = 2  # d
+    beta: float = 4.0  # KL weight; β_norm = β·d/D = 0.01 in the paper gives 3.92 ≈ 4
+    encoder_widths: tuple[int, ...] = (128, 64)  # hidden widths of every encoder branch
+    fusion_width: int = 64  # fc layer after concatenating the branches of a subset encoder
+    decoder_widths: tuple[int, ...] = (64, 128)  # hidden widths of every decoder, z first
+    encoder_activation: str = "relu"  # our choice: Table 1 names an activation for decoders only
+    decoder_activation: str = "tanh"  # the paper's Table 1 lists tanh for the decoders
+
+    def __post_init__(self) -> None:
+        modalities = tuple(self.modalities)
+        if len(modalities) < 2:
+            raise ValueError(f"a multi-modal VAE needs at least 2 modalities, got {modalities}")
+        if len(set(modalities)) != len(modalities):
+            raise ValueError(f"modality names must be distinct, got {modalities}")
+        for name in modalities:
+            if not isinstance(name, str) or not name or any(c in name for c in "+."):
+                raise ValueError(
+                    f"modality name {name!r} must be a non-empty string without '+' or '.'"
+                )
+            if name in RESERVED_NAMES:
+                raise ValueError(
+                    f"modality name {name!r} is reserved for batch entries {RESERVED_NAMES}; "
+                    "rename the modality"
+                )
+        require_positive("latent_dim", self.latent_dim)
+        require_positive("fusion_width", self.fusion_width)
+        for width in (*self.encoder_widths, *self.decoder_widths):
+            require_positive("layer width", width)
+        if not self.encoder_widths:
+            raise ValueError("encoder_widths needs at least one hidden layer")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        for field in ("encoder_activation", "decoder_activation"):
+            if getattr(self, field) not in ACTIVATIONS:
+                raise ValueError(
+                    f"unknown {field} {getattr(self, field)!r}; choose one of {sorted(ACTIVATIONS)}"
+                )
+        object.__setattr__(self, "modalities", modalities)
+
+
+class SubsetEncoder(nn.Module):
+    """q(z|S): one MLP branch per modality of ``S``; for ``|S| > 1`` concat and a fusion layer."""
+
+    def __init__(self, subset: Subset, config: MultimodalConfig) -> None:
+        super().__init__()
+        self.subset = subset
+        sizes = (INPUT_DIM, *config.encoder_widths)
+        self.branches = nn.ModuleDict({m: mlp(sizes, config.encoder_activation) for m in subset})
+        width = config.encoder_widths[-1]
+        if len(subset) > 1:
+            self.fusion = mlp([width * len(subset), config.fusion_width], config.encoder_activation)
+            width = config.fusion_width
+        else:
+            self.fusion = nn.Identity()  # the uni-modal encoder of Table 1 has no fusion layer
+        self.head = GaussianHead(width, config.latent_dim)
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Flat images ``{m: (B, 784)}`` → ``(μ, log σ²)``, each ``(B, d)``."""
+        features = torch.cat([self.branches[m](inputs[m]) for m in self.subset], dim=1)
+        return self.head(self.fusion(features))
+
+
+class ImageDecoder(nn.Module):
+    """p(m|z): fc d-64-128-784 → Bernoulli logits ``(B, 1, 28, 28)``."""
+
+    def __init__(self, config: MultimodalConfig) -> None:
+        super().__init__()
+        sizes = (config.latent_dim, *config.decoder_widths, INPUT_DIM)
+        self.net = mlp(sizes, config.decoder_activation, final_activation=False)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(-1, *IMAGE_SHAPE)  # (B, 784) → (B, 1, 28, 28)
+
+
+class MultimodalVAE(nn.Module):
+    """Base of every multi-modal VAE: encoders per subset, one decoder per modality.
+
+    Subclasses set ``name`` and ``config_class``, and override ``encoder_subsets`` (which
+    subsets own an encoder) and ``objective`` (the bound to maximise); a few also override
+    ``encodable_subsets`` / ``_encode`` (JMVAE-zero) or ``stages`` / ``set_stage`` (tVAE).
+    """
+
+    name: ClassVar[str] = "multimodal"
+    config_class: ClassVar[type[MultimodalConfig]] = MultimodalConfig
+    stages: tuple[str, ...] = ("joint",)
+
+    def __init__(self, config: MultimodalConfig) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                f"got {type(config).__name__}"
+            )
+        self.config = config
+        self.modalities: tuple[str, ...] = config.modalities
+        self.encoders = nn.ModuleDict(
+            {subset_key(s): SubsetEncoder(s, config) for s in self.encoder_subsets()}
+        )
+        self.decoders = nn.ModuleDict({m: ImageDecoder(config) for m in self.modalities})
+        self.stage = self.stages[0]
+
+    # ----- which subsets -------------------------------------------------------------------
+    def encoder_subsets(self) -> list[Subset]:
+        """Subsets that own an encoder network (full set first). Default: full set + singles."""
+        return [self.modalities, *((m,) for m in self.modalities)]
+
+    def encodable_subsets(self) -> list[Subset]:
+        """Subsets this model can infer ``q(z|S)`` from, full set first."""
+        return self.encoder_subsets()
+
+    def canonical_subset(self, subset: Sequence[str]) -> Subset:
+        """``subset`` in the order of ``self.modalities``; ValueError for unknown or repeats."""
+        unknown = sorted(set(subset) - set(self.modalities))
+        if unknown or not subset or len(set(subset)) != len(subset):
+            raise ValueError(
+                f"invalid subset {tuple(subset)}: give distinct names from {self.modalities}"
+            )
+        return tuple(m for m in self.modalities if m in subset)
+
+    # ----- the interface -------------------------------------------------------------------
+    def encode(self, images: Mapping[str, Tensor], subset: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """``q(z|S)`` of the images of ``subset``.
+
+        Args:
+            images: modality → ``(B, 1, 28, 28)`` or ``(B, 784)`` grey levels in [0, 1]; needs
+                the modalities of ``subset`` (others are ignored).
+            subset: modality names, any order.
+
+        Returns:
+            ``(μ, log σ²)``, each ``(B, d)``.
+
+        Raises:
+            ValueError: the model has no posterior for ``subset``, or an image is missing.
+        """
+        subset = self.canonical_subset(subset)
+        if subset not in self.encodable_subsets():
+            raise ValueError(
+                f"{self.name} cannot encode from {subset}; it encodes from "
+                f"{self.encodable_subsets()}"
+            )
+        missing = [m for m in subset if m not in images]
+        if missing:
+            raise ValueError(f"encode from {subset} needs images of {missing}")
+        return self._encode({m: images[m].flatten(1) for m in subset}, subset)  # (B, 784) each
+
+    def _encode(self, flat: Mapping[str, Tensor], subset: Subset) -> tuple[Tensor, Tensor]:
+        """Run the encoder of ``subset`` on flat images (``subset`` already validated)."""
+        return self.encoders[subset_key(subset)](flat)
+
+    def decode_logits(self, z: Tensor) -> dict[str, Tensor]:
+        """Codes ``(B, d)`` → logits ``(B, 1, 28, 28)`` of every modality."""
+        return {m: decoder(z) for m, decoder in self.decoders.items()}
+
+    def decode(self, z: Tensor) -> dict[str, Tensor]:
+        """Codes ``(B, d)`` → mean images ``σ(logits)`` in [0, 1] of every modality."""
+        return {m: torch.sigmoid(logits) for m, logits in self.decode_logits(z).items()}
+
+    def loss_on(
+        self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """The trainer's entry point: batch means of the negative objective (``loss``) and terms.
+
+        Args:
+            batch: modality → images ``(B, 1, 28, 28)`` in [0, 1]; ``labels`` / ``z`` ignored.
+            generator: source of the reparameterisation noise.
+        """
+        missing = [m for m in self.modalities if m not in batch]
+        if missing:
+            raise ValueError(
+                f"batch lacks modality(ies) {missing}; it has {sorted(batch)}, the model needs "
+                f"{list(self.modalities)}"
+            )
+        terms = self.objective(batch, generator)
+        objective = terms.pop("objective")
+        return {"loss": -objective.mean(), **{name: v.mean() for name, v in terms.items()}}
+
+    def objective(
+        self, batch: Mapping[str, Tensor], generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """Per-example ``"objective"`` (the bound to maximise) and named terms, each ``(B,)``."""
+        raise NotImplementedError
+
+    def set_stage(self, stage: str) -> None:
+        """Select the training stage: which loss ``loss_on`` returns and which weights train."""
+        if stage not in self.stages:
+            raise ValueError(f"{self.name} has stages {self.stages}, not {stage!r}")
+        self.stage = stage
+        self.requires_grad_(False)
+        for module in self.trainable_modules(stage):
+            module.requires_grad_(True)
+
+    def trainable_modules(self, stage: str) -> list[nn.Module]:
+        """The modules trained in ``stage``; the others are frozen. Default: the whole model."""
+        return [self]
+
+    # ----- building blocks of the objectives ------------------------------------------------
+    def subset_bound(
+        self,
+        batch: Mapping[str, Tensor],
+        subset: Subset,
+        generator: torch.Generator | None,
+    ) -> SubsetBound:
+        """``ELBO_S(S)`` and its parts, with one reparameterised sample ``z ~ q(z|S)``."""
+        mu, logvar = self.encode(batch, subset)
+        z = reparameterize(mu, logvar, generator)
+        log_likelihood = multimodal_log_likelihood({m: self.decoders[m](z) for m in subset}, batch)
+        kl = kl_standard_normal(mu, logvar)
+        elbo = beta_elbo(log_likelihood, kl, self.config.beta)
+        return SubsetBound(elbo, log_likelihood, kl, mu, logvar)
+
+    def joint_terms(
+        self, batch: Mapping[str, Tensor], generator: torch.Generator | None
+    ) -> tuple[dict[str, Tensor], SubsetBound]:
+        """``ELBO_M(M)`` as logged terms (elbo, reconstruction NLL, KL), and the bound itself."""
+        bound = self.subset_bound(batch, self.modalities, generator)
+        terms = {
+            elbo_term_name(self.modalities): bound.elbo,
+            "reconstruction": -bound.log_likelihood,
+            "kl": bound.kl,
+        }
+        return terms, bound

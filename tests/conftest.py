@@ -1,0 +1,129 @@
+"""Shared test helpers: tiny fake MNIST-like data on disk, an isolated data environment, and the
+real data folder for the tests marked ``slow``.
+
+Fixtures:
+    fake_data_root: a data root in torchvision's layout (``MNIST/raw`` gzipped,
+        ``FashionMNIST/raw`` raw) with 60 train / 30 test 28×28 images per source, 10 balanced
+        classes, each class a distinct pattern that a small model learns in a few steps.
+        Use it as ``data_dir`` (the CLI's ``--data-dir``).
+    isolated_data_env: no ``MMGEN_DATA_DIR`` / ``MMGEN_MIRRORS``, an empty temporary user cache
+        and Debian folder, so a test never reads or writes the user's real data.
+    real_data_dir: the folder named by ``MMGEN_DATA_DIR`` when it holds both real sources;
+        skips otherwise.
+
+``write_idx`` and ``fake_images`` are plain functions: ``from conftest import write_idx``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FAKE_NUM_TRAIN = 60
+FAKE_NUM_TEST = 30
+FAKE_NUM_CLASSES = 10
+IDX_TYPE_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C}
+STANDARD_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> Path:
+    """Write ``array`` (uint8 or int32) as an IDX file; with ``gz``, gzip it and append ``.gz``.
+
+    Returns:
+        The path written (``path`` or ``path.gz``).
+    """
+    array = np.asarray(array)
+    header = bytes([0, 0, IDX_TYPE_CODES[array.dtype], array.ndim])
+    header += np.asarray(array.shape, dtype=">u4").tobytes()
+    data = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path = Path(path)
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data, compresslevel=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def fake_images(labels: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarray:
+    """Return (N, 28, 28) uint8 images whose class is obvious from a pattern, plus noise.
+
+    Args:
+        labels: (N,) classes in 0..9.
+        style: ``"blocks"`` (class k lights a 7×7 block at cell k of a 4×4 grid) or
+            ``"stripes"`` (class k lights a 2-row band at rows 4 + 2k .. 5 + 2k).
+        rng: the source of the background noise and the brightness jitter.
+    """
+    images = rng.integers(0, 40, size=(len(labels), 28, 28), dtype=np.uint8)
+    bright = rng.integers(200, 256, size=(len(labels), 1, 1), dtype=np.uint8)
+    pattern = np.zeros((FAKE_NUM_CLASSES, 28, 28), dtype=bool)
+    for label in range(FAKE_NUM_CLASSES):
+        if style == "blocks":
+            row, col = divmod(label, 4)
+            pattern[label, 7 * row : 7 * row + 7, 7 * col : 7 * col + 7] = True
+        else:
+            pattern[label, 4 + 2 * label : 6 + 2 * label, 4:24] = True
+    mask = pattern[labels]  # (N, 28, 28)
+    return np.where(mask, bright, images).astype(np.uint8)
+
+
+def write_fake_source(folder: Path, style: str, gz: bool, seed: int) -> None:
+    """Write the four standard IDX files of a fake source into ``folder``."""
+    rng = np.random.default_rng(seed)
+    for split, size in (("train", FAKE_NUM_TRAIN), ("test", FAKE_NUM_TEST)):
+        labels = (np.arange(size) % FAKE_NUM_CLASSES).astype(np.uint8)  # balanced, interleaved
+        images_name, labels_name = STANDARD_FILES[split]
+        write_idx(folder / images_name, fake_images(labels, style, rng), gz=gz)
+        write_idx(folder / labels_name, labels, gz=gz)
+
+
+@pytest.fixture
+def fake_data_root(tmp_path: Path) -> Path:
+    """A fake data root: ``MNIST/raw`` (gzipped, blocks) and ``FashionMNIST/raw`` (raw, stripes).
+
+    Each source: 60 train / 30 test images, labels ``i % 10`` (balanced, every prefix of 10
+    holds each class once).
+    """
+    root = tmp_path / "data"
+    write_fake_source(root / "MNIST" / "raw", style="blocks", gz=True, seed=0)
+    write_fake_source(root / "FashionMNIST" / "raw", style="stripes", gz=False, seed=1)
+    return root
+
+
+@pytest.fixture
+def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Hide every real data location; return the temporary cache base (``XDG_CACHE_HOME``)."""
+    from mmgen import sources
+
+    monkeypatch.delenv("MMGEN_DATA_DIR", raising=False)
+    monkeypatch.delenv("MMGEN_MIRRORS", raising=False)
+    cache_base = tmp_path / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_base))
+    monkeypatch.setattr(sources, "DEBIAN_DATASETS_DIR", tmp_path / "debian-datasets")
+    return cache_base
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real data root from ``MMGEN_DATA_DIR``; skips when it is unset or lacks the files.
+
+    Session-scoped so that it reads the variable before ``isolated_data_env`` hides it.
+    """
+    value = os.environ.get("MMGEN_DATA_DIR")
+    if not value:
+        pytest.skip("real data: set MMGEN_DATA_DIR to a folder with MNIST/raw and FashionMNIST/raw")
+    root = Path(value)
+    for folder in ("MNIST", "FashionMNIST"):
+        for names in STANDARD_FILES.values():
+            for name in names:
+                raw = root / folder / "raw" / name
+                if not raw.is_file() and not raw.with_name(name + ".gz").is_file():
+                    pytest.skip(f"real data: MMGEN_DATA_DIR={value} lacks {folder}/raw/{name}[.gz]")
+    return root
