@@ -62,7 +62,9 @@ class ClassifierConfig:
         require_positive("classifier lr", self.lr)
         require_positive("classifier feature_dim", self.feature_dim)
         if len(self.channels) != 2:
-            raise ValueError(f"channels needs two widths (one per convolution), got {self.channels}")
+            raise ValueError(
+                f"channels needs two widths (one per convolution), got {self.channels}"
+            )
         for width in self.channels:
             require_positive("classifier channel width", width)
 
@@ -256,7 +258,9 @@ def load_or_train_classifier(
         }
         torch.save(state, tmp / WEIGHTS_FILE)
         save_json(tmp / INFO_FILE, info)
-    log.info("%s classifier: test accuracy %.4f, cached in %s", source, info["test_accuracy"], folder)
+    log.info(
+        "%s classifier: test accuracy %.4f, cached in %s", source, info["test_accuracy"], folder
+    )
     return TrainedClassifier(
         model, source, train.class_names, info["test_accuracy"], info, folder, loaded=False
     )

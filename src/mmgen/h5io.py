@@ -253,7 +253,9 @@ def check_output(path: Path | str, overwrite: bool) -> None:
     """Refuse to replace an existing output unless ``overwrite`` (a one-line error otherwise)."""
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"--out {path} is a folder; give a file name such as {path}/data.h5")
+        raise IsADirectoryError(
+            f"--out {path} is a folder; give a file name such as {path / 'data.h5'}"
+        )
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"{path} already exists; pass --overwrite to replace it or choose another --out"
@@ -341,9 +343,8 @@ class DatasetWriter:
         missing = sorted(set(REQUIRED_ATTRS) - set(attrs))
         if missing:
             raise ValueError(f"root attributes {missing} are missing")
-        for key, value in encode_attrs({"format": FORMAT, "schema_version": SCHEMA_VERSION}).items():
-            handle.attrs[key] = value
-        for key, value in encode_attrs(attrs).items():
+        header = {"format": FORMAT, "schema_version": SCHEMA_VERSION}
+        for key, value in encode_attrs({**header, **attrs}).items():
             handle.attrs[key] = value
         self.splits: dict[str, SplitWriter] = {}
         for split, size in sizes.items():

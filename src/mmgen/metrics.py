@@ -205,7 +205,9 @@ def importance_weighted_bound(
         for done in range(0, k, sample_chunk):
             count = min(sample_chunk, k - done)
             z = reparameterize(  # (count, B, d)
-                mu.expand(count, batch, latent_dim), logvar.expand(count, batch, latent_dim), generator
+                mu.expand(count, batch, latent_dim),
+                logvar.expand(count, batch, latent_dim),
+                generator,
             )
             logits = model.decode_logits(z.reshape(count * batch, latent_dim))
             log_likelihood = sum(
@@ -321,9 +323,7 @@ def accuracy(predicted: Tensor, labels: Tensor) -> float:
 
 def balanced_accuracy(predicted: Tensor, labels: Tensor) -> float:
     """Mean over the classes present in ``labels`` of the per-class recall."""
-    recalls = [
-        (predicted[labels == c] == c).float().mean() for c in torch.unique(labels).tolist()
-    ]
+    recalls = [(predicted[labels == c] == c).float().mean() for c in torch.unique(labels).tolist()]
     return float(torch.stack(recalls).mean())
 
 

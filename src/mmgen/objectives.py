@@ -80,7 +80,7 @@ def beta_elbo(log_likelihood: Tensor, kl: Tensor, beta: float) -> Tensor:
 def iw_log_mean_exp(log_w: Tensor, dim: int = 0) -> Tensor:
     """``log (1/K) Σ_k exp(log w_k) = logsumexp_k(log w_k) − log K``, stable for any scale.
 
-    The inner quantity of the importance-weighted bound (Burda et al., eq. 8):
+    The inner quantity of the importance-weighted bound (Burda et al. 2016, the bound L_K):
     ``log p(x) ≥ E[log (1/K) Σ_k p(x, z_k) / q(z_k|x)]`` with ``log_w_k`` the log-weights.
 
     Args:
@@ -122,7 +122,7 @@ def multimodal_elbo(
     """``ELBO_S(T) = Σ_{m∈T} log p(m|z) − β·KL(q(z|S) ‖ N(0, I))`` per example.
 
     The one-sample estimate of the β-ELBO of Higgins et al. for a subset: ``logits`` decode a
-    ``z ~ q(z|S) = N(μ, σ²)`` into the modalities ``T`` (its keys). Suzuki et al. (JMVAE, eq. 2)
+    ``z ~ q(z|S) = N(μ, σ²)`` into the modalities ``T`` (its keys). Suzuki et al.'s JMVAE bound
     is the case ``S = T = M``, ``β = 1``.
 
     Args:
@@ -140,7 +140,7 @@ def multimodal_elbo(
 def penalized_elbo(elbo: Tensor, kls: Sequence[Tensor], alpha: float) -> Tensor:
     """``ELBO − α Σ_i KL_i`` per example: JMVAE-kl and the M²VAE ``J`` term.
 
-    JMVAE-kl (Suzuki et al. 2016, eq. 6) takes ``ELBO = ELBO_M(M)`` and
+    JMVAE-kl (Suzuki et al. 2016) takes ``ELBO = ELBO_M(M)`` and
     ``KL_m = KL(q(z|M) ‖ q(z|m))`` for every modality ``m``; the M²VAE ``J(S)`` (Korthals et al.)
     takes ``ELBO = ELBO_S(S)`` and one KL per subset of ``S`` one modality smaller.
     """
@@ -162,7 +162,7 @@ def nonempty_subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
 def m2vae_subset_weights(modalities: Sequence[str]) -> dict[tuple[str, ...], float]:
     """Total weight of every subset's ELBO term in the expanded M²VAE objective.
 
-    The recursion of Korthals et al. (M²VAE, eq. 11 and its |M| = 3 form in the appendix)::
+    The recursion of Korthals et al. (M²VAE; the |M| = 3 form is in their appendix)::
 
         L(S)   = (1/|S|) · [ J(S) + Σ_{S' ⊂ S, |S'| = |S|−1} L(S') ]        for |S| ≥ 2
         L({m}) = ELBO_m(m)
@@ -232,7 +232,7 @@ def m2vae_objective(
     """The M²VAE bound ``L(M)`` per example, the recursion expanded with precomputed weights.
 
     ``L(M) = Σ_S w_S · ELBO_S(S) − α Σ_{(S, S')} w_{S,S'} · KL(q(z|S) ‖ q(z|S'))`` with
-    ``w`` from ``m2vae_subset_weights`` and ``m2vae_kl_weights`` (Korthals et al., eq. 11).
+    ``w`` from ``m2vae_subset_weights`` and ``m2vae_kl_weights`` (Korthals et al.).
     Two modalities: ``½[ELBO_a(a) + ELBO_b(b) + ELBO_ab(a,b) − α KL(q_ab‖q_a) − α KL(q_ab‖q_b)]``.
 
     Args:

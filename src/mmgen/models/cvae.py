@@ -116,7 +116,7 @@ class CVAE(nn.Module):
         return one_hot(labels, self.config.num_classes, like.dtype)
 
     def encode(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Images ``(B, 1, 28, 28)`` in [0, 1], labels ``(B,)`` → ``(μ, log σ²)``, each ``(B, d)``."""
+        """Images ``(B, 1, 28, 28)`` in [0, 1], labels ``(B,)`` → ``(μ, log σ²)``, each (B, d)."""
         return self.encoder(x, self._one_hot(labels, x))
 
     def decode_logits(self, z: Tensor, labels: Tensor) -> Tensor:

@@ -2,7 +2,7 @@
 with deep generative models* (2016), for any number of modalities (METHOD.md §4).
 
 All three learn one joint encoder ``q(z|M)`` and a decoder ``p(m|z)`` per modality by
-maximising the joint bound (the paper's eq. 2, with a β on the KL as in M²VAE's experiments)
+maximising the joint bound (the paper's, with a β on the KL as in the M²VAE experiments)
 
     ELBO_M(M) = E_{q(z|M)}[Σ_{m∈M} log p(m|z)] − β·KL(q(z|M) ‖ p(z)).
 
@@ -10,9 +10,10 @@ They differ in how they infer from a strict subset ``S ⊂ M``:
 
 - **JMVAE**: not at all; only the full set is encodable.
 - **JMVAE-zero**: the same training; ``q(z|S) := q(z|S, M∖S = 0)``, the missing images
-  zero-filled in the joint encoder (the paper's naive baseline, section 4.3).
+  zero-filled in the joint encoder (the naive treatment of a missing modality that the paper
+  argues against, and the M²VAE paper's baseline).
 - **JMVAE-kl(α)**: adds one uni-modal encoder ``q(z|m)`` per modality, trained with the joint
-  model to sit close to the joint posterior (the paper's eq. 6; α = 0.1 there)::
+  model to sit close to the joint posterior (α = 0.1 in the paper)::
 
       L = ELBO_M(M) − α Σ_{m∈M} KL(q(z|M) ‖ q(z|m)).
 

@@ -2,7 +2,7 @@
 latent representations from multi-modal data*, for any number of modalities (METHOD.md §4).
 
 One encoder ``q(z|S)`` per non-empty subset ``S`` of the modalities ``M``, shared decoders
-``p(m|z)``, and the recursive bound of the paper (its eq. 11; the |M| = 3 form in the appendix)::
+``p(m|z)``, and the recursive bound of the paper (the |M| = 3 form is in its appendix)::
 
     L(S)   = (1/|S|) · [ J(S) + Σ_{S' ⊂ S, |S'| = |S|−1} L(S') ]          (|S| ≥ 2)
     L({m}) = ELBO_m(m)

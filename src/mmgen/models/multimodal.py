@@ -181,7 +181,7 @@ class MultimodalVAE(nn.Module):
             {subset_key(s): SubsetEncoder(s, config) for s in self.encoder_subsets()}
         )
         self.decoders = nn.ModuleDict({m: ImageDecoder(config) for m in self.modalities})
-        self.stage = self.stages[0]
+        self.set_stage(self.stages[0])
 
     # ----- which subsets -------------------------------------------------------------------
     def encoder_subsets(self) -> list[Subset]:

@@ -1,7 +1,7 @@
 """tVAE: Vedantam, Fischer, Huang & Murphy, *Generative models of visually grounded imagination*
 (2018), the "triple ELBO", for any number of modalities (METHOD.md §4).
 
-Objective (the paper's eq. 4 with one uni-modal term per modality):
+Objective (the paper's triple ELBO, one uni-modal term per modality):
 
     L = ELBO_M(M) + Σ_{m∈M} ELBO_m(m),
     ELBO_S(T) = E_{q(z|S)}[Σ_{t∈T} log p(t|z)] − β·KL(q(z|S) ‖ p(z)),

@@ -1,0 +1,165 @@
+"""Training throughput of ``mmgen train-cvae`` against the textbook loop, in one run.
+
+Three loops train the same β-CVAE (Table 2) with RMSprop at batch size 128 on real MNIST:
+
+1. textbook: ``torchvision.datasets.MNIST`` + ``ToTensor`` + a shuffling ``DataLoader``, default
+   memory layout (what the PyTorch examples do);
+2. in-memory: the data set as one tensor, batches by ``index_select``, default layout;
+3. mmgen: ``mmgen.train.fit`` as ``train-cvae`` runs it (in-memory, channels_last).
+
+Each figure is samples/s and GFLOP/s (FLOPs counted by torch's FlopCounterMode on one step),
+the latter as a fraction of the fp32 matmul peak measured in the same run.
+
+Usage: python benchmarks/bench_train.py [--samples 6400] [--device cpu] [--data-dir D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import count_flops, machine_description, matmul_peak_gflops, synchronize
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from mmgen.cvae_training import as_tensors
+from mmgen.models.cvae import CVAE, CVAEConfig
+from mmgen.sources import load_split, resolve_root
+from mmgen.train import TrainConfig, epoch_generator, make_optimizer, train_epoch
+
+BATCH = 128
+
+
+def step_flops(device: torch.device) -> float:
+    model = CVAE(CVAEConfig()).to(device)
+    optimizer = make_optimizer(model.parameters(), TrainConfig())
+    batch = {
+        "images": torch.rand(BATCH, 1, 28, 28, device=device),
+        "labels": torch.arange(BATCH, device=device) % 10,
+    }
+
+    def step() -> None:
+        loss = model.loss_on(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return count_flops(step) / BATCH
+
+
+def timed(run, samples: int, device: torch.device) -> float:
+    """samples/s of ``run()`` (after one warm-up call on a few batches)."""
+    run(warmup=True)
+    synchronize(device)
+    start = time.perf_counter()
+    run(warmup=False)
+    synchronize(device)
+    return samples / (time.perf_counter() - start)
+
+
+def textbook(data_root: Path, samples: int, device: torch.device):
+    """torchvision's MNIST + DataLoader; torchvision reads decompressed files, so unpack them."""
+    tmp = Path(tempfile.mkdtemp())
+    raw = tmp / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        source = data_root / f"{name}.gz"  # resolve_root gives the raw folder
+        with gzip.open(source) as fin, open(raw / name, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    dataset = datasets.MNIST(tmp, train=True, download=False, transform=transforms.ToTensor())
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True)
+    torch.manual_seed(0)
+    model = CVAE(CVAEConfig()).to(device)
+    optimizer = make_optimizer(model.parameters(), TrainConfig())
+
+    def run(warmup: bool) -> None:
+        steps = 3 if warmup else samples // BATCH
+        for i, (images, labels) in enumerate(loader):
+            if i == steps:
+                break
+            loss = model.loss_on({"images": images.to(device), "labels": labels.to(device)})
+            optimizer.zero_grad()
+            loss["loss"].backward()
+            optimizer.step()
+
+    return run, lambda: shutil.rmtree(tmp)
+
+
+def in_memory(data, samples: int, device: torch.device, channels_last: bool):
+    torch.manual_seed(0)
+    model = CVAE(CVAEConfig())
+    tensors = as_tensors(data, device)
+    if channels_last:
+        model = model.to(device, memory_format=torch.channels_last)
+    else:
+        model = model.to(device)
+        tensors["images"] = tensors["images"].contiguous()
+    optimizer = make_optimizer(model.parameters(), TrainConfig())
+    subset = {k: v[:samples] for k, v in tensors.items()}
+    small = {k: v[: 3 * BATCH] for k, v in tensors.items()}
+
+    def run(warmup: bool) -> None:
+        generator = epoch_generator(0, 0, device)
+        train_epoch(model, small if warmup else subset, optimizer, BATCH, generator)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=6400)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    root = resolve_root("mnist", args.data_dir)
+    data = load_split("mnist", "train", data_dir=root)
+
+    peak = matmul_peak_gflops(device)
+    flops = step_flops(device)
+    run_textbook, cleanup = textbook(root, args.samples, device)
+    rates = {
+        "textbook (torchvision MNIST + DataLoader)": timed(run_textbook, args.samples, device),
+        "in-memory tensors, default layout": timed(
+            in_memory(data, args.samples, device, False), args.samples, device
+        ),
+        "mmgen train-cvae (in-memory, channels_last)": timed(
+            in_memory(data, args.samples, device, True), args.samples, device
+        ),
+    }
+    cleanup()
+    if device.type == "cuda":
+        full = in_memory(data, len(data.labels), device, True)
+        full(warmup=True)
+        synchronize(device)
+        start = time.perf_counter()
+        full(warmup=False)
+        synchronize(device)
+        rates["mmgen full epoch (s)"] = time.perf_counter() - start
+
+    baseline = rates["textbook (torchvision MNIST + DataLoader)"]
+    print(f"machine: {machine_description(device)}; torch {torch.__version__}")
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s; model: {flops / 1e6:.1f} MFLOP per sample")
+    print(f"{'loop':48s} {'samples/s':>10s} {'GFLOP/s':>8s} {'% peak':>7s} {'× textbook':>10s}")
+    for name, rate in rates.items():
+        if name.endswith("(s)"):
+            print(f"{name:48s} {rate:10.2f}")
+            continue
+        gflops = rate * flops / 1e9
+        print(f"{name:48s} {rate:10.0f} {gflops:8.1f} {100 * gflops / peak:6.1f}% "
+              f"{rate / baseline:9.2f}×")
+    if args.json:
+        args.json.write_text(json.dumps({"peak_gflops": peak, "mflop_per_sample": flops / 1e6,
+                                         "samples_per_s": rates}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,452 @@
+"""``mmgen generate``: decode shared latent codes with one CVAE per source into MNIST-E.
+
+Korthals et al. (*Deep generative models for learning coherent latent representations from
+multi-modal data*, M²VAE) build an *entangled* dataset: one class-conditional β-CVAE
+``p_m(x | z, C)`` is trained per uni-modal source m, then for a shared code ``z`` and class ``C``
+
+    x_m = σ(decoder_m(z, C))   for every source m,
+
+so the modalities of a tuple vary together through ``z`` (their Fig. 1). METHOD.md §2:
+
+* ``z ~ N(0, I_d)`` restricted to a radius by exact rejection (never clipping): ``radial``
+  keeps ``‖z‖₂ ≤ r``, ``box`` keeps ``max_i |z_i| ≤ r``; default r = 2 (the authors' notebook
+  used radial with r = 1.645).
+* labels ``grid`` (default, as the released dataset): n codes, each decoded once with every
+  class, so a split of N tuples holds N / C codes and is exactly balanced; ``independent``:
+  every tuple draws its own code and a uniform class.
+* splits are drawn from separate random streams, so no test code appears in training.
+
+Randomness is keyed by position: the codes of block ``b`` of split ``s`` (``BLOCK_CODES``
+codes) come from a generator seeded with ``(seed, s, b)``, so the data depend neither on the
+decoding batch size nor on the device's random number generator, and any block can be produced
+on its own. Codes are drawn on the CPU; only decoding runs on the chosen device.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mmgen import __version__, h5io
+from mmgen.checkpoint import CVAECheckpoint, load_cvae
+from mmgen.config import require_positive, to_dict
+from mmgen.models.cvae import CVAE, FEATURES, GRID
+from mmgen.nn import one_hot
+from mmgen.train import resolve_device
+
+log = logging.getLogger(__name__)
+
+SPLIT_KEYS = {"train": 0, "test": 1}  # the split's place in the random key (seed, split, block)
+NOISE_KEY = 1_000  # offset of the Bernoulli-noise streams from the code stream, per modality
+MIN_ACCEPTANCE = 1e-3  # below this, rejection sampling would take too long: an error instead
+DEFAULT_BATCH_SIZE = 2048  # tuples decoded per call: speed only (docs/performance.md)
+
+
+def _radial_keep(z: Tensor, radius: float) -> Tensor:
+    return z.square().sum(dim=1) <= radius**2
+
+
+def _radial_acceptance(latent_dim: int, radius: float) -> float:
+    # P(χ²_d ≤ r²) = P(d/2, r²/2), the regularised lower incomplete gamma function.
+    return float(torch.special.gammainc(torch.tensor(latent_dim / 2), torch.tensor(radius**2 / 2)))
+
+
+def _box_keep(z: Tensor, radius: float) -> Tensor:
+    return z.abs().amax(dim=1) <= radius
+
+
+def _box_acceptance(latent_dim: int, radius: float) -> float:
+    return math.erf(radius / math.sqrt(2)) ** latent_dim
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """A region of latent space: ``keep`` marks codes inside, ``acceptance`` is P(inside)."""
+
+    keep: Callable[[Tensor, float], Tensor]
+    acceptance: Callable[[int, float], float]
+
+
+TRUNCATIONS: dict[str, Truncation] = {
+    "radial": Truncation(_radial_keep, _radial_acceptance),
+    "box": Truncation(_box_keep, _box_acceptance),
+}
+LABEL_POLICIES = ("grid", "independent")
+DECODE_MODES = ("mean", "sample")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """What ``mmgen generate`` draws (defaults: METHOD.md §2, the released MNIST-E).
+
+    Saved as the root attribute ``config`` of every generated file.
+    """
+
+    n_train: int = 60_000  # tuples in the train split (grid: a multiple of the class count)
+    n_test: int = 10_000  # tuples in the test split
+    truncation: str = "radial"  # a key of TRUNCATIONS: ‖z‖₂ ≤ radius, or every |z_i| ≤ radius
+    radius: float = 2.0  # in standard deviations; the authors' notebook used radial 1.645
+    labels: str = "grid"  # grid: every code with every class; independent: a class per tuple
+    decode: str = "mean"  # mean: σ(logits); sample: one Bernoulli draw per pixel
+    dtype: str = "uint8"  # image storage: uint8 = round(255·x), or float32 in [0, 1]
+    seed: int = 0  # keys every draw: (seed, split, block)
+    block_codes: int = 256  # codes per random block; changing it changes the data
+
+    def __post_init__(self) -> None:
+        require_positive("n_train (--n-train)", self.n_train)
+        require_positive("n_test (--n-test)", self.n_test)
+        require_positive("radius (--radius)", self.radius)
+        require_positive("block_codes", self.block_codes)
+        for name, value, valid in (
+            ("truncation", self.truncation, tuple(TRUNCATIONS)),
+            ("labels", self.labels, LABEL_POLICIES),
+            ("decode", self.decode, DECODE_MODES),
+            ("dtype", self.dtype, tuple(h5io.IMAGE_DTYPES)),
+        ):
+            if value not in valid:
+                raise ValueError(f"unknown --{name} {value!r}; choose one of {', '.join(valid)}")
+
+    def size(self, split: str) -> int:
+        """Tuples in ``split``."""
+        return self.n_train if split == "train" else self.n_test
+
+
+def keyed_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded from a tuple of integers (e.g. ``(seed, split, block)``).
+
+    NumPy's ``SeedSequence`` mixes the key, so nearby keys give unrelated streams.
+    """
+    state = np.random.SeedSequence([k % 2**63 for k in key]).generate_state(1, np.uint64)[0]
+    generator = torch.Generator()
+    generator.manual_seed(int(state) & (2**63 - 1))
+    return generator
+
+
+def sample_truncated_normal(
+    count: int,
+    latent_dim: int,
+    truncation: str,
+    radius: float,
+    generator: torch.Generator,
+) -> Tensor:
+    """``count`` draws of ``N(0, I_d)`` restricted to a region, by exact rejection.
+
+    Draws standard normals in rounds and keeps those inside the region, in draw order, until
+    ``count`` are kept; nothing is clipped, so the result is exactly the truncated normal.
+
+    Args:
+        count: codes to return.
+        latent_dim: d.
+        truncation: a key of ``TRUNCATIONS``.
+        radius: the region's radius, in standard deviations.
+        generator: the CPU random stream.
+
+    Returns:
+        ``(count, latent_dim)`` float32.
+
+    Raises:
+        ValueError: the region keeps less than ``MIN_ACCEPTANCE`` of the draws.
+    """
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"unknown truncation {truncation!r}; choose one of {list(TRUNCATIONS)}")
+    region = TRUNCATIONS[truncation]
+    acceptance = region.acceptance(latent_dim, radius)
+    if acceptance < MIN_ACCEPTANCE:
+        raise ValueError(
+            f"--truncation {truncation} --radius {radius} keeps only {acceptance:.1e} of the "
+            f"draws from N(0, I_{latent_dim}); use a larger --radius (radial keeps about half at "
+            f"sqrt(d) = {math.sqrt(latent_dim):.2f}) or --truncation box"
+        )
+    round_size = math.ceil(count / acceptance * 1.1) + 16
+    kept: list[Tensor] = []
+    total = 0
+    while total < count:
+        z = torch.randn(round_size, latent_dim, generator=generator)
+        z = z[region.keep(z, radius)]
+        kept.append(z)
+        total += len(z)
+    return torch.cat(kept)[:count]
+
+
+@dataclass(frozen=True)
+class Block:
+    """The tuples of one random block: codes, classes and their place in the split."""
+
+    z: Tensor  # (T, d) float32, the code of every tuple (grid: each code repeated C times)
+    labels: Tensor  # (T,) int64
+    code_index: Tensor  # (T,) int64, index of the code within the split
+    block: int  # block number within the split
+
+
+def draw_block(
+    config: GenerateConfig, latent_dim: int, num_classes: int, split: str, block: int
+) -> Block:
+    """The tuples of block ``block`` of ``split``, keyed by ``(seed, split, block)`` only.
+
+    The first ``block_codes`` codes are always drawn in full and then cut to the split's size,
+    so a smaller ``n`` gives a prefix of a larger one.
+    """
+    codes_total = num_codes(config, split, num_classes)
+    first = block * config.block_codes
+    count = min(config.block_codes, codes_total - first)
+    if count <= 0:
+        raise ValueError(f"block {block} lies beyond the {codes_total} codes of split {split!r}")
+    generator = keyed_generator(config.seed, SPLIT_KEYS[split], block)
+    z = sample_truncated_normal(
+        config.block_codes, latent_dim, config.truncation, config.radius, generator
+    )[:count]
+    code_index = torch.arange(first, first + count)
+    if config.labels == "grid":
+        # Tuple order is code-major: code j appears with classes 0..C-1 in tuples jC..jC+C-1.
+        z = z.repeat_interleave(num_classes, dim=0)  # (count·C, d)
+        code_index = code_index.repeat_interleave(num_classes)
+        labels = torch.arange(num_classes).repeat(count)
+    else:
+        labels = torch.randint(num_classes, (config.block_codes,), generator=generator)[:count]
+    return Block(z=z, labels=labels, code_index=code_index, block=block)
+
+
+def num_codes(config: GenerateConfig, split: str, num_classes: int) -> int:
+    """Distinct latent codes in ``split``: n / C with grid labels, n otherwise."""
+    size = config.size(split)
+    if config.labels == "grid":
+        if size % num_classes:
+            flag = "--n-train" if split == "train" else "--n-test"
+            lower = size - size % num_classes
+            raise ValueError(
+                f"{flag} {size} is not a multiple of the {num_classes} classes: with --labels "
+                f"grid every code is decoded once per class; use {lower or num_classes} or "
+                f"{lower + num_classes}, or --labels independent"
+            )
+        return size // num_classes
+    return size
+
+
+def bernoulli_noise(config: GenerateConfig, split: str, block: Block, modality: int) -> Tensor:
+    """Uniform noise ``(T, 1, 28, 28)`` for Bernoulli sampling, keyed like the block's codes."""
+    generator = keyed_generator(config.seed, SPLIT_KEYS[split], block.block, NOISE_KEY + modality)
+    return torch.rand(len(block.labels), 1, *h5io.IMAGE_SHAPE, generator=generator)
+
+
+class InferenceDecoder(nn.Module):
+    """The CVAE decoder arranged for fast inference; same results up to float rounding.
+
+    Two changes make a CPU decode about 2.5× faster (docs/performance.md): activations in
+    channels-last layout (oneDNN's fast path for the transposed convolutions; the NCHW path is
+    far slower) and in-place ReLUs (no fresh buffer for the largest activation, whose page
+    faults otherwise cost as much as the convolution).
+    """
+
+    def __init__(self, model: CVAE) -> None:
+        super().__init__()
+        decoder = model.decoder
+        self.num_classes = model.config.num_classes
+        self.dense = decoder.dense
+        layers = [nn.ReLU(inplace=True) if isinstance(m, nn.ReLU) else m for m in decoder.deconv]
+        self.deconv = nn.Sequential(*layers).to(memory_format=torch.channels_last)
+
+    def forward(self, z: Tensor, labels: Tensor) -> Tensor:
+        """Codes ``(B, d)`` and classes ``(B,)`` → logits ``(B, 1, 28, 28)``."""
+        hidden = self.dense(torch.cat([z, one_hot(labels, self.num_classes, z.dtype)], dim=1))
+        hidden = hidden.view(-1, FEATURES, GRID, GRID)  # (B, 64, 14, 14)
+        return self.deconv(hidden.contiguous(memory_format=torch.channels_last))
+
+
+def to_storage(images: Tensor, dtype: str) -> np.ndarray:
+    """Images ``(B, 1, 28, 28)`` in [0, 1] → ``(B, 28, 28)`` as stored (uint8: round(255·x))."""
+    images = images.squeeze(1)
+    if dtype == "uint8":
+        images = torch.round(images * 255.0).to(torch.uint8)
+    return images.contiguous().cpu().numpy()
+
+
+def check_compatible(checkpoints: list[CVAECheckpoint]) -> None:
+    """Raise ``ValueError`` unless there are ≥ 2 CVAEs agreeing on latent size and class count."""
+    if len(checkpoints) < 2:
+        raise ValueError(
+            f"generate needs at least two CVAE checkpoints (one per modality), got "
+            f"{len(checkpoints)}; pass --cvae once per source"
+        )
+    for attribute, flag in (("latent_dim", "--latent-dim"), ("num_classes", "classes")):
+        values = {str(c.path): getattr(c.config, attribute) for c in checkpoints}
+        if len(set(values.values())) > 1:
+            listing = ", ".join(f"{path} has {value}" for path, value in values.items())
+            fix = (
+                f"retrain them with the same {flag}"
+                if attribute == "latent_dim"
+                else "use sources with the same number of classes"
+            )
+            raise ValueError(f"the CVAEs disagree on {attribute}: {listing}; {fix}")
+
+
+def dataset_attrs(
+    config: GenerateConfig, checkpoints: list[CVAECheckpoint], modalities: list[str]
+) -> dict[str, Any]:
+    """Root attributes of an entangled file (``docs/format.md``)."""
+    sources = {}
+    for name, checkpoint in zip(modalities, checkpoints, strict=True):
+        source = checkpoint.source
+        sources[name] = {
+            "name": source.get("name"),
+            "class_names": list(source.get("class_names", [])),
+            "files": source.get("files", {}),
+            "checkpoint": str(checkpoint.path),
+            "checkpoint_sha256": checkpoint.sha256,
+        }
+    first = checkpoints[0]
+    class_names = list(first.source.get("class_names", [])) or [
+        str(k) for k in range(first.config.num_classes)
+    ]
+    return {
+        "mmgen_version": __version__,
+        "kind": "entangled",
+        "modalities": modalities,
+        "sources": sources,
+        "num_classes": first.config.num_classes,
+        "class_names": class_names,
+        "latent_dim": first.config.latent_dim,
+        "has_latent": True,
+        "seed": config.seed,
+        "config": to_dict(config),
+    }
+
+
+def chunks(total_blocks: int, blocks_per_chunk: int) -> Iterator[range]:
+    """Consecutive ranges of block numbers covering ``range(total_blocks)``."""
+    for start in range(0, total_blocks, blocks_per_chunk):
+        yield range(start, min(start + blocks_per_chunk, total_blocks))
+
+
+@torch.inference_mode()
+def decode_chunk(
+    config: GenerateConfig,
+    decoders: list[InferenceDecoder],
+    modalities: list[str],
+    split: str,
+    blocks: list[Block],
+    device: torch.device,
+    batch_size: int,
+) -> dict[str, np.ndarray]:
+    """Decode the tuples of ``blocks`` in every modality: the rows to append to ``split``."""
+    z = torch.cat([b.z for b in blocks])
+    labels = torch.cat([b.labels for b in blocks])
+    rows: dict[str, np.ndarray] = {
+        "labels": labels.numpy(),
+        "z": z.numpy(),
+        "code_index": torch.cat([b.code_index for b in blocks]).numpy(),
+    }
+    z_device, labels_device = z.to(device), labels.to(device)
+    for index, (name, decoder) in enumerate(zip(modalities, decoders, strict=True)):
+        noise = None
+        if config.decode == "sample":
+            noise = torch.cat([bernoulli_noise(config, split, b, index) for b in blocks])
+        parts = []
+        for start in range(0, len(labels), batch_size):
+            stop = start + batch_size
+            images = torch.sigmoid(decoder(z_device[start:stop], labels_device[start:stop]))
+            if noise is not None:
+                images = (noise[start:stop].to(device) < images).to(images.dtype)
+            parts.append(to_storage(images, config.dtype))
+        rows[f"images/{name}"] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return rows
+
+
+def generate_dataset(
+    checkpoint_folders: list[Path | str],
+    out: Path | str,
+    config: GenerateConfig | None = None,
+    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    modality_names: list[str] | None = None,
+    overwrite: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Decode shared latent codes with every CVAE and write an entangled HDF5 file.
+
+    Streams: memory holds one chunk of about ``batch_size`` tuples being decoded and one being
+    written (on a background thread), whatever the number of tuples.
+
+    Args:
+        checkpoint_folders: two or more CVAE checkpoint folders, one per modality, in order.
+        out: the HDF5 file to write; it appears only when complete.
+        config: what to draw (defaults: 60,000 / 10,000 tuples, radial 2σ, grid labels).
+        device: ``auto``, ``cpu`` or ``cuda``; decoding runs there, codes are drawn on the CPU.
+        batch_size: tuples decoded per call (speed and memory only, not the data).
+        modality_names: names instead of the sources' (``mnist``, ``fashion-mnist``, ...).
+        overwrite: replace an existing ``out``.
+        on_progress: called with the number of tuples finished after every chunk.
+
+    Returns:
+        ``out`` as a ``Path``.
+
+    Raises:
+        ValueError: incompatible checkpoints, bad sizes, names or options.
+        FileNotFoundError: a checkpoint folder does not exist.
+        FileExistsError: ``out`` exists and ``overwrite`` is false.
+    """
+    config = config or GenerateConfig()
+    require_positive("batch_size (--batch-size)", batch_size)
+    h5io.check_output(out, overwrite)
+    torch_device = resolve_device(device)
+    checkpoints = [load_cvae(folder, torch_device) for folder in checkpoint_folders]
+    check_compatible(checkpoints)
+    latent_dim, num_classes = checkpoints[0].config.latent_dim, checkpoints[0].config.num_classes
+    if modality_names is None:
+        modalities = h5io.modality_names([str(c.source.get("name", "")) for c in checkpoints])
+    else:
+        if len(modality_names) != len(checkpoints):
+            raise ValueError(
+                f"{len(modality_names)} modality names for {len(checkpoints)} checkpoints; "
+                "give one --modality per --cvae, or none"
+            )
+        modalities = list(modality_names)
+    h5io.check_modality_names(modalities)
+    codes = {split: num_codes(config, split, num_classes) for split in h5io.SPLITS}
+    # Fail before decoding anything when the region is too small to sample.
+    sample_truncated_normal(1, latent_dim, config.truncation, config.radius, torch.Generator())
+    decoders = [InferenceDecoder(c.model).eval() for c in checkpoints]
+    tuples_per_block = config.block_codes * (num_classes if config.labels == "grid" else 1)
+    blocks_per_chunk = max(1, round(batch_size / tuples_per_block))
+    log.info(
+        "generating %s from %d CVAEs on %s: %s",
+        out,
+        len(checkpoints),
+        torch_device,
+        to_dict(config),
+    )
+    attrs = dataset_attrs(config, checkpoints, modalities)
+    sizes = {split: config.size(split) for split in h5io.SPLITS}
+    fields = h5io.standard_fields(modalities, config.dtype, latent_dim)
+    with (
+        h5io.create_dataset(out, attrs, sizes, fields, overwrite) as writer,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmgen-writer") as pool,
+    ):
+        # Double buffering: the writer thread compresses chunk k while chunk k + 1 decodes.
+        pending: Future | None = None
+        for split in h5io.SPLITS:
+            total_blocks = math.ceil(codes[split] / config.block_codes)
+            for block_range in chunks(total_blocks, blocks_per_chunk):
+                blocks = [
+                    draw_block(config, latent_dim, num_classes, split, b) for b in block_range
+                ]
+                rows = decode_chunk(
+                    config, decoders, modalities, split, blocks, torch_device, batch_size
+                )
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(writer.append, split, rows)
+                if on_progress is not None:
+                    on_progress(len(rows["labels"]))
+        if pending is not None:
+            pending.result()
+    log.info("wrote %s", out)
+    return Path(out)

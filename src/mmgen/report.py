@@ -1,0 +1,242 @@
+"""The evaluation report: ``report.json`` (every figure) and ``report.md`` (tables to read).
+
+``report.md`` has one table per metric family of METHOD.md §5 with the datasets side by side as
+columns, so MNIST-E, MNIST-ME and the naive pairing compare at a glance; the real-data
+classifiers' test accuracies (the ceilings) sit beside every classifier-based figure. Modalities
+are named by position (``a``, ``b``, ``c``…) so that rows line up across files whose modality
+names differ; a legend per dataset maps the letters back.
+
+Both files are written atomically (a temporary file, then a rename).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mmgen.atomic import atomic_path
+from mmgen.config import save_json
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+MISSING = "n/a"
+_SEPARATORS = re.compile(r"(\|\||->|\||\+)")
+
+
+def write_report(out: Path | str, report: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` into ``out``; returns both paths."""
+    out = Path(out)
+    json_path, markdown_path = out / REPORT_JSON, out / REPORT_MD
+    save_json(json_path, dict(report))
+    with atomic_path(markdown_path) as tmp:
+        tmp.write_text(render_markdown(report))
+    return json_path, markdown_path
+
+
+def letter_key(key: str, letters: Mapping[str, str]) -> str:
+    """A metric key with modality names replaced by letters: ``mnist+fashion`` → ``ab``,
+    ``mnist|fashion`` → ``a|b``, ``mnist->fashion`` → ``a→b``, ``a+b||a`` → ``ab‖a``."""
+    parts = _SEPARATORS.split(key)
+    rendered = []
+    for part in parts:
+        if part == "+":
+            continue
+        rendered.append({"->": "→", "||": "‖"}.get(part, letters.get(part, part)))
+    return "".join(rendered)
+
+
+def _format(value: Any, digits: int) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return f"{value:.{digits}f}"
+
+
+def _table(
+    report: Mapping[str, Any],
+    row_keys: Callable[[Mapping[str, Any], str, Mapping[str, str]], Mapping[str, Any]],
+    digits: int,
+    per_model: bool = True,
+) -> list[str]:
+    """Rows ``(model, letter key)`` × columns datasets, from ``row_keys(entry, model, letters)``
+    that maps letter keys to values for one dataset and model (``""`` key: one row per model).
+    Without ``per_model`` the rows are the keys alone (``model`` is then ``""``)."""
+    datasets = report["datasets"]
+    names = list(datasets)
+    models = list(report["config"]["models"]) if per_model else [""]
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for dataset, entry in datasets.items():
+        letters = entry["letters"]
+        for model in models:
+            for key, value in row_keys(entry, model, letters).items():
+                cells.setdefault((model, key), {})[dataset] = value
+    with_key = any(key for _, key in cells)
+    header = [*(["model"] if per_model else []), *(["figure"] if with_key else []), *names]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (model, key), values in cells.items():
+        row = [*([model] if per_model else []), *([key] if with_key else [])]
+        row += [_format(values.get(name), digits) for name in names]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _metric(entry: Mapping[str, Any], model: str, *path: str) -> Any:
+    value: Any = entry["models"].get(model)
+    for part in path:
+        if not isinstance(value, Mapping):
+            return value
+        value = value.get(part)
+    return value
+
+
+def _lettered(
+    entry: Mapping[str, Any], model: str, letters: Mapping[str, str], *path: str
+) -> dict[str, Any]:
+    value = _metric(entry, model, *path)
+    if isinstance(value, str):  # an explanation such as "n/a: file has no true z"
+        return {"": value}
+    if not isinstance(value, Mapping):
+        return {}
+    return {letter_key(k, letters): v for k, v in value.items()}
+
+
+def _ceilings(report: Mapping[str, Any]) -> str:
+    parts = [
+        f"{spec} {summary['test_accuracy']:.4f}" for spec, summary in report["classifiers"].items()
+    ]
+    return "Classifier ceilings (test accuracy on the real test split): " + ", ".join(parts) + "."
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """The human-readable report: setup, then one table per metric family."""
+    config = report["config"]
+    datasets = report["datasets"]
+    lines = [
+        "# mmgen evaluate",
+        "",
+        f"mmgen {report['mmgen_version']}, device {report['device']}, seed {report['seed']}; "
+        f"models {', '.join(config['models'])}; {config['epochs']} epochs, batch "
+        f"{config['batch_size']}, Adam lr {config['lr']}; K = {config['k']}, "
+        f"N_w = {config['prior_samples']}, joint-coherence samples {config['joint_samples']}"
+        + (f"; first {config['limit']} tuples per split" if config.get("limit") else "")
+        + ".",
+        "",
+        "## Datasets",
+        "",
+        "| dataset | kind | modalities | sources | train | test | true z | sha256 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in datasets.items():
+        letters = entry["letters"]
+        modalities = ", ".join(f"{letters[m]} = {m}" for m in entry["modalities"])
+        sources = ", ".join(f"{letters[m]}: {s}" for m, s in entry["sources"].items())
+        lines.append(
+            f"| {name} | {entry['kind']} | {modalities} | {sources} | {entry['num_train']} | "
+            f"{entry['num_test']} | {'yes' if entry['has_latent'] else 'no'} | "
+            f"{entry['sha256'][:12]} |"
+        )
+    lines += [
+        "",
+        "## Real-data classifiers (the ceilings)",
+        "",
+        "| source | test accuracy | cache |",
+    ]
+    lines.append("|---|---|---|")
+    for spec, summary in report["classifiers"].items():
+        origin = "loaded" if summary["loaded_from_cache"] else "trained"
+        lines.append(f"| {spec} | {summary['test_accuracy']:.4f} | {origin}: {summary['cache']} |")
+
+    def quality(field: str) -> Callable[..., dict[str, Any]]:
+        def rows(entry: Mapping[str, Any], model: str, letters: Mapping[str, str]) -> dict:
+            return {
+                f"{letters[m]} ({q['source']}, ceiling {q['ceiling']:.3f})": q[field]
+                for m, q in entry["quality"].items()
+            }
+
+        return rows
+
+    sections: Sequence[tuple[str, str, Callable[..., Mapping[str, Any]], int]] = (
+        (
+            "Test ELBO L_S (nats; encode from S, score all modalities)",
+            "",
+            lambda e, m, letters: _lettered(e, m, letters, "elbo"),
+            2,
+        ),
+        (
+            f"Importance-weighted log p(M) (nats, K = {config['k']})",
+            "",
+            lambda e, m, letters: {"": _metric(e, m, "log_likelihood")},
+            2,
+        ),
+        (
+            f"Conditional log p(m | rest) (nats, K = {config['k']}, N_w = "
+            f"{config['prior_samples']})",
+            "",
+            lambda e, m, letters: _lettered(e, m, letters, "conditional"),
+            2,
+        ),
+        (
+            "Cross coherence (class-balanced accuracy of the decoded mean)",
+            _ceilings(report),
+            lambda e, m, letters: _lettered(e, m, letters, "coherence", "cross"),
+            3,
+        ),
+        (
+            f"Joint coherence (all classifiers agree, {config['joint_samples']} prior samples)",
+            _ceilings(report),
+            lambda e, m, letters: {"": _metric(e, m, "coherence", "joint")},
+            3,
+        ),
+        (
+            "Posterior agreement: KL(q(z|S) ‖ q(z|S')) (nats)",
+            "",
+            lambda e, m, letters: {
+                k: v["kl"] for k, v in _lettered(e, m, letters, "posterior", "divergence").items()
+            },
+            3,
+        ),
+        (
+            "Posterior agreement: Jensen–Shannon divergence (nats, at most ln 2 ≈ 0.693)",
+            "",
+            lambda e, m, letters: {
+                k: v["jsd"] for k, v in _lettered(e, m, letters, "posterior", "divergence").items()
+            },
+            3,
+        ),
+        (
+            "Gaussian naive Bayes on test-set posterior means (accuracy)",
+            "",
+            lambda e, m, letters: _lettered(e, m, letters, "posterior", "naive_bayes"),
+            3,
+        ),
+        (
+            "Latent recovery: held-out R² of a linear map from posterior means to the true z",
+            "",
+            lambda e, m, letters: _lettered(e, m, letters, "latent_recovery"),
+            3,
+        ),
+    )
+    lines += ["", "## Quality of the files' own images", ""]
+    lines += ["Accuracy of the real-data classifier on each file's test images (intended class):"]
+    lines += [""] + _table(report, quality("classifier_accuracy"), 3, per_model=False)
+    lines += ["", "Fréchet distance to the real test images (classifier feature space):", ""]
+    lines += _table(report, quality("frechet_distance"), 2, per_model=False)
+    for heading, note, rows, digits in sections:
+        lines += ["", f"## {heading}", ""]
+        if note:
+            lines += [note, ""]
+        lines += _table(report, rows, digits)
+
+    lines += ["", "## Figures", ""]
+    for model, figure in report.get("figures", {}).items():
+        lines.append(f"- {model}, latent means per encoder: ![{model}]({figure})")
+    for name, entry in datasets.items():
+        for model, result in entry["models"].items():
+            lines.append(f"- {model} on {name}, training curves: {result['figures']['curves']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,280 @@
+"""The two baselines of Korthals et al. (M²VAE, Fig. 1): mixed (MNIST-ME) and naive pairing.
+
+* **Mixed** (``mmgen shuffle``, MNIST-ME): inside every split and every class of an entangled
+  file, the tuples of one modality are permuted. Each modality keeps its marginal distribution
+  and the class stays shared, but the continuous correlation carried by the shared code ``z``
+  is broken: the permuted modality of tuple i comes from the code of another tuple of the same
+  class. ``z`` and ``code_index`` are kept as they were, so they remain the code of the
+  *non-permuted* modalities; ``permutation/<m>`` tells where each permuted image came from.
+* **Naive** (``mmgen pair``, "m-MNIST"): real images of the same class from each source are
+  paired at random, as MNIST-SVHN (Shi et al.) and PolyMNIST (Sutter et al.) do. There is no
+  true latent code (``has_latent`` is false, no ``z``); per split, class c holds
+  ``min_m count_m(c)`` tuples, the smallest count of that class over the sources.
+
+Both are seeded with NumPy generators keyed by ``(seed, split, ...)`` (METHOD.md §3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmgen import __version__, h5io
+from mmgen.checkpoint import file_sha256
+from mmgen.config import require_positive, to_dict
+from mmgen.sources import SourceData, load_split
+
+log = logging.getLogger(__name__)
+
+SPLIT_KEYS = {"train": 0, "test": 1}
+COPY_ROWS = 8 * h5io.CHUNK_ROWS  # rows read and written at a time when copying a split
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """What ``mmgen shuffle`` permutes; saved as the ``config`` attribute of a mixed file."""
+
+    modality: str = ""  # the modality permuted within each class; "" means the last one
+    seed: int = 0  # keys the permutation of (split, class)
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """What ``mmgen pair`` draws; saved as the ``config`` attribute of a naive file."""
+
+    sources: tuple[str, ...] = ("mnist", "fashion-mnist")  # source specs, one per modality
+    seed: int = 0  # keys the pairing of (split, source, class) and the tuple order
+    limit: int | None = None  # read only the first N examples of each source split
+
+    def __post_init__(self) -> None:
+        if len(self.sources) < 2:
+            raise ValueError(
+                f"pairing needs at least two sources, got {list(self.sources)}; "
+                "pass --source once per modality, e.g. --source mnist --source fashion-mnist"
+            )
+        if self.limit is not None:
+            require_positive("limit (--limit)", self.limit)
+
+
+def class_permutation(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of ``range(N)`` that maps every index to one of the same class.
+
+    Returns:
+        ``(N,)`` int64 ``p`` with ``labels[p] == labels``, drawn uniformly per class.
+    """
+    permutation = np.arange(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        permutation[members] = rng.permutation(members)
+    return permutation
+
+
+def mix_modality(
+    source: Path | str,
+    out: Path | str,
+    config: MixConfig | None = None,
+    overwrite: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Write the mixed twin (MNIST-ME) of an entangled file: one modality permuted per class.
+
+    Every dataset and attribute is copied unchanged except the permuted modality, ``kind``
+    (``"mixed"``), ``seed``, ``config`` and ``parent`` (the entangled file's attributes and
+    SHA-256). The permuted modality of one split is held in memory (47 MB for 60,000 uint8
+    images); everything else is copied chunk by chunk.
+
+    Args:
+        source: an entangled mmgen file (``mmgen generate``).
+        out: the mixed file to write; it appears only when complete.
+        config: which modality and seed.
+        overwrite: replace an existing ``out``.
+        on_progress: called with the number of tuples copied after every chunk.
+
+    Raises:
+        ValueError: ``source`` is not an entangled mmgen file, or the modality is unknown.
+        FileNotFoundError: ``source`` does not exist.
+        FileExistsError: ``out`` exists and ``overwrite`` is false.
+    """
+    config = config or MixConfig()
+    h5io.check_output(out, overwrite)
+    if Path(source).resolve() == Path(out).resolve():
+        raise ValueError(f"--out {out} is the input file; write the mixed file elsewhere")
+    with h5io.open_dataset(source) as handle:
+        attrs = h5io.decode_attrs(handle.attrs)
+        if attrs["kind"] != "entangled":
+            raise ValueError(
+                f"{source} is a {attrs['kind']} file; mmgen shuffle permutes an entangled file "
+                "from mmgen generate"
+            )
+        modalities = attrs["modalities"]
+        modality = config.modality or modalities[-1]
+        if modality not in modalities:
+            raise ValueError(
+                f"unknown --modality {modality!r}; {source} has {', '.join(modalities)}"
+            )
+        config = MixConfig(modality=modality, seed=config.seed)
+        splits = [split for split in h5io.SPLITS if split in handle]
+        image_dtype = handle[splits[0]]["images"][modalities[0]].dtype.name
+        extra = (h5io.Field(f"permutation/{modality}", np.dtype(np.int64)),)
+        fields = h5io.standard_fields(modalities, image_dtype, attrs["latent_dim"], extra)
+        parent = {
+            key: attrs[key] for key in ("kind", "seed", "config", "mmgen_version") if key in attrs
+        }
+        parent.update(path=str(source), sha256=file_sha256(source))
+        new_attrs = {
+            **{k: v for k, v in attrs.items() if k not in ("format", "schema_version")},
+            "mmgen_version": __version__,
+            "kind": "mixed",
+            "seed": config.seed,
+            "config": to_dict(config),
+            "parent": parent,
+        }
+        sizes = {split: len(handle[split]["labels"]) for split in splits}
+        with h5io.create_dataset(out, new_attrs, sizes, fields, overwrite) as writer:
+            for split in splits:
+                group = handle[split]
+                rng = np.random.default_rng([config.seed, SPLIT_KEYS[split]])
+                permutation = class_permutation(group["labels"][:], rng)
+                permuted = group["images"][modality][:]  # the whole split's images of `modality`
+                for start in range(0, sizes[split], COPY_ROWS):
+                    stop = min(start + COPY_ROWS, sizes[split])
+                    rows = {
+                        field.path: group[field.path][start:stop]
+                        for field in fields
+                        if field.path not in (f"images/{modality}", f"permutation/{modality}")
+                    }
+                    rows[f"images/{modality}"] = permuted[permutation[start:stop]]
+                    rows[f"permutation/{modality}"] = permutation[start:stop]
+                    writer.append(split, rows)
+                    if on_progress is not None:
+                        on_progress(stop - start)
+    log.info("wrote %s (modality %s permuted within classes)", out, modality)
+    return Path(out)
+
+
+def pair_indices(
+    label_sets: list[np.ndarray], num_classes: int, rng_for: Callable[[int, int], Any]
+) -> list[np.ndarray]:
+    """Indices into each source that pair examples of the same class at random.
+
+    Args:
+        label_sets: the labels of every source's split.
+        num_classes: classes 0..C-1.
+        rng_for: ``(source index, class) → numpy Generator``; ``(-1, 0)`` orders the tuples.
+
+    Returns:
+        One ``(N,)`` int64 index array per source, where ``N = Σ_c min_m count_m(c)`` and
+        ``label_sets[m][result[m][i]]`` is the same for every m.
+    """
+    per_source: list[list[np.ndarray]] = [[] for _ in label_sets]
+    for label in range(num_classes):
+        members = [np.flatnonzero(labels == label) for labels in label_sets]
+        count = min(len(m) for m in members)
+        for index, candidates in enumerate(members):
+            per_source[index].append(rng_for(index, label).permutation(candidates)[:count])
+    pairs = [np.concatenate(parts).astype(np.int64) for parts in per_source]
+    order = rng_for(-1, 0).permutation(len(pairs[0]))  # classes interleaved, not in blocks
+    return [p[order] for p in pairs]
+
+
+def pair_sources(
+    out: Path | str,
+    config: PairConfig | None = None,
+    data_dir: Path | str | None = None,
+    download: bool = False,
+    overwrite: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Pair real images of the same class from two or more sources (the naive baseline).
+
+    Args:
+        out: the HDF5 file to write; it appears only when complete.
+        config: the sources, seed and optional limit.
+        data_dir: where the sources' files are (see ``mmgen.sources.resolve_root``).
+        download: fetch missing source files from the official mirrors.
+        overwrite: replace an existing ``out``.
+        on_progress: called with the number of tuples written after every chunk.
+
+    Raises:
+        ValueError: the sources differ in their number of classes, or share no class.
+        FileNotFoundError: a source's files were not found.
+        FileExistsError: ``out`` exists and ``overwrite`` is false.
+    """
+    config = config or PairConfig()
+    h5io.check_output(out, overwrite)
+    modalities = h5io.modality_names(list(config.sources))
+    data: dict[str, list[SourceData]] = {
+        split: [
+            load_split(spec, split, data_dir=data_dir, download=download, limit=config.limit)
+            for spec in config.sources
+        ]
+        for split in h5io.SPLITS
+    }
+    class_counts = {d.name: d.num_classes for d in data["train"]}
+    if len(set(class_counts.values())) > 1:
+        listing = ", ".join(f"{name} has {count}" for name, count in class_counts.items())
+        raise ValueError(
+            f"the sources disagree on the number of classes: {listing}; "
+            "pair sources with the same class set"
+        )
+    num_classes = data["train"][0].num_classes
+    pairs = {}
+    for split, split_data in data.items():
+        key = SPLIT_KEYS[split]
+        pairs[split] = pair_indices(
+            [d.labels for d in split_data],
+            num_classes,
+            lambda source, label, key=key: np.random.default_rng(
+                [config.seed, key, source + 1, label]
+            ),
+        )
+        if len(pairs[split][0]) == 0:
+            raise ValueError(
+                f"the {split} splits of {', '.join(config.sources)} share no class; "
+                "pair sources with the same class set (or raise --limit)"
+            )
+    sources = {
+        name: {
+            "name": train.name,
+            "class_names": list(train.class_names),
+            "files": {**train.files, **test.files},
+            "root": train.root,
+        }
+        for name, train, test in zip(modalities, data["train"], data["test"], strict=True)
+    }
+    attrs = {
+        "mmgen_version": __version__,
+        "kind": "naive",
+        "modalities": modalities,
+        "sources": sources,
+        "num_classes": num_classes,
+        "class_names": list(data["train"][0].class_names),
+        "latent_dim": 0,
+        "has_latent": False,
+        "seed": config.seed,
+        "config": to_dict(config),
+    }
+    extra = tuple(h5io.Field(f"source_index/{m}", np.dtype(np.int64)) for m in modalities)
+    fields = h5io.standard_fields(modalities, "uint8", 0, extra)
+    sizes = {split: len(p[0]) for split, p in pairs.items()}
+    with h5io.create_dataset(out, attrs, sizes, fields, overwrite) as writer:
+        for split, split_data in data.items():
+            for start in range(0, sizes[split], COPY_ROWS):
+                stop = min(start + COPY_ROWS, sizes[split])
+                rows: dict[str, np.ndarray] = {}
+                for name, source_data, index in zip(
+                    modalities, split_data, pairs[split], strict=True
+                ):
+                    rows[f"images/{name}"] = source_data.images[index[start:stop]]
+                    rows[f"source_index/{name}"] = index[start:stop]
+                rows["labels"] = split_data[0].labels[pairs[split][0][start:stop]]
+                writer.append(split, rows)
+                if on_progress is not None:
+                    on_progress(stop - start)
+    log.info("wrote %s (%s)", out, sizes)
+    return Path(out)
