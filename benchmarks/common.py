@@ -19,8 +19,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak_gflops(device: torch.device, size: int = 2048, seconds: float = 2.0) -> float:
-    """Best fp32 GFLOP/s of square ``size × size`` matmuls over about ``seconds``."""
+def matmul_peak_gflops(
+    device: torch.device, sizes: tuple[int, ...] = (1024, 2048, 4096), seconds: float = 2.0
+) -> float:
+    """Best fp32 GFLOP/s of square matmuls of the given sizes, about ``seconds`` each."""
+    return max(_matmul_gflops(device, size, seconds) for size in sizes)
+
+
+def _matmul_gflops(device: torch.device, size: int, seconds: float) -> float:
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     torch.mm(a, b)

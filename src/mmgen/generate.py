@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,11 @@ log = logging.getLogger(__name__)
 SPLIT_KEYS = {"train": 0, "test": 1}  # the split's place in the random key (seed, split, block)
 NOISE_KEY = 1_000  # offset of the Bernoulli-noise streams from the code stream, per modality
 MIN_ACCEPTANCE = 1e-3  # below this, rejection sampling would take too long: an error instead
-DEFAULT_BATCH_SIZE = 2048  # tuples decoded per call: speed only (docs/performance.md)
+# The decoder always sees the same groups of tuples (rows k·DECODE_ROWS ... of a split): a
+# row's float rounding can depend on the rows computed with it (vectorised loops split the
+# batch differently), so fixed groups keep the bytes independent of --batch-size.
+DECODE_ROWS = 1024
+DEFAULT_BATCH_SIZE = 4 * DECODE_ROWS  # tuples per step: decoded, then written on a thread
 
 
 def _radial_keep(z: Tensor, radius: float) -> Tensor:
@@ -320,41 +324,66 @@ def dataset_attrs(
     }
 
 
-def chunks(total_blocks: int, blocks_per_chunk: int) -> Iterator[range]:
-    """Consecutive ranges of block numbers covering ``range(total_blocks)``."""
-    for start in range(0, total_blocks, blocks_per_chunk):
-        yield range(start, min(start + blocks_per_chunk, total_blocks))
+def draw_rows(
+    config: GenerateConfig,
+    latent_dim: int,
+    num_classes: int,
+    split: str,
+    start: int,
+    stop: int,
+    num_modalities: int,
+) -> dict[str, Tensor]:
+    """Tuples ``start:stop`` of ``split``: cut from the keyed blocks that cover them.
+
+    Returns:
+        ``z`` (T, d), ``labels`` (T,), ``code_index`` (T,) and, for ``decode="sample"``,
+        ``noise/<i>`` (T, 1, 28, 28) uniform draws for modality i.
+    """
+    per_block = config.block_codes * (num_classes if config.labels == "grid" else 1)
+    first, last = start // per_block, (stop - 1) // per_block
+    blocks = [draw_block(config, latent_dim, num_classes, split, b) for b in range(first, last + 1)]
+    offset = first * per_block
+    rows = {
+        "z": torch.cat([b.z for b in blocks]),
+        "labels": torch.cat([b.labels for b in blocks]),
+        "code_index": torch.cat([b.code_index for b in blocks]),
+    }
+    if config.decode == "sample":
+        for index in range(num_modalities):
+            rows[f"noise/{index}"] = torch.cat(
+                [bernoulli_noise(config, split, b, index) for b in blocks]
+            )
+    return {name: value[start - offset : stop - offset] for name, value in rows.items()}
 
 
 @torch.inference_mode()
-def decode_chunk(
+def decode_rows(
     config: GenerateConfig,
     decoders: list[InferenceDecoder],
     modalities: list[str],
-    split: str,
-    blocks: list[Block],
+    drawn: dict[str, Tensor],
     device: torch.device,
-    batch_size: int,
 ) -> dict[str, np.ndarray]:
-    """Decode the tuples of ``blocks`` in every modality: the rows to append to ``split``."""
-    z = torch.cat([b.z for b in blocks])
-    labels = torch.cat([b.labels for b in blocks])
+    """Decode drawn tuples in every modality: the rows to append to a split.
+
+    The decoder is called on groups of ``DECODE_ROWS`` tuples; callers start ``drawn`` at a
+    multiple of ``DECODE_ROWS`` so that the groups sit at fixed positions in the split.
+    """
+    z, labels = drawn["z"], drawn["labels"]
     rows: dict[str, np.ndarray] = {
         "labels": labels.numpy(),
         "z": z.numpy(),
-        "code_index": torch.cat([b.code_index for b in blocks]).numpy(),
+        "code_index": drawn["code_index"].numpy(),
     }
     z_device, labels_device = z.to(device), labels.to(device)
     for index, (name, decoder) in enumerate(zip(modalities, decoders, strict=True)):
-        noise = None
-        if config.decode == "sample":
-            noise = torch.cat([bernoulli_noise(config, split, b, index) for b in blocks])
         parts = []
-        for start in range(0, len(labels), batch_size):
-            stop = start + batch_size
+        for start in range(0, len(labels), DECODE_ROWS):
+            stop = start + DECODE_ROWS
             images = torch.sigmoid(decoder(z_device[start:stop], labels_device[start:stop]))
-            if noise is not None:
-                images = (noise[start:stop].to(device) < images).to(images.dtype)
+            if config.decode == "sample":
+                noise = drawn[f"noise/{index}"][start:stop].to(device)
+                images = (noise < images).to(images.dtype)
             parts.append(to_storage(images, config.dtype))
         rows[f"images/{name}"] = np.concatenate(parts) if len(parts) > 1 else parts[0]
     return rows
@@ -372,15 +401,16 @@ def generate_dataset(
 ) -> Path:
     """Decode shared latent codes with every CVAE and write an entangled HDF5 file.
 
-    Streams: memory holds one chunk of about ``batch_size`` tuples being decoded and one being
-    written (on a background thread), whatever the number of tuples.
+    Streams: memory holds one step of ``batch_size`` tuples being decoded and one being written
+    (on a background thread), whatever the number of tuples.
 
     Args:
         checkpoint_folders: two or more CVAE checkpoint folders, one per modality, in order.
         out: the HDF5 file to write; it appears only when complete.
         config: what to draw (defaults: 60,000 / 10,000 tuples, radial 2σ, grid labels).
         device: ``auto``, ``cpu`` or ``cuda``; decoding runs there, codes are drawn on the CPU.
-        batch_size: tuples decoded per call (speed and memory only, not the data).
+        batch_size: tuples per step, rounded up to a multiple of ``DECODE_ROWS``; the step
+            being written while the next decodes (memory and speed only, not the data).
         modality_names: names instead of the sources' (``mnist``, ``fashion-mnist``, ...).
         overwrite: replace an existing ``out``.
         on_progress: called with the number of tuples finished after every chunk.
@@ -410,12 +440,12 @@ def generate_dataset(
             )
         modalities = list(modality_names)
     h5io.check_modality_names(modalities)
-    codes = {split: num_codes(config, split, num_classes) for split in h5io.SPLITS}
+    for split in h5io.SPLITS:
+        num_codes(config, split, num_classes)  # grid: n must be a multiple of the classes
     # Fail before decoding anything when the region is too small to sample.
     sample_truncated_normal(1, latent_dim, config.truncation, config.radius, torch.Generator())
     decoders = [InferenceDecoder(c.model).eval() for c in checkpoints]
-    tuples_per_block = config.block_codes * (num_classes if config.labels == "grid" else 1)
-    blocks_per_chunk = max(1, round(batch_size / tuples_per_block))
+    step = math.ceil(batch_size / DECODE_ROWS) * DECODE_ROWS  # tuples per step
     log.info(
         "generating %s from %d CVAEs on %s: %s",
         out,
@@ -433,19 +463,18 @@ def generate_dataset(
         # Double buffering: the writer thread compresses chunk k while chunk k + 1 decodes.
         pending: Future | None = None
         for split in h5io.SPLITS:
-            total_blocks = math.ceil(codes[split] / config.block_codes)
-            for block_range in chunks(total_blocks, blocks_per_chunk):
-                blocks = [
-                    draw_block(config, latent_dim, num_classes, split, b) for b in block_range
-                ]
-                rows = decode_chunk(
-                    config, decoders, modalities, split, blocks, torch_device, batch_size
+            size = config.size(split)
+            for start in range(0, size, step):
+                stop = min(start + step, size)
+                drawn = draw_rows(
+                    config, latent_dim, num_classes, split, start, stop, len(modalities)
                 )
+                rows = decode_rows(config, decoders, modalities, drawn, torch_device)
                 if pending is not None:
                     pending.result()
                 pending = pool.submit(writer.append, split, rows)
                 if on_progress is not None:
-                    on_progress(len(rows["labels"]))
+                    on_progress(stop - start)
         if pending is not None:
             pending.result()
     log.info("wrote %s", out)

@@ -14,6 +14,11 @@ real images). Layout (``docs/format.md`` documents every field):
     /<split>/code_index     (N,) int64 index of the shared code (absent when has_latent is false)
     /<split>/permutation/<m> (N,) int64, mixed files only: tuple i's modality m came from
                              tuple permutation[i] of the entangled source file
+    /<split>/source_index/<m> (N,) int64, naive files only: row of the source split used
+
+Mixed files add the root attribute ``parent`` (JSON): the entangled file they came from.
+Writing goes through :func:`create_dataset` (atomic, never overwrites unasked, whole
+compressed chunks only, no timestamps: the same rows give the same bytes).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import torch
 
 from mmgen import h5io, plots_dataset
 from mmgen.checkpoint import load_cvae
+from mmgen.train import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def _decoded_sweep(
             f"{len(cvae_folders)} --cvae checkpoints for {len(modalities)} modalities "
             f"({', '.join(modalities)}); give one per modality, in that order"
         )
-    checkpoints = [load_cvae(folder, device) for folder in cvae_folders]
+    checkpoints = [load_cvae(folder, resolve_device(device)) for folder in cvae_folders]
     latent_dim = checkpoints[0].config.latent_dim
     radius = float(attrs.get("config", {}).get("radius", 2.0))
     z = torch.zeros(steps, latent_dim)

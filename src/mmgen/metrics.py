@@ -475,6 +475,16 @@ def linear_fit_r2(
     exact affine relation, about 0 (or below) when the inputs carry no information.
     """
 
+    for inputs, targets, split in (
+        (train_inputs, train_targets, "train"),
+        (test_inputs, test_targets, "test"),
+    ):
+        if len(inputs) != len(targets):
+            raise ValueError(
+                f"{split} inputs and targets need the same number of rows, got {len(inputs)} "
+                f"and {len(targets)}"
+            )
+
     def design(x: Tensor) -> Tensor:
         x = x.double()
         return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)

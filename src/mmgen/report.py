@@ -23,6 +23,7 @@ from mmgen.config import save_json
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 MISSING = "n/a"
+NO_UNIMODAL = "Models without uni-modal encoders (plain JMVAE) have no rows here."
 _SEPARATORS = re.compile(r"(\|\||->|\||\+)")
 
 
@@ -71,18 +72,37 @@ def _table(
     names = list(datasets)
     models = list(report["config"]["models"]) if per_model else [""]
     cells: dict[tuple[str, str], dict[str, Any]] = {}
+    notes: dict[tuple[str, str], str] = {}  # (model, dataset) → why a whole family is missing
     for dataset, entry in datasets.items():
         letters = entry["letters"]
         for model in models:
-            for key, value in row_keys(entry, model, letters).items():
+            values = row_keys(entry, model, letters)
+            if set(values) == {""} and isinstance(values[""], str):
+                notes[model, dataset] = values[""]
+            for key, value in values.items():
                 cells.setdefault((model, key), {})[dataset] = value
+    # An explanation ("n/a: file has no true z") fills that dataset's cells in the model's rows.
+    for model, dataset in notes:
+        if any(m == model and key for m, key in cells):
+            del cells[model, ""][dataset]
+            for (m, key), values in cells.items():
+                if m == model and key:
+                    values.setdefault(dataset, notes[model, dataset])
+    # Rows in model order, then the largest subset first (``ab`` before ``a``), then by name:
+    # report.json is written with sorted keys, so its own order is not the natural one.
+    order = {model: index for index, model in enumerate(models)}
+    rows = sorted(
+        (row for row, values in cells.items() if values),
+        key=lambda row: (order[row[0]], -len(re.match(r"[a-z]*", row[1]).group()), row[1]),
+    )
+    cells = {row: cells[row] for row in rows}
     with_key = any(key for _, key in cells)
     header = [*(["model"] if per_model else []), *(["figure"] if with_key else []), *names]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (model, key), values in cells.items():
         row = [*([model] if per_model else []), *([key] if with_key else [])]
         row += [_format(values.get(name), digits) for name in names]
-        lines.append("| " + " | ".join(row) + " |")
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     return lines
 
 
@@ -152,10 +172,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         origin = "loaded" if summary["loaded_from_cache"] else "trained"
         lines.append(f"| {spec} | {summary['test_accuracy']:.4f} | {origin}: {summary['cache']} |")
 
-    def quality(field: str) -> Callable[..., dict[str, Any]]:
+    def quality(field: str, ceiling: bool) -> Callable[..., dict[str, Any]]:
         def rows(entry: Mapping[str, Any], model: str, letters: Mapping[str, str]) -> dict:
             return {
-                f"{letters[m]} ({q['source']}, ceiling {q['ceiling']:.3f})": q[field]
+                f"{letters[m]} ({q['source']}"
+                + (f", ceiling {q['ceiling']:.3f})" if ceiling else ")"): q[field]
                 for m, q in entry["quality"].items()
             }
 
@@ -183,7 +204,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         ),
         (
             "Cross coherence (class-balanced accuracy of the decoded mean)",
-            _ceilings(report),
+            _ceilings(report) + " " + NO_UNIMODAL,
             lambda e, m, letters: _lettered(e, m, letters, "coherence", "cross"),
             3,
         ),
@@ -195,7 +216,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         ),
         (
             "Posterior agreement: KL(q(z|S) ‖ q(z|S')) (nats)",
-            "",
+            NO_UNIMODAL,
             lambda e, m, letters: {
                 k: v["kl"] for k, v in _lettered(e, m, letters, "posterior", "divergence").items()
             },
@@ -203,7 +224,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         ),
         (
             "Posterior agreement: Jensen–Shannon divergence (nats, at most ln 2 ≈ 0.693)",
-            "",
+            NO_UNIMODAL + " A Monte-Carlo estimate: values within noise of 0 may be negative.",
             lambda e, m, letters: {
                 k: v["jsd"] for k, v in _lettered(e, m, letters, "posterior", "divergence").items()
             },
@@ -224,9 +245,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     )
     lines += ["", "## Quality of the files' own images", ""]
     lines += ["Accuracy of the real-data classifier on each file's test images (intended class):"]
-    lines += [""] + _table(report, quality("classifier_accuracy"), 3, per_model=False)
+    lines += [""] + _table(report, quality("classifier_accuracy", True), 3, per_model=False)
     lines += ["", "Fréchet distance to the real test images (classifier feature space):", ""]
-    lines += _table(report, quality("frechet_distance"), 2, per_model=False)
+    lines += _table(report, quality("frechet_distance", False), 2, per_model=False)
     for heading, note, rows, digits in sections:
         lines += ["", f"## {heading}", ""]
         if note:

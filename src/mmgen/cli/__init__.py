@@ -10,6 +10,7 @@ from mmgen.cli.common import app
 
 # Importing a command module registers its commands on ``app``.
 from mmgen.cli import train  # noqa: E402,F401  isort: skip
+from mmgen.cli import data  # noqa: E402,F401  isort: skip
 from mmgen.cli import evaluate  # noqa: E402,F401  isort: skip
 
 

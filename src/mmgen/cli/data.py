@@ -36,6 +36,11 @@ OverwriteOption = Annotated[
 defaults = generating.GenerateConfig()
 
 
+def _value(choice: Enum | str) -> str:
+    """An enum choice's value (typer passes a default through as the plain string)."""
+    return str(getattr(choice, "value", choice))
+
+
 def _progress(total: int | None, quiet: bool, desc: str) -> tqdm:
     return tqdm(total=total, unit="tuple", unit_scale=True, disable=quiet, desc=desc)
 
@@ -76,7 +81,11 @@ def generate_command(
         ImageDtype, typer.Option(help="uint8: round(255·x); float32: x in [0, 1].")
     ] = defaults.dtype,
     batch_size: Annotated[
-        int, typer.Option(help="Tuples decoded at once (speed and memory only, not the data).")
+        int,
+        typer.Option(
+            help="Tuples per step, rounded up to a multiple of 1024 (speed and memory only: "
+            "the data and bytes do not change)."
+        ),
     ] = generating.DEFAULT_BATCH_SIZE,
     modality: Annotated[
         list[str] | None,
@@ -98,11 +107,11 @@ def generate_command(
     config = generating.GenerateConfig(
         n_train=n_train,
         n_test=n_test,
-        truncation=truncation.value,
+        truncation=_value(truncation),
         radius=radius,
-        labels=labels.value,
-        decode=decode.value,
-        dtype=dtype.value,
+        labels=_value(labels),
+        decode=_value(decode),
+        dtype=_value(dtype),
         seed=seed,
     )
     with _progress(n_train + n_test, quiet, "generate") as bar:
@@ -110,7 +119,7 @@ def generate_command(
             cvae,
             out,
             config,
-            device=getattr(device, "value", device),
+            device=_value(device),
             batch_size=batch_size,
             modality_names=modality or None,
             overwrite=overwrite,
@@ -217,6 +226,6 @@ def inspect_command(
             per_class=per_class,
             sweep_class=sweep_class,
             cvae_folders=list(cvae) if cvae else None,
-            device=getattr(device, "value", device),
+            device=_value(device),
         )
         typer.echo(f"Wrote {path}")

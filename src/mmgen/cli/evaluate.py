@@ -29,6 +29,7 @@ def evaluate_command(
         typer.Argument(
             help="mmgen HDF5 files with the same number of modalities, reported side by side "
             "(e.g. MNIST-E, MNIST-ME and the naive pairing).",
+            metavar="DATA.h5...",
             show_default=False,
         ),
     ],

@@ -111,6 +111,23 @@ class CVAE(nn.Module):
         self.config = config
         self.encoder = CVAEEncoder(config)
         self.decoder = CVAEDecoder(config)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Keras' initialisation, as in the authors' code: Glorot-uniform weights, zero biases.
+
+        The first layer is a single 2×2 filter followed by a ReLU: every pixel of the image
+        passes through it. Initialised with mixed signs it often starts (and stays) dead, the
+        encoder sees nothing and the posterior collapses onto the prior (KL → 0). Its weights
+        therefore start non-negative: a local average that the ReLU lets through.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        first = self.encoder.features[1]
+        with torch.no_grad():
+            first.weight.abs_()
 
     def _one_hot(self, labels: Tensor, like: Tensor) -> Tensor:
         return one_hot(labels, self.config.num_classes, like.dtype)
