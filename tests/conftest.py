@@ -11,7 +11,8 @@ Fixtures:
     real_data_dir: the folder named by ``MMGEN_DATA_DIR`` when it holds both real sources;
         skips otherwise.
 
-``write_idx`` and ``fake_images`` are plain functions: ``from conftest import write_idx``.
+``write_idx``, ``fake_images`` and ``make_checkpoint`` are plain functions:
+``from conftest import make_checkpoint``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from mmgen.checkpoint import save_checkpoint
+from mmgen.models.cvae import CVAE, CVAEConfig
+
+# The tests run tiny tensors, for which thread start-up costs more than it saves (about 3× the
+# suite's time on the 2-core CI machines).
+torch.set_num_threads(1)
 
 FAKE_NUM_TRAIN = 60
 FAKE_NUM_TEST = 30
@@ -127,3 +136,25 @@ def real_data_dir() -> Path:
                 if not raw.is_file() and not raw.with_name(name + ".gz").is_file():
                     pytest.skip(f"real data: MMGEN_DATA_DIR={value} lacks {folder}/raw/{name}[.gz]")
     return root
+
+
+def make_checkpoint(
+    folder: Path, source: str, latent_dim: int = 2, num_classes: int = 10, seed: int = 0
+) -> Path:
+    """A randomly initialised CVAE checkpoint whose decoder output visibly depends on ``z``."""
+    torch.manual_seed(seed)
+    model = CVAE(CVAEConfig(latent_dim=latent_dim, num_classes=num_classes))
+    with torch.no_grad():  # a fresh decoder is nearly constant; sharpen it so z matters
+        for layer in (model.decoder.dense[0], model.decoder.dense[2]):
+            layer.weight.mul_(4.0)
+        model.decoder.deconv[-1].weight.mul_(8.0)
+    metadata = {
+        "source": {
+            "name": source,
+            "class_names": [f"{source}-{k}" for k in range(num_classes)],
+            "files": {},
+        },
+        "epochs_done": 0,
+    }
+    save_checkpoint(folder, model, None, metadata=metadata, history=[])
+    return folder

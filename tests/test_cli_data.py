@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import make_checkpoint
 from mmgen import h5io
 from mmgen.cli import app
-from test_generate import make_checkpoint
 
 runner = CliRunner()
 SMALL = ("--n-train", "100", "--n-test", "50", "--device", "cpu", "--quiet")

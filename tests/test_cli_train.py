@@ -51,21 +51,56 @@ def test_python_dash_m_runs_the_cli() -> None:
 
 def test_train_cvae_end_to_end(tmp_path, fake_data_root) -> None:
     out = tmp_path / "cvae"
-    result = invoke("train-cvae", "--source", "fashion-mnist", "--out", out, "--data-dir",
-                    fake_data_root, "--epochs", "1", "--batch-size", "16", "--quiet")
+    result = invoke(
+        "train-cvae",
+        "--source",
+        "fashion-mnist",
+        "--out",
+        out,
+        "--data-dir",
+        fake_data_root,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert "Wrote" in result.output
     assert (out / "samples.png").is_file() and (out / "latent.png").is_file()
-    resumed = invoke("train-cvae", "--source", "fashion-mnist", "--out", out, "--data-dir",
-                     fake_data_root, "--epochs", "2", "--batch-size", "16", "--resume", "--quiet")
+    resumed = invoke(
+        "train-cvae",
+        "--source",
+        "fashion-mnist",
+        "--out",
+        out,
+        "--data-dir",
+        fake_data_root,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--resume",
+        "--quiet",
+    )
     assert resumed.exit_code == 0, resumed.output
     assert "2 epochs" in resumed.output
 
 
 def test_data_dir_comes_from_the_environment(tmp_path, fake_data_root, monkeypatch) -> None:
     monkeypatch.setenv("MMGEN_DATA_DIR", str(fake_data_root))
-    result = invoke("train-cvae", "--source", "mnist", "--out", tmp_path / "c", "--epochs", "1",
-                    "--limit", "20", "--quiet")
+    result = invoke(
+        "train-cvae",
+        "--source",
+        "mnist",
+        "--out",
+        tmp_path / "c",
+        "--epochs",
+        "1",
+        "--limit",
+        "20",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -82,8 +117,9 @@ def test_data_dir_comes_from_the_environment(tmp_path, fake_data_root, monkeypat
     ],
 )
 def test_user_mistakes_end_in_one_line(tmp_path, fake_data_root, args, fragments) -> None:
-    result = invoke("train-cvae", "--out", tmp_path / "c", "--data-dir", fake_data_root,
-                    "--quiet", *args)
+    result = invoke(
+        "train-cvae", "--out", tmp_path / "c", "--data-dir", fake_data_root, "--quiet", *args
+    )
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "c" / "weights.pt").exists()
 
@@ -104,6 +140,16 @@ def test_cuda_without_a_gpu_is_one_line(tmp_path, fake_data_root) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU; the error path needs one without")
-    result = invoke("train-cvae", "--source", "mnist", "--out", tmp_path / "c", "--data-dir",
-                    fake_data_root, "--device", "cuda", "--quiet")
+    result = invoke(
+        "train-cvae",
+        "--source",
+        "mnist",
+        "--out",
+        tmp_path / "c",
+        "--data-dir",
+        fake_data_root,
+        "--device",
+        "cuda",
+        "--quiet",
+    )
     assert_one_line_error(result, "no CUDA GPU")

@@ -20,8 +20,14 @@ def quick(**overrides) -> TrainConfig:
 def test_train_writes_a_complete_checkpoint(tmp_path, fake_data_root) -> None:
     out = tmp_path / "cvae"
     checkpoint = train_cvae(out, "mnist", train_config=quick(), data_dir=fake_data_root)
-    for name in ("config.json", "weights.pt", "history.json", "samples.png", "latent.png",
-                 "curves.png"):
+    for name in (
+        "config.json",
+        "weights.pt",
+        "history.json",
+        "samples.png",
+        "latent.png",
+        "curves.png",
+    ):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["epochs_done"] == 2
@@ -51,8 +57,9 @@ def test_weights_load_with_weights_only(tmp_path) -> None:
 
 def test_same_seed_gives_identical_weights(tmp_path, fake_data_root) -> None:
     runs = [
-        train_cvae(tmp_path / name, "fashion-mnist", train_config=quick(seed=seed),
-                   data_dir=fake_data_root)
+        train_cvae(
+            tmp_path / name, "fashion-mnist", train_config=quick(seed=seed), data_dir=fake_data_root
+        )
         for name, seed in (("a", 3), ("b", 3), ("c", 4))
     ]
     a, b, c = (read_weights(run.path)["model"] for run in runs)
@@ -61,12 +68,17 @@ def test_same_seed_gives_identical_weights(tmp_path, fake_data_root) -> None:
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, fake_data_root) -> None:
-    straight = train_cvae(tmp_path / "straight", "mnist", train_config=quick(epochs=3),
-                          data_dir=fake_data_root)
-    train_cvae(tmp_path / "resumed", "mnist", train_config=quick(epochs=1),
-               data_dir=fake_data_root)
-    resumed = train_cvae(tmp_path / "resumed", "mnist", train_config=quick(epochs=3),
-                         data_dir=fake_data_root, resume=True)
+    straight = train_cvae(
+        tmp_path / "straight", "mnist", train_config=quick(epochs=3), data_dir=fake_data_root
+    )
+    train_cvae(tmp_path / "resumed", "mnist", train_config=quick(epochs=1), data_dir=fake_data_root)
+    resumed = train_cvae(
+        tmp_path / "resumed",
+        "mnist",
+        train_config=quick(epochs=3),
+        data_dir=fake_data_root,
+        resume=True,
+    )
     a, b = read_weights(straight.path)["model"], read_weights(resumed.path)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     history = json.loads((resumed.path / "history.json").read_text())["epochs"]
@@ -92,8 +104,7 @@ def test_existing_checkpoint_is_not_overwritten(tmp_path, fake_data_root) -> Non
 )
 def test_bad_requests_raise_clear_errors(tmp_path, fake_data_root, kwargs, error, message):
     with pytest.raises(error, match=message):
-        train_cvae(tmp_path / "x", "mnist", train_config=quick(), data_dir=fake_data_root,
-                   **kwargs)
+        train_cvae(tmp_path / "x", "mnist", train_config=quick(), data_dir=fake_data_root, **kwargs)
 
 
 def test_load_cvae_rejects_a_folder_without_checkpoint(tmp_path) -> None:
@@ -109,8 +120,13 @@ def test_load_cvae_rejects_a_folder_without_checkpoint(tmp_path) -> None:
 @pytest.mark.slow
 def test_real_mnist_slice_learns(tmp_path, real_data_dir) -> None:
     """A short run on 2,000 real MNIST digits: the test loss falls well below the start."""
-    checkpoint = train_cvae(tmp_path / "real", "mnist", train_config=quick(epochs=2, batch_size=64),
-                            data_dir=real_data_dir, limit=2000)
+    checkpoint = train_cvae(
+        tmp_path / "real",
+        "mnist",
+        train_config=quick(epochs=2, batch_size=64),
+        data_dir=real_data_dir,
+        limit=2000,
+    )
     history = json.loads((checkpoint.path / "history.json").read_text())["epochs"]
     # An untrained decoder scores about 543 nats per image; a learnt one far less.
     assert history[-1]["test_reconstruction"] < 230

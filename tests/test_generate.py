@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_checkpoint
 from mmgen import generate, h5io
-from mmgen.checkpoint import load_cvae, save_checkpoint
+from mmgen.checkpoint import load_cvae
 from mmgen.generate import (
     GenerateConfig,
     InferenceDecoder,
@@ -21,31 +22,8 @@ from mmgen.generate import (
     keyed_generator,
     sample_truncated_normal,
 )
-from mmgen.models.cvae import CVAE, CVAEConfig
 
 SMALL = GenerateConfig(n_train=200, n_test=100)
-
-
-def make_checkpoint(
-    folder: Path, source: str, latent_dim: int = 2, num_classes: int = 10, seed: int = 0
-) -> Path:
-    """A randomly initialised CVAE checkpoint whose decoder output visibly depends on ``z``."""
-    torch.manual_seed(seed)
-    model = CVAE(CVAEConfig(latent_dim=latent_dim, num_classes=num_classes))
-    with torch.no_grad():  # a fresh decoder is nearly constant; sharpen it so z matters
-        for layer in (model.decoder.dense[0], model.decoder.dense[2]):
-            layer.weight.mul_(4.0)
-        model.decoder.deconv[-1].weight.mul_(8.0)
-    metadata = {
-        "source": {
-            "name": source,
-            "class_names": [f"{source}-{k}" for k in range(num_classes)],
-            "files": {},
-        },
-        "epochs_done": 0,
-    }
-    save_checkpoint(folder, model, None, metadata=metadata, history=[])
-    return folder
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import write_idx
+from conftest import make_checkpoint, write_idx
 from mmgen import h5io
 from mmgen.generate import GenerateConfig, generate_dataset
 from mmgen.shuffle import MixConfig, PairConfig, class_permutation, mix_modality, pair_sources
 from mmgen.sources import load_split
-from test_generate import make_checkpoint
 
 
 @pytest.fixture
