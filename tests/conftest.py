@@ -158,3 +158,14 @@ def make_checkpoint(
     }
     save_checkpoint(folder, model, None, metadata=metadata, history=[])
     return folder
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """A user mistake seen through CliRunner: exit code 2, one ``Error:`` line, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]

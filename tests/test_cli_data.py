@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_checkpoint
+from conftest import assert_one_line_error, make_checkpoint
 from mmgen import h5io
 from mmgen.cli import app
 
@@ -19,17 +19,6 @@ SMALL = ("--n-train", "100", "--n-test", "50", "--device", "cpu", "--quiet")
 
 def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    """A user mistake: exit code 2, one ``Error:`` line, no traceback."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit)
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 @pytest.fixture

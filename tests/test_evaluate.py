@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import fake_images
+from conftest import assert_one_line_error, fake_images
 from mmgen.cli import app
 from mmgen.config import from_dict, to_dict
 from mmgen.evaluate import EvaluateConfig, inspect_datasets, source_spec
@@ -72,15 +72,6 @@ def invoke(*args):
 QUICK = ("--epochs", "1", "--k", "3", "--prior-samples", "40", "--joint-samples", "200",
          "--batch-size", "16", "--classifier-epochs", "1", "--device", "cpu",
          "--quiet")  # fmt: skip
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def test_evaluate_end_to_end(tmp_path, tiny_files, fake_data_root) -> None:

@@ -92,18 +92,25 @@ def save_checkpoint(
     )
 
 
-def read_weights(folder: Path | str) -> dict[str, Any]:
-    """The raw weights file of a checkpoint (plain tensors; safe ``weights_only`` load)."""
+def read_weights(
+    folder: Path | str,
+    what: str = "a CVAE checkpoint",
+    hint: str = "make one with mmgen train-cvae --out FOLDER",
+) -> dict[str, Any]:
+    """The raw weights file of a model folder (plain tensors; safe ``weights_only`` load).
+
+    Args:
+        folder: the model folder.
+        what: what the folder should be, for the error message.
+        hint: how to make one, for the error message.
+    """
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a CVAE checkpoint (no {WEIGHTS_FILE}); "
-            "make one with mmgen train-cvae --out FOLDER"
-        )
+        raise FileNotFoundError(f"{folder} is not {what} (no {WEIGHTS_FILE}); {hint}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for damaged files
-        raise ValueError(f"{path} is damaged or not an mmgen checkpoint ({error})") from None
+        raise ValueError(f"{path} is damaged or not {what} ({error})") from None
 
 
 def load_cvae(folder: Path | str, device: str | torch.device = "cpu") -> CVAECheckpoint:

@@ -20,6 +20,7 @@ import torch
 
 from mmgen import __version__
 from mmgen.atomic import atomic_path
+from mmgen.checkpoint import read_weights
 from mmgen.config import from_dict, save_json, to_dict
 from mmgen.models.jmvae import JMVAE, JMVAEKL, JMVAEZero
 from mmgen.models.m2vae import M2VAE
@@ -96,16 +97,9 @@ def save_model(folder: Path | str, model: MultimodalVAE) -> None:
 
 def load_model(folder: Path | str, device: str | torch.device = "cpu") -> MultimodalVAE:
     """Rebuild a model saved by ``save_model``, in eval mode on ``device``."""
-    path = Path(folder) / WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a multi-modal model folder (no {WEIGHTS_FILE}); "
-            "save one with mmgen.models.registry.save_model"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for damaged files
-        raise ValueError(f"{path} is damaged or not an mmgen model ({error})") from None
+    state = read_weights(
+        folder, "a multi-modal model folder", "save one with mmgen.models.registry.save_model"
+    )
     config_class, model_class = model_entry(state["model"])
     model = model_class(from_dict(config_class, state["config"]))
     model.load_state_dict(state["state_dict"])
