@@ -18,15 +18,15 @@ done
 mmgen generate --cvae "$out/cvae-mnist" --cvae "$out/cvae-fashion-mnist" \
     --out "$out/mnist-e.h5" --n-train 5000 --n-test 1000 --seed "$seed" --overwrite
 mmgen shuffle "$out/mnist-e.h5" --out "$out/mnist-me.h5" --seed "$seed" --overwrite
-mmgen shuffle --from-sources mnist fashion-mnist --out "$out/m-mnist.h5" \
-    --limit 5000 --seed "$seed" --overwrite
+mmgen pair --source mnist --source fashion-mnist --out "$out/m-mnist.h5" \
+    --limit 6000 --seed "$seed" --overwrite
 
 for name in mnist-e mnist-me m-mnist; do
-    mmgen inspect "$out/$name.h5" --out "$out/$name.png"
+    mmgen inspect "$out/$name.h5" --out "$out/$name.png" > "$out/$name.txt"
 done
 
 mmgen evaluate "$out/mnist-e.h5" "$out/mnist-me.h5" "$out/m-mnist.h5" \
-    --models jmvae,jmvae-zero,jmvae-kl,tvae,m2vae --epochs 5 --k 100 \
-    --seed "$seed" --out "$out/report" --overwrite
+    --models jmvae,jmvae-zero,jmvae-kl,tvae,m2vae --epochs 5 --k 100 --prior-samples 1000 \
+    --joint-samples 2000 --classifier-epochs 1 --seed "$seed" --out "$out/report"
 
 echo "Demo done: see $out/report/report.md and the figures in $out/ and $out/report/"

@@ -101,3 +101,26 @@ def test_epoch_generators_are_keyed_by_seed_and_epoch() -> None:
     assert torch.equal(draw(0, 1), draw(0, 1))
     assert not torch.equal(draw(0, 1), draw(0, 2))
     assert not torch.equal(draw(0, 1), draw(1, 1))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_single_filter_first_layer_starts_alive(seed: int) -> None:
+    """A dead first filter blinds the encoder and collapses the posterior (KL → 0)."""
+    torch.manual_seed(seed)
+    model = CVAE(CVAEConfig())
+    first = model.encoder.features[:3]  # pad, 1→1 conv, ReLU
+    active = (first(torch.rand(8, 1, 28, 28)) > 0).float().mean()
+    assert active > 0.99
+    assert all(
+        float(m.bias.abs().max()) == 0.0
+        for m in model.modules()
+        if hasattr(m, "bias") and isinstance(m.bias, torch.Tensor)
+    )
+
+
+def test_rmsprop_uses_keras_defaults() -> None:
+    from mmgen.train import make_optimizer
+
+    optimizer = make_optimizer(torch.nn.Linear(2, 2).parameters(), TrainConfig())
+    assert isinstance(optimizer, torch.optim.RMSprop)
+    assert optimizer.defaults["alpha"] == 0.9 and optimizer.defaults["eps"] == 1e-7
