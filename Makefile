@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed  ## train → generate → shuffle → evaluate at a small budget, into demo/
-	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh demo
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/pipeline.sh demo
 
 test: $(BIN)/.installed  ## lint, then every test (the real-data ones read MMGEN_DATA_DIR)
 	$(BIN)/ruff check src tests benchmarks

@@ -65,7 +65,7 @@ class EvaluateConfig:
     """What ``mmgen evaluate`` trains and measures (saved in ``report.json``)."""
 
     models: tuple[str, ...] = DEFAULT_MODELS  # keys of mmgen.models.registry.MODELS
-    epochs: int = 100  # training epochs of every model (tVAE: its stages share them)
+    epochs: int = 100  # training epochs of every model (tVAE: each of its two stages)
     batch_size: int = 128
     lr: float = 1e-3  # Adam
     k: int = 1000  # importance samples K of log p(M) and the conditionals (JMVAE code: 1000)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole mmgen pipeline, end to end:
+#   train-cvae (MNIST, Fashion-MNIST) → generate (MNIST-E) → shuffle (MNIST-ME) → pair (naive)
+#   → inspect → evaluate (E vs ME vs naive), leaving checkpoints, datasets, report and figures.
+#
+# Usage: scripts/pipeline.sh OUT_DIR   (sources from MMGEN_DATA_DIR; `mmgen` on the PATH)
+# The budget comes from the environment; the defaults are the quick-start demo's (a few minutes
+# on a 2-core CPU). docs/results.md gives the values of the full run.
+set -euo pipefail
+out="${1:-demo}"
+: "${SEED:=0}"
+: "${CVAE_EPOCHS:=3}"          # reference: 100
+: "${CVAE_LIMIT:=10000}"       # train/test examples per source; "" = all
+: "${N_TRAIN:=5000}"           # reference: 60000
+: "${N_TEST:=1000}"            # reference: 10000
+: "${PAIR_LIMIT:=6000}"        # real examples per source split read for the naive pairing
+: "${MM_EPOCHS:=5}"            # epochs of every multi-modal VAE
+: "${K:=100}"                  # importance samples (reference: 1000)
+: "${PRIOR_SAMPLES:=1000}"     # reference: 5000
+: "${JOINT_SAMPLES:=2000}"     # reference: 10000
+: "${CLASSIFIER_EPOCHS:=1}"    # real-data classifiers, cached across runs
+: "${MM_LIMIT:=}"              # tuples per file used by evaluate; "" = all
+mkdir -p "$out"
+
+limit_flag() { if [ -n "$2" ]; then echo "$1 $2"; fi; }
+
+for source in mnist fashion-mnist; do
+    if [ ! -f "$out/cvae-$source/weights.pt" ]; then
+        # shellcheck disable=SC2046
+        mmgen train-cvae --source "$source" --out "$out/cvae-$source" --epochs "$CVAE_EPOCHS" \
+            --seed "$SEED" $(limit_flag --limit "$CVAE_LIMIT")
+    fi
+done
+
+mmgen generate --cvae "$out/cvae-mnist" --cvae "$out/cvae-fashion-mnist" \
+    --out "$out/mnist-e.h5" --n-train "$N_TRAIN" --n-test "$N_TEST" --seed "$SEED" --overwrite
+mmgen shuffle "$out/mnist-e.h5" --out "$out/mnist-me.h5" --seed "$SEED" --overwrite
+# shellcheck disable=SC2046
+mmgen pair --source mnist --source fashion-mnist --out "$out/m-mnist.h5" --seed "$SEED" \
+    --overwrite $(limit_flag --limit "$PAIR_LIMIT")
+
+mmgen inspect "$out/mnist-e.h5" --out "$out/mnist-e.png" \
+    --cvae "$out/cvae-mnist" --cvae "$out/cvae-fashion-mnist" > "$out/mnist-e.txt"
+for name in mnist-me m-mnist; do
+    mmgen inspect "$out/$name.h5" --out "$out/$name.png" > "$out/$name.txt"
+done
+
+# shellcheck disable=SC2046
+mmgen evaluate "$out/mnist-e.h5" "$out/mnist-me.h5" "$out/m-mnist.h5" \
+    --models jmvae,jmvae-zero,jmvae-kl,tvae,m2vae --epochs "$MM_EPOCHS" --k "$K" \
+    --prior-samples "$PRIOR_SAMPLES" --joint-samples "$JOINT_SAMPLES" \
+    --classifier-epochs "$CLASSIFIER_EPOCHS" --seed "$SEED" --out "$out/report" \
+    $(limit_flag --limit "$MM_LIMIT")
+
+echo "Done: $out/report/report.md, figures in $out/ (inspect) and $out/report/ (evaluate)"
