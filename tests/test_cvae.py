@@ -112,7 +112,7 @@ def test_the_single_filter_first_layer_starts_alive(seed: int) -> None:
     active = (first(torch.rand(8, 1, 28, 28)) > 0).float().mean()
     assert active > 0.99
     assert all(
-        float(m.bias.abs().max()) == 0.0
+        float(m.bias.detach().abs().max()) == 0.0
         for m in model.modules()
         if hasattr(m, "bias") and isinstance(m.bias, torch.Tensor)
     )
