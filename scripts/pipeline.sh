@@ -9,17 +9,18 @@
 set -euo pipefail
 out="${1:-demo}"
 : "${SEED:=0}"
-: "${CVAE_EPOCHS:=3}"          # reference: 100
-: "${CVAE_LIMIT:=10000}"       # train/test examples per source; "" = all
-: "${N_TRAIN:=5000}"           # reference: 60000
+: "${CVAE_EPOCHS:=2}"          # reference: 100
+: "${CVAE_LIMIT=10000}"        # train/test examples per source; "" = all
+: "${N_TRAIN:=3000}"           # reference: 60000
 : "${N_TEST:=1000}"            # reference: 10000
-: "${PAIR_LIMIT:=6000}"        # real examples per source split read for the naive pairing
+: "${PAIR_LIMIT=3000}"         # real examples per source split read for the naive pairing; "" = all
 : "${MM_EPOCHS:=5}"            # epochs of every multi-modal VAE
 : "${K:=100}"                  # importance samples (reference: 1000)
 : "${PRIOR_SAMPLES:=1000}"     # reference: 5000
 : "${JOINT_SAMPLES:=2000}"     # reference: 10000
 : "${CLASSIFIER_EPOCHS:=1}"    # real-data classifiers, cached across runs
-: "${MM_LIMIT:=}"              # tuples per file used by evaluate; "" = all
+: "${MM_LIMIT=}"               # train and test tuples per file used by evaluate; "" = all
+: "${TEST_LIMIT=1000}"         # test tuples per file measured (N·K decodes); "" = all
 mkdir -p "$out"
 
 limit_flag() { if [ -n "$2" ]; then echo "$1 $2"; fi; }
@@ -50,6 +51,6 @@ mmgen evaluate "$out/mnist-e.h5" "$out/mnist-me.h5" "$out/m-mnist.h5" \
     --models jmvae,jmvae-zero,jmvae-kl,tvae,m2vae --epochs "$MM_EPOCHS" --k "$K" \
     --prior-samples "$PRIOR_SAMPLES" --joint-samples "$JOINT_SAMPLES" \
     --classifier-epochs "$CLASSIFIER_EPOCHS" --seed "$SEED" --out "$out/report" \
-    $(limit_flag --limit "$MM_LIMIT")
+    $(limit_flag --limit "$MM_LIMIT") $(limit_flag --test-limit "$TEST_LIMIT")
 
 echo "Done: $out/report/report.md, figures in $out/ (inspect) and $out/report/ (evaluate)"

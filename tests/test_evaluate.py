@@ -198,6 +198,19 @@ def test_config_round_trips_and_rejects_bad_values() -> None:
         EvaluateConfig(models=("m2vae", "m2vae"))
     with pytest.raises(ValueError, match="--limit must be a positive"):
         EvaluateConfig(limit=0)
+    with pytest.raises(ValueError, match="--test-limit must be a positive"):
+        EvaluateConfig(test_limit=-1)
+
+
+def test_test_limit_measures_on_fewer_test_tuples(tmp_path, tiny_files, fake_data_root) -> None:
+    out = tmp_path / "report"
+    result = invoke("evaluate", tiny_files[0], "--models", "m2vae", "--test-limit", "7",
+                    "--out", out, "--data-dir", fake_data_root, "--cache-dir", tmp_path / "c",
+                    *QUICK)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "report.json").read_text())["datasets"]["mnist-e"]
+    assert summary["num_test"] == 7
+    assert summary["num_train"] > 7
 
 
 def test_letter_keys_line_up_rows_across_datasets() -> None:

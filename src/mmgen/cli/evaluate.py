@@ -51,6 +51,13 @@ def evaluate_command(
         int | None,
         typer.Option(help="Use only the first N train and test tuples of every file (quick runs)."),
     ] = None,
+    test_limit: Annotated[
+        int | None,
+        typer.Option(
+            help="Measure on only the first N test tuples (the metrics cost N·K decodes); "
+            "overrides --limit for the test split."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Examples per training step.")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     classifier_epochs: Annotated[
@@ -84,6 +91,7 @@ def evaluate_command(
         prior_samples=prior_samples,
         joint_samples=joint_samples,
         limit=limit,
+        test_limit=test_limit,
         seed=seed,
         device=getattr(device, "value", device),
         classifier_epochs=classifier_epochs,
