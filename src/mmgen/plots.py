@@ -21,9 +21,7 @@ from mmgen.atomic import atomic_path  # noqa: E402
 def save_figure(figure: Figure, path: Path | str, dpi: int = 120) -> None:
     """Write a figure as PNG atomically and close it. Metadata is fixed for identical bytes."""
     with atomic_path(path) as tmp:
-        figure.savefig(
-            tmp, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight"
-        )
+        figure.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight")
     plt.close(figure)
 
 
