@@ -129,3 +129,10 @@ def test_pair_refuses_sources_with_different_classes(tmp_path: Path, fake_data_r
         pair_sources(tmp_path / "n.h5", config, data_dir=fake_data_root)
     with pytest.raises(ValueError, match="at least two sources"):
         PairConfig(sources=("mnist",))
+
+
+def test_pair_names_an_unknown_source_before_searching_for_files() -> None:
+    from mmgen.shuffle import PairConfig
+
+    with pytest.raises(ValueError, match="unknown source 'svhn'"):
+        PairConfig(sources=("mnist", "svhn"))

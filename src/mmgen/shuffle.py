@@ -27,7 +27,7 @@ import numpy as np
 from mmgen import __version__, h5io
 from mmgen.checkpoint import file_sha256
 from mmgen.config import require_positive, to_dict
-from mmgen.sources import SourceData, load_split
+from mmgen.sources import SourceData, get_source, load_split
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class PairConfig:
             )
         if self.limit is not None:
             require_positive("limit (--limit)", self.limit)
+        for spec in self.sources:
+            get_source(spec)  # an unknown name fails here, before any file is searched
 
 
 def class_permutation(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

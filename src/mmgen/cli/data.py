@@ -42,7 +42,8 @@ def _value(choice: Enum | str) -> str:
 
 
 def _progress(total: int | None, quiet: bool, desc: str) -> tqdm:
-    return tqdm(total=total, unit="tuple", unit_scale=True, disable=quiet, desc=desc)
+    # delay: a command rejected at once draws no bar before its error line.
+    return tqdm(total=total, unit="tuple", unit_scale=True, disable=quiet, desc=desc, delay=0.5)
 
 
 @app.command("generate")

@@ -96,8 +96,10 @@ def evaluate_command(
         device=getattr(device, "value", device),
         classifier_epochs=classifier_epochs,
     )
-    tasks = tqdm(total=None, unit="task", disable=quiet, desc="evaluate", position=0)
-    steps = tqdm(total=None, unit="img", unit_scale=True, disable=quiet, leave=False, position=1)
+    tasks = tqdm(total=None, unit="task", disable=quiet, desc="evaluate", position=0, delay=0.5)
+    steps = tqdm(
+        total=None, unit="img", unit_scale=True, disable=quiet, leave=False, position=1, delay=0.5
+    )
 
     def on_task(done: int, total: int, description: str) -> None:
         tasks.total = total
