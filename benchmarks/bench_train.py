@@ -33,7 +33,7 @@ from common import count_flops, machine_description, matmul_peak_gflops, synchro
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from mmgen.cvae_training import as_tensors
+from mmgen.cvae_training import training_tensors
 from mmgen.models.cvae import CVAE, CVAEConfig
 from mmgen.sources import load_split, resolve_root
 from mmgen.train import TrainConfig, epoch_generator, make_optimizer, train_epoch
@@ -102,7 +102,7 @@ def textbook(data_root: Path, samples: int, device: torch.device):
 def in_memory(data, samples: int, device: torch.device, channels_last: bool):
     torch.manual_seed(0)
     model = CVAE(CVAEConfig())
-    tensors = as_tensors(data, device)
+    tensors = training_tensors(data, device)
     if channels_last:
         model = model.to(device, memory_format=torch.channels_last)
     else:

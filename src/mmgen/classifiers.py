@@ -167,12 +167,6 @@ def cache_key(train: SourceData, test: SourceData, config: ClassifierConfig) -> 
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def as_tensors(data: SourceData, device: torch.device) -> dict[str, Tensor]:
-    """Images ``(N, 1, 28, 28)`` float32 in [0, 1] and labels, on ``device``."""
-    images = torch.from_numpy(data.images).to(device).unsqueeze(1).float().div_(255.0)
-    return {"images": images, "labels": torch.from_numpy(data.labels).to(device)}
-
-
 def train_classifier(
     train: SourceData,
     test: SourceData,
@@ -195,7 +189,7 @@ def train_classifier(
         seed=config.seed,
     )
     history = fit(
-        model, as_tensors(train, device), as_tensors(test, device), train_config, on_step=on_step
+        model, train.as_tensors(device), test.as_tensors(device), train_config, on_step=on_step
     )
     return model.eval(), history
 

@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mmgen import plots
@@ -36,11 +35,11 @@ SAMPLES_PER_CLASS = 10
 SAMPLE_SEED_OFFSET = 7_919  # keeps the figure's draws apart from the training draws
 
 
-def as_tensors(data: SourceData, device: torch.device) -> dict[str, torch.Tensor]:
-    """Grey levels ``x / 255`` as ``(N, 1, 28, 28)`` float32 and labels, on ``device``."""
-    images = torch.from_numpy(data.images).to(device).unsqueeze(1).float().div_(255.0)
-    images = images.contiguous(memory_format=torch.channels_last)
-    return {"images": images, "labels": torch.from_numpy(data.labels).to(device)}
+def training_tensors(data: SourceData, device: torch.device) -> dict[str, torch.Tensor]:
+    """``data.as_tensors`` with the images in channels_last, the layout the CVAE trains in."""
+    tensors = data.as_tensors(device)
+    tensors["images"] = tensors["images"].contiguous(memory_format=torch.channels_last)
+    return tensors
 
 
 def train_cvae(
@@ -139,8 +138,8 @@ def train_cvae(
         if on_epoch_end is not None:
             on_epoch_end(epochs_done, record)
 
-    train = as_tensors(train_data, torch_device)
-    test = as_tensors(test_data, torch_device)
+    train = training_tensors(train_data, torch_device)
+    test = training_tensors(test_data, torch_device)
     if start_epoch < train_config.epochs:
         fit(model, train, test, train_config, optimizer, start_epoch, on_step, checkpoint)
     elif not history:
@@ -189,14 +188,3 @@ def draw_figures(
     )
     history = load_json(out / "history.json")["epochs"]
     plots.training_curves(history, out / "curves.png", f"{title}: β-CVAE training")
-
-
-def describe(checkpoint: CVAECheckpoint) -> dict[str, Any]:
-    """A short JSON-ready summary of a checkpoint (for the CLI's final line)."""
-    history = load_json(checkpoint.path / "history.json")["epochs"]
-    last = history[-1] if history else {}
-    return {
-        "path": str(checkpoint.path),
-        "epochs": checkpoint.metadata.get("epochs_done"),
-        "test_loss": last.get("test_loss", np.nan),
-    }

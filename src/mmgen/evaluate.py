@@ -36,7 +36,6 @@ from mmgen.classifiers import (
     classifier_cache_dir,
     load_or_train_classifier,
 )
-from mmgen.classifiers import as_tensors as source_tensors
 from mmgen.config import require_positive, to_dict
 from mmgen.h5io import SplitData, read_attrs, read_split
 from mmgen.report import write_report
@@ -441,7 +440,7 @@ def evaluate_datasets(
         by_source[spec] = load_or_train_classifier(
             spec, data_dir, cache_dir, classifier_config, device, on_step
         )
-        real_test = source_tensors(load_split(spec, "test", data_dir=data_dir), device)
+        real_test = load_split(spec, "test", data_dir=data_dir).as_tensors(device)
         real_features[spec] = by_source[spec].features(real_test["images"])
 
     report: dict[str, Any] = {

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mmgen.atomic import atomic_path
 
@@ -201,6 +202,14 @@ class SourceData:
     def num_classes(self) -> int:
         """Number of classes of the source (not only those present in this split)."""
         return len(self.class_names)
+
+    def as_tensors(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Grey levels ``x / 255`` as ``(N, 1, 28, 28)`` float32 and labels ``(N,)``, on ``device``.
+
+        The keys ``"images"`` and ``"labels"`` are what the CVAE and the classifiers train on.
+        """
+        images = torch.from_numpy(self.images).to(device).unsqueeze(1).float().div_(255.0)
+        return {"images": images, "labels": torch.from_numpy(self.labels).to(device)}
 
     def identity(self) -> dict[str, Any]:
         """Return a JSON-ready record of where these examples came from."""
