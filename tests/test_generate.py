@@ -12,14 +12,13 @@ import pytest
 import torch
 
 from conftest import make_checkpoint
-from mmgen import generate, h5io
+from mmgen import generate, h5io, rng
 from mmgen.checkpoint import load_cvae
 from mmgen.generate import (
     GenerateConfig,
     InferenceDecoder,
     draw_block,
     generate_dataset,
-    keyed_generator,
     sample_truncated_normal,
 )
 
@@ -57,7 +56,7 @@ def test_config_rejects_bad_values(field: str, value: object, fragment: str) -> 
 
 def test_radial_rejection_keeps_the_truncated_normal() -> None:
     radius = 1.5
-    z = sample_truncated_normal(20_000, 2, "radial", radius, keyed_generator(0))
+    z = sample_truncated_normal(20_000, 2, "radial", radius, rng.stream(0))
     norms = z.norm(dim=1)
     assert z.shape == (20_000, 2) and z.dtype == torch.float32
     assert norms.max() <= radius
@@ -71,7 +70,7 @@ def test_radial_rejection_keeps_the_truncated_normal() -> None:
 
 def test_box_rejection_keeps_every_coordinate_inside() -> None:
     radius = 1.0
-    z = sample_truncated_normal(20_000, 3, "box", radius, keyed_generator(1))
+    z = sample_truncated_normal(20_000, 3, "box", radius, rng.stream(1))
     assert z.abs().max() <= radius
     assert (z.abs() > radius - 1e-3).float().mean() < 0.005
     # E|z_i| of N(0, 1) truncated to [-r, r] = sqrt(2/π) (1 - exp(-r²/2)) / erf(r/√2).
@@ -81,7 +80,7 @@ def test_box_rejection_keeps_every_coordinate_inside() -> None:
 
 def test_a_region_too_small_to_sample_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="larger --radius"):
-        sample_truncated_normal(10, 64, "radial", 2.0, keyed_generator(0))
+        sample_truncated_normal(10, 64, "radial", 2.0, rng.stream(0))
 
 
 def test_blocks_are_keyed_by_position_and_prefix_stable() -> None:

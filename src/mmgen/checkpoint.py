@@ -22,6 +22,7 @@ from torch import Tensor
 from mmgen import __version__
 from mmgen.atomic import atomic_path
 from mmgen.config import from_dict, load_json, save_json, to_dict
+from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig
 
 CONFIG_FILE = "config.json"
@@ -110,7 +111,7 @@ def read_weights(
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for damaged files
-        raise ValueError(f"{path} is damaged or not {what} ({error})") from None
+        raise UsageError(f"{path} is damaged or not {what} ({error})") from None
 
 
 def load_cvae(folder: Path | str, device: str | torch.device = "cpu") -> CVAECheckpoint:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from mmgen import __version__
 from mmgen.atomic import atomic_path
 from mmgen.config import from_dict, load_json, require_positive, save_json, to_dict
+from mmgen.errors import UsageError
 from mmgen.sources import SourceData, cache_dir, load_split
 from mmgen.train import TrainConfig, fit, resolve_device
 
@@ -62,7 +63,7 @@ class ClassifierConfig:
         require_positive("classifier lr", self.lr)
         require_positive("classifier feature_dim", self.feature_dim)
         if len(self.channels) != 2:
-            raise ValueError(
+            raise UsageError(
                 f"channels needs two widths (one per convolution), got {self.channels}"
             )
         for width in self.channels:

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mmgen.errors import UsageError
+
 T = TypeVar("T")
 
 
@@ -29,7 +31,7 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(fields)}"
         )
     values = {}
@@ -55,13 +57,13 @@ def load_json(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+        raise UsageError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} should hold a JSON object, found {type(data).__name__}")
+        raise UsageError(f"{path} should hold a JSON object, found {type(data).__name__}")
     return data
 
 
 def require_positive(name: str, value: float) -> None:
     """Raise ``ValueError`` naming the flag when ``value`` is not > 0."""
     if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+        raise UsageError(f"{name} must be > 0, got {value}")

@@ -25,6 +25,7 @@ from mmgen.checkpoint import (
     save_checkpoint,
 )
 from mmgen.config import from_dict, load_json, to_dict
+from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig
 from mmgen.sources import SourceData, load_split
 from mmgen.train import TrainConfig, epoch_generator, fit, make_optimizer, resolve_device
@@ -77,7 +78,7 @@ def train_cvae(
     model_config = model_config or CVAEConfig()
     train_config = train_config or TrainConfig()
     if limit is not None and limit <= 0:
-        raise ValueError(f"--limit must be > 0, got {limit}")
+        raise UsageError(f"--limit must be > 0, got {limit}")
     has_checkpoint = (out / WEIGHTS_FILE).is_file()
     if has_checkpoint and not resume:
         raise FileExistsError(
@@ -97,7 +98,7 @@ def train_cvae(
         saved_train = from_dict(TrainConfig, previous["train"])
         train_config = replace(saved_train, epochs=train_config.epochs)
         if train_config.epochs < previous["epochs_done"]:
-            raise ValueError(
+            raise UsageError(
                 f"--epochs {train_config.epochs} is fewer than the {previous['epochs_done']} "
                 f"epochs already done in {out}"
             )
@@ -143,7 +144,7 @@ def train_cvae(
     if start_epoch < train_config.epochs:
         fit(model, train, test, train_config, optimizer, start_epoch, on_step, checkpoint)
     elif not history:
-        raise ValueError(f"nothing to do: {out} is already trained for {start_epoch} epochs")
+        raise UsageError(f"nothing to do: {out} is already trained for {start_epoch} epochs")
     draw_figures(out, model, test, train_data.class_names, train_config.seed, source)
     return load_cvae(out, torch_device)
 

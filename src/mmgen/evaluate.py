@@ -37,6 +37,7 @@ from mmgen.classifiers import (
     load_or_train_classifier,
 )
 from mmgen.config import require_positive, to_dict
+from mmgen.errors import UsageError
 from mmgen.h5io import SplitData, read_attrs, read_split
 from mmgen.report import write_report
 from mmgen.sources import load_split
@@ -84,12 +85,12 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         models = tuple(self.models)
         if not models:
-            raise ValueError("--models names no model; give e.g. --models jmvae,m2vae")
+            raise UsageError("--models names no model; give e.g. --models jmvae,m2vae")
         duplicates = sorted({m for m in models if models.count(m) > 1})
         if duplicates:
-            raise ValueError(f"--models lists {duplicates} more than once; name each model once")
+            raise UsageError(f"--models lists {duplicates} more than once; name each model once")
         if self.k <= 0:
-            raise ValueError(
+            raise UsageError(
                 f"--k must be >= 1 importance samples, got {self.k}; the paper used --k 1000 "
                 "(--k 1 gives the plain ELBO)"
             )
@@ -97,7 +98,7 @@ class EvaluateConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} must be a positive number of tuples, got {value}")
+                raise UsageError(f"{flag} must be a positive number of tuples, got {value}")
         for name in (
             "epochs",
             "batch_size",
@@ -165,7 +166,7 @@ def check_models(models: Sequence[str], registry: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming every unknown model and the valid choices."""
     unknown = [m for m in models if m not in registry]
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(registry)} "
             "(comma-separated, e.g. --models jmvae,m2vae)"
         )
@@ -179,7 +180,7 @@ def source_spec(entry: Any, modality: str, path: Path) -> str:
         for key in ("name_spec", "spec", "name", "source"):
             if isinstance(entry.get(key), str) and entry[key]:
                 return entry[key]
-    raise ValueError(
+    raise UsageError(
         f"{path} records no source for modality {modality!r} (sources attribute: {entry!r}); "
         "regenerate the file with mmgen generate"
     )
@@ -193,19 +194,19 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
         ValueError: a file is not an mmgen dataset, or the files differ in modality count.
     """
     if not paths:
-        raise ValueError("no dataset given; pass one or more mmgen HDF5 files")
+        raise UsageError("no dataset given; pass one or more mmgen HDF5 files")
     infos: list[DatasetInfo] = []
     names: set[str] = set()
     for path in map(Path, paths):
         attrs = read_attrs(path)
         modalities = tuple(attrs.get("modalities") or ())
         if len(modalities) < 2:
-            raise ValueError(
+            raise UsageError(
                 f"{path} has modalities {list(modalities)}; evaluate needs at least two"
             )
         sources = attrs.get("sources") or {}
         if not isinstance(sources, Mapping):
-            raise ValueError(f"{path}: the sources attribute should map modality → source")
+            raise UsageError(f"{path}: the sources attribute should map modality → source")
         name = _safe_name(path.stem)
         while name in names:
             name = f"{name}-{len(names) + 1}"
@@ -226,7 +227,7 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
     counts = {len(info.modalities) for info in infos}
     if len(counts) > 1:
         listing = "; ".join(f"{i.path} has {len(i.modalities)} {list(i.modalities)}" for i in infos)
-        raise ValueError(
+        raise UsageError(
             f"the datasets disagree on the number of modalities ({listing}); evaluate files "
             "with the same number of modalities together"
         )

@@ -36,9 +36,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmgen import __version__, h5io
+from mmgen import __version__, h5io, rng
 from mmgen.checkpoint import CVAECheckpoint, load_cvae
 from mmgen.config import require_positive, to_dict
+from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, FEATURES, GRID
 from mmgen.nn import one_hot
 from mmgen.train import resolve_device
@@ -117,22 +118,11 @@ class GenerateConfig:
             ("dtype", self.dtype, tuple(h5io.IMAGE_DTYPES)),
         ):
             if value not in valid:
-                raise ValueError(f"unknown --{name} {value!r}; choose one of {', '.join(valid)}")
+                raise UsageError(f"unknown --{name} {value!r}; choose one of {', '.join(valid)}")
 
     def size(self, split: str) -> int:
         """Tuples in ``split``."""
         return self.n_train if split == "train" else self.n_test
-
-
-def keyed_generator(*key: int) -> torch.Generator:
-    """A CPU generator seeded from a tuple of integers (e.g. ``(seed, split, block)``).
-
-    NumPy's ``SeedSequence`` mixes the key, so nearby keys give unrelated streams.
-    """
-    state = np.random.SeedSequence([k % 2**63 for k in key]).generate_state(1, np.uint64)[0]
-    generator = torch.Generator()
-    generator.manual_seed(int(state) & (2**63 - 1))
-    return generator
 
 
 def sample_truncated_normal(
@@ -161,11 +151,11 @@ def sample_truncated_normal(
         ValueError: the region keeps less than ``MIN_ACCEPTANCE`` of the draws.
     """
     if truncation not in TRUNCATIONS:
-        raise ValueError(f"unknown truncation {truncation!r}; choose one of {list(TRUNCATIONS)}")
+        raise UsageError(f"unknown truncation {truncation!r}; choose one of {list(TRUNCATIONS)}")
     region = TRUNCATIONS[truncation]
     acceptance = region.acceptance(latent_dim, radius)
     if acceptance < MIN_ACCEPTANCE:
-        raise ValueError(
+        raise UsageError(
             f"--truncation {truncation} --radius {radius} keeps only {acceptance:.1e} of the "
             f"draws from N(0, I_{latent_dim}); use a larger --radius (radial keeps about half at "
             f"sqrt(d) = {math.sqrt(latent_dim):.2f}) or --truncation box"
@@ -203,8 +193,8 @@ def draw_block(
     first = block * config.block_codes
     count = min(config.block_codes, codes_total - first)
     if count <= 0:
-        raise ValueError(f"block {block} lies beyond the {codes_total} codes of split {split!r}")
-    generator = keyed_generator(config.seed, SPLIT_KEYS[split], block)
+        raise UsageError(f"block {block} lies beyond the {codes_total} codes of split {split!r}")
+    generator = rng.stream(config.seed, SPLIT_KEYS[split], block)
     z = sample_truncated_normal(
         config.block_codes, latent_dim, config.truncation, config.radius, generator
     )[:count]
@@ -226,7 +216,7 @@ def num_codes(config: GenerateConfig, split: str, num_classes: int) -> int:
         if size % num_classes:
             flag = "--n-train" if split == "train" else "--n-test"
             lower = size - size % num_classes
-            raise ValueError(
+            raise UsageError(
                 f"{flag} {size} is not a multiple of the {num_classes} classes: with --labels "
                 f"grid every code is decoded once per class; use {lower or num_classes} or "
                 f"{lower + num_classes}, or --labels independent"
@@ -237,7 +227,7 @@ def num_codes(config: GenerateConfig, split: str, num_classes: int) -> int:
 
 def bernoulli_noise(config: GenerateConfig, split: str, block: Block, modality: int) -> Tensor:
     """Uniform noise ``(T, 1, 28, 28)`` for Bernoulli sampling, keyed like the block's codes."""
-    generator = keyed_generator(config.seed, SPLIT_KEYS[split], block.block, NOISE_KEY + modality)
+    generator = rng.stream(config.seed, SPLIT_KEYS[split], block.block, NOISE_KEY + modality)
     return torch.rand(len(block.labels), 1, *h5io.IMAGE_SHAPE, generator=generator)
 
 
@@ -276,7 +266,7 @@ def to_storage(images: Tensor, dtype: str) -> np.ndarray:
 def check_compatible(checkpoints: list[CVAECheckpoint]) -> None:
     """Raise ``ValueError`` unless there are ≥ 2 CVAEs agreeing on latent size and class count."""
     if len(checkpoints) < 2:
-        raise ValueError(
+        raise UsageError(
             f"generate needs at least two CVAE checkpoints (one per modality), got "
             f"{len(checkpoints)}; pass --cvae once per source"
         )
@@ -289,7 +279,7 @@ def check_compatible(checkpoints: list[CVAECheckpoint]) -> None:
                 if attribute == "latent_dim"
                 else "use sources with the same number of classes"
             )
-            raise ValueError(f"the CVAEs disagree on {attribute}: {listing}; {fix}")
+            raise UsageError(f"the CVAEs disagree on {attribute}: {listing}; {fix}")
 
 
 def dataset_attrs(
@@ -434,7 +424,7 @@ def generate_dataset(
         modalities = h5io.modality_names([str(c.source.get("name", "")) for c in checkpoints])
     else:
         if len(modality_names) != len(checkpoints):
-            raise ValueError(
+            raise UsageError(
                 f"{len(modality_names)} modality names for {len(checkpoints)} checkpoints; "
                 "give one --modality per --cvae, or none"
             )

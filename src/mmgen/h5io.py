@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmgen.atomic import atomic_path
+from mmgen.errors import UsageError
 
 FORMAT = "mmgen"
 SCHEMA_VERSION = 1
@@ -82,17 +83,17 @@ def open_dataset(path: Path | str) -> h5py.File:
     try:
         handle = h5py.File(path, "r")
     except OSError:
-        raise ValueError(f"{path} is not an HDF5 file (expected one from mmgen generate)") from None
+        raise UsageError(f"{path} is not an HDF5 file (expected one from mmgen generate)") from None
     if handle.attrs.get("format") != FORMAT:
         handle.close()
-        raise ValueError(
+        raise UsageError(
             f"{path} is an HDF5 file but not an mmgen dataset (no format='mmgen' attribute); "
             "make one with mmgen generate or mmgen shuffle"
         )
     version = int(handle.attrs.get("schema_version", -1))
     if version > SCHEMA_VERSION:
         handle.close()
-        raise ValueError(
+        raise UsageError(
             f"{path} uses schema version {version}, newer than this mmgen reads "
             f"({SCHEMA_VERSION}); upgrade mmgen"
         )
@@ -136,10 +137,10 @@ def read_split(path: Path | str, split: str, limit: int | None = None) -> SplitD
         limit: read only the first ``limit`` tuples.
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+        raise UsageError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     with open_dataset(path) as handle:
         if split not in handle:
-            raise ValueError(f"{path} has no {split!r} split (it has {sorted(handle)})")
+            raise UsageError(f"{path} has no {split!r} split (it has {sorted(handle)})")
         group = handle[split]
         stop = len(group["labels"]) if limit is None else min(limit, len(group["labels"]))
         modalities = json.loads(handle.attrs["modalities"])
@@ -207,7 +208,7 @@ def standard_fields(
 ) -> tuple[Field, ...]:
     """The datasets every split holds: images per modality, labels, and z/code_index if any."""
     if image_dtype not in IMAGE_DTYPES:
-        raise ValueError(f"unknown image dtype {image_dtype!r}; choose one of {list(IMAGE_DTYPES)}")
+        raise UsageError(f"unknown image dtype {image_dtype!r}; choose one of {list(IMAGE_DTYPES)}")
     fields = [Field(f"images/{m}", IMAGE_DTYPES[image_dtype], IMAGE_SHAPE) for m in modalities]
     fields.append(Field("labels", np.dtype(np.int64)))
     if latent_dim > 0:
@@ -230,7 +231,7 @@ def modality_names(source_names: list[str]) -> list[str]:
         base = source.removeprefix("idx:").rstrip("/").rsplit("/", 1)[-1]
         base = "".join(c if c.isalnum() or c in "-_." else "-" for c in base).strip(".")
         if not base or base in RESERVED_NAMES:
-            raise ValueError(
+            raise UsageError(
                 f"source {source!r} gives the modality name {base!r}, which is empty or reserved "
                 f"({', '.join(RESERVED_NAMES)}); name the modalities explicitly (--modality NAME)"
             )
@@ -246,12 +247,12 @@ def check_modality_names(names: list[str]) -> None:
     """Raise ``ValueError`` unless ``names`` are unique, non-empty, HDF5-safe and not reserved."""
     for name in names:
         if not name or "/" in name or name in (".", "..") or name in RESERVED_NAMES:
-            raise ValueError(
+            raise UsageError(
                 f"invalid modality name {name!r}: it must be non-empty, contain no '/' and not "
                 f"be one of {', '.join(RESERVED_NAMES)}"
             )
     if len(set(names)) != len(names):
-        raise ValueError(f"modality names must be unique, got {names}")
+        raise UsageError(f"modality names must be unique, got {names}")
 
 
 def check_output(path: Path | str, overwrite: bool) -> None:
@@ -298,20 +299,20 @@ class SplitWriter:
     def append(self, rows: dict[str, np.ndarray]) -> None:
         """Add the next rows; ``rows`` maps every field path to an array of the same length."""
         if set(rows) != set(self.fields):
-            raise ValueError(f"rows for {sorted(rows)}, expected {sorted(self.fields)}")
+            raise UsageError(f"rows for {sorted(rows)}, expected {sorted(self.fields)}")
         count = {len(array) for array in rows.values()}
         if len(count) != 1:
-            raise ValueError(f"fields of one append differ in length: {sorted(count)}")
+            raise UsageError(f"fields of one append differ in length: {sorted(count)}")
         (count,) = count
         if self.written + self.pending_rows + count > self.size:
-            raise ValueError(
+            raise UsageError(
                 f"appending {count} rows would exceed the split size {self.size} "
                 f"({self.written + self.pending_rows} already given)"
             )
         for path, array in rows.items():
             field = self.fields[path]
             if array.shape[1:] != field.row_shape:
-                raise ValueError(f"{path}: rows of shape {array.shape[1:]}, expected {field}")
+                raise UsageError(f"{path}: rows of shape {array.shape[1:]}, expected {field}")
             self.pending[path].append(np.asarray(array, dtype=field.dtype))
         self.pending_rows += count
         chunk = min(CHUNK_ROWS, self.size)
@@ -322,7 +323,7 @@ class SplitWriter:
         """Write the last partial chunk and check that every row was given."""
         self._flush(self.pending_rows)
         if self.written != self.size:
-            raise ValueError(f"split holds {self.written} of its {self.size} rows")
+            raise UsageError(f"split holds {self.written} of its {self.size} rows")
 
     def _flush(self, count: int) -> None:
         if count == 0:
@@ -347,14 +348,14 @@ class DatasetWriter:
     ) -> None:
         missing = sorted(set(REQUIRED_ATTRS) - set(attrs))
         if missing:
-            raise ValueError(f"root attributes {missing} are missing")
+            raise UsageError(f"root attributes {missing} are missing")
         header = {"format": FORMAT, "schema_version": SCHEMA_VERSION}
         for key, value in encode_attrs({**header, **attrs}).items():
             handle.attrs[key] = value
         self.splits: dict[str, SplitWriter] = {}
         for split, size in sizes.items():
             if split not in SPLITS:
-                raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+                raise UsageError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
             group = handle.create_group(split)
             group.attrs["size"] = size
             split_fields = fields[split] if isinstance(fields, dict) else fields
@@ -409,7 +410,7 @@ def create_dataset(
     """
     check_output(path, overwrite)
     if any(size <= 0 for size in sizes.values()):
-        raise ValueError(f"every split needs at least one tuple, got sizes {sizes}")
+        raise UsageError(f"every split needs at least one tuple, got sizes {sizes}")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
         writer = DatasetWriter(handle, attrs, sizes, fields)
         yield writer

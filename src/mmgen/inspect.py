@@ -19,6 +19,7 @@ import torch
 
 from mmgen import h5io, plots_dataset
 from mmgen.checkpoint import load_cvae
+from mmgen.errors import UsageError
 from mmgen.train import resolve_device
 
 log = logging.getLogger(__name__)
@@ -123,16 +124,16 @@ def draw_dataset(
         ValueError: bad split, class, counts, or a checkpoint count that does not match.
     """
     if per_class <= 0 or sweep_steps < 2:
-        raise ValueError(
+        raise UsageError(
             f"need --per-class > 0 and a sweep of at least 2 steps, got {per_class}, {sweep_steps}"
         )
     with h5io.open_dataset(path) as handle:
         attrs = h5io.decode_attrs(handle.attrs)
         if split not in handle:
-            raise ValueError(f"{path} has no {split!r} split; choose one of {sorted(handle)}")
+            raise UsageError(f"{path} has no {split!r} split; choose one of {sorted(handle)}")
         modalities, num_classes = attrs["modalities"], attrs["num_classes"]
         if not 0 <= sweep_class < num_classes:
-            raise ValueError(
+            raise UsageError(
                 f"--sweep-class {sweep_class} is not a class of {path}; choose 0..{num_classes - 1}"
             )
         labels = handle[split]["labels"][:]
@@ -183,7 +184,7 @@ def _decoded_sweep(
     """Decode codes ``(t, 0, ..., 0)``, t from -r to r, of one class with every CVAE."""
     modalities = attrs["modalities"]
     if len(cvae_folders) != len(modalities):
-        raise ValueError(
+        raise UsageError(
             f"{len(cvae_folders)} --cvae checkpoints for {len(modalities)} modalities "
             f"({', '.join(modalities)}); give one per modality, in that order"
         )

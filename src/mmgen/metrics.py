@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmgen.errors import UsageError
 from mmgen.objectives import (
     bernoulli_log_likelihood,
     iw_log_mean_exp,
@@ -83,7 +84,7 @@ def _require_encodable(model, subset: Sequence[str]) -> Subset:
 
 def _require_positive_samples(name: str, value: int) -> None:
     if value <= 0:
-        raise ValueError(f"{name} must be a positive number of samples, got {value}")
+        raise UsageError(f"{name} must be a positive number of samples, got {value}")
 
 
 def covering_subset(model, modalities: Sequence[str]) -> Subset:
@@ -187,7 +188,7 @@ def importance_weighted_bound(
         max_elements: codes decoded at once.
     """
     if k <= 0:
-        raise ValueError(
+        raise UsageError(
             f"K (importance samples) must be >= 1, got {k}; K = 1 gives the ELBO, the paper "
             "used K = 1000"
         )

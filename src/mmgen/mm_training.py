@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import Tensor
 
+from mmgen.errors import UsageError
 from mmgen.models.multimodal import MultimodalVAE
 from mmgen.train import TrainConfig, fit, make_optimizer
 
@@ -59,7 +60,7 @@ def train_model(
     """
     missing = [m for m in model.modalities if m not in train]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"training data lacks modality(ies) {missing} of the model; it has {sorted(train)}"
         )
     history: list[dict[str, Any]] = []

@@ -27,6 +27,7 @@ import numpy as np
 from mmgen import __version__, h5io
 from mmgen.checkpoint import file_sha256
 from mmgen.config import require_positive, to_dict
+from mmgen.errors import UsageError
 from mmgen.sources import SourceData, get_source, load_split
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class PairConfig:
 
     def __post_init__(self) -> None:
         if len(self.sources) < 2:
-            raise ValueError(
+            raise UsageError(
                 f"pairing needs at least two sources, got {list(self.sources)}; "
                 "pass --source once per modality, e.g. --source mnist --source fashion-mnist"
             )
@@ -105,18 +106,18 @@ def mix_modality(
     config = config or MixConfig()
     h5io.check_output(out, overwrite)
     if Path(source).resolve() == Path(out).resolve():
-        raise ValueError(f"--out {out} is the input file; write the mixed file elsewhere")
+        raise UsageError(f"--out {out} is the input file; write the mixed file elsewhere")
     with h5io.open_dataset(source) as handle:
         attrs = h5io.decode_attrs(handle.attrs)
         if attrs["kind"] != "entangled":
-            raise ValueError(
+            raise UsageError(
                 f"{source} is a {attrs['kind']} file; mmgen shuffle permutes an entangled file "
                 "from mmgen generate"
             )
         modalities = attrs["modalities"]
         modality = config.modality or modalities[-1]
         if modality not in modalities:
-            raise ValueError(
+            raise UsageError(
                 f"unknown --modality {modality!r}; {source} has {', '.join(modalities)}"
             )
         config = MixConfig(modality=modality, seed=config.seed)
@@ -220,7 +221,7 @@ def pair_sources(
     class_counts = {d.name: d.num_classes for d in data["train"]}
     if len(set(class_counts.values())) > 1:
         listing = ", ".join(f"{name} has {count}" for name, count in class_counts.items())
-        raise ValueError(
+        raise UsageError(
             f"the sources disagree on the number of classes: {listing}; "
             "pair sources with the same class set"
         )
@@ -236,7 +237,7 @@ def pair_sources(
             ),
         )
         if len(pairs[split][0]) == 0:
-            raise ValueError(
+            raise UsageError(
                 f"the {split} splits of {', '.join(config.sources)} share no class; "
                 "pair sources with the same class set (or raise --limit)"
             )

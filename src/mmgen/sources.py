@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from mmgen.atomic import atomic_path
+from mmgen.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -233,9 +234,9 @@ def get_source(spec: str) -> Source:
     if spec.startswith("idx:"):
         path = spec.removeprefix("idx:")
         if not path:
-            raise ValueError("source 'idx:' names no folder; write idx:PATH, e.g. idx:./my-data")
+            raise UsageError("source 'idx:' names no folder; write idx:PATH, e.g. idx:./my-data")
         return FolderSource.from_folder(path)
-    raise ValueError(
+    raise UsageError(
         f"unknown source {spec!r}; valid sources: {', '.join(SOURCES)}, "
         "or idx:PATH for a folder holding the four IDX files"
     )
@@ -308,9 +309,9 @@ def load_split(
     """
     source = get_source(spec) if isinstance(spec, str) else spec
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+        raise UsageError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     if limit is not None and limit <= 0:
-        raise ValueError(f"limit must be a positive number of examples, got {limit}")
+        raise UsageError(f"limit must be a positive number of examples, got {limit}")
     folder = resolve_root(source, data_dir, download=download, mirrors=mirrors)
     images_name, labels_name = source.split_files[split]
     images_path, labels_path = _find_file(folder, images_name), _find_file(folder, labels_name)
@@ -319,7 +320,7 @@ def load_split(
     _check_split(images, labels, images_path, labels_path)
     class_names = source.class_names or _class_names_from_labels(source, folder)
     if labels.max(initial=0) >= len(class_names):
-        raise ValueError(
+        raise UsageError(
             f"{labels_path} holds label {labels.max()} but {source.name} has "
             f"{len(class_names)} classes (0..{len(class_names) - 1}); the file belongs to "
             "another dataset or is corrupt: replace it"
@@ -357,7 +358,7 @@ def _read_idx_with_sha(path: Path) -> tuple[np.ndarray, str]:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as error:
-            raise ValueError(
+            raise UsageError(
                 f"{path} is not a valid gzip file ({error}); the download or copy is "
                 "incomplete: replace the file"
             ) from None
@@ -367,19 +368,19 @@ def _read_idx_with_sha(path: Path) -> tuple[np.ndarray, str]:
 def _parse_idx(data: bytes, path: Path) -> np.ndarray:
     """Parse IDX bytes: magic 0x0000TTDD (T type code, D number of dims), dims, then data."""
     if len(data) < 4 or data[:2] != b"\0\0":
-        raise ValueError(
+        raise UsageError(
             f"{path} is not an IDX file (magic number {data[:4].hex() or 'missing'}, "
             "expected 0000TTDD); check that it is one of the four MNIST-like files"
         )
     type_code, num_dims = data[2], data[3]
     if type_code not in IDX_DTYPES:
         valid = ", ".join(f"0x{code:02x}" for code in IDX_DTYPES)
-        raise ValueError(f"{path} has unknown IDX type code 0x{type_code:02x}; valid: {valid}")
+        raise UsageError(f"{path} has unknown IDX type code 0x{type_code:02x}; valid: {valid}")
     if num_dims == 0:
-        raise ValueError(f"{path} declares 0 dimensions; an IDX array needs at least one")
+        raise UsageError(f"{path} declares 0 dimensions; an IDX array needs at least one")
     header_size = 4 + 4 * num_dims
     if len(data) < header_size:
-        raise ValueError(f"{path} is truncated inside its header; replace the file")
+        raise UsageError(f"{path} is truncated inside its header; replace the file")
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=num_dims, offset=4))
     dtype = IDX_DTYPES[type_code]
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
@@ -387,7 +388,7 @@ def _parse_idx(data: bytes, path: Path) -> np.ndarray:
     if actual != expected:
         problem = "is truncated" if actual < expected else "has trailing bytes"
         shape = "×".join(str(d) for d in dims)
-        raise ValueError(
+        raise UsageError(
             f"{path} {problem}: its header declares {shape} values ({expected} bytes) but "
             f"{actual} bytes follow; replace the file"
         )
@@ -398,17 +399,17 @@ def _parse_idx(data: bytes, path: Path) -> np.ndarray:
 def _check_split(images: np.ndarray, labels: np.ndarray, images_path: Path, labels_path: Path):
     """Check shapes and types of one split: (N, 28, 28) uint8 images, (N,) uint8 labels."""
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(
+        raise UsageError(
             f"{images_path} holds {images.dtype} data of shape {images.shape}; mmgen needs "
             "(N, 28, 28) unsigned bytes: check that it is an images file"
         )
     if labels.dtype != np.uint8 or labels.ndim != 1:
-        raise ValueError(
+        raise UsageError(
             f"{labels_path} holds {labels.dtype} data of shape {labels.shape}; labels must be "
             "(N,) unsigned bytes: check that it is a labels file"
         )
     if len(images) != len(labels):
-        raise ValueError(
+        raise UsageError(
             f"{images_path} holds {len(images)} images but {labels_path} holds "
             f"{len(labels)} labels; the two files come from different datasets: replace them"
         )
@@ -497,7 +498,7 @@ def _download_file(source: Source, file_name: str, destination: Path, mirrors: l
         "ROOT"
     )
     if mismatch:
-        raise ValueError(message)
+        raise UsageError(message)
     raise FileNotFoundError(message)
 
 

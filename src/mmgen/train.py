@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from mmgen.config import require_positive
+from mmgen.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class TrainConfig:
         require_positive("lr", self.lr)
         require_positive("eval_batch_size", self.eval_batch_size)
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
+            raise UsageError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}"
             )
 
@@ -63,11 +64,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
+        raise UsageError(
             f"--device {name} was asked for but no CUDA GPU is available; use cpu or auto"
         )
     if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda")
+        raise UsageError(f"unknown device {name!r}; choose auto, cpu or cuda")
     return torch.device(name)
 
 

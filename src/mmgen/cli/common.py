@@ -12,6 +12,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 
 from mmgen import __version__
+from mmgen.errors import UsageError
 
 app = typer.Typer(
     name="mmgen",
@@ -24,16 +25,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Mistakes a user can make: the library raises these with a message that says what was wrong
-# and what would be right. They become one line on stderr and exit code 2, never a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    ValueError,
-    FileNotFoundError,
-    FileExistsError,
-    NotADirectoryError,
-    IsADirectoryError,
-    PermissionError,
-)
+# Mistakes a user can make (the library raises ``UsageError`` with a message that says what was
+# wrong and what would be right) and the operating system's failures on the user's paths
+# (missing, unreadable, read-only, full). They become one line on stderr and exit code 2, never a
+# traceback. Any other exception is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (UsageError, OSError)
 EXIT_USER_ERROR = 2
 
 P = ParamSpec("P")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mmgen.config import require_positive
+from mmgen.errors import UsageError
 from mmgen.nn import GaussianHead, one_hot
 from mmgen.objectives import (
     bernoulli_log_likelihood,
@@ -45,9 +46,9 @@ class CVAEConfig:
         require_positive("latent_dim", self.latent_dim)
         require_positive("num_classes", self.num_classes)
         if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+            raise UsageError(f"beta must be >= 0, got {self.beta}")
         if self.image_size != 28:
-            raise ValueError(f"the Table 2 layout needs 28×28 images, got {self.image_size}")
+            raise UsageError(f"the Table 2 layout needs 28×28 images, got {self.image_size}")
 
 
 class CVAEEncoder(nn.Module):

@@ -27,6 +27,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from mmgen.errors import UsageError
 from mmgen.models.multimodal import (
     MultimodalConfig,
     MultimodalVAE,
@@ -46,7 +47,7 @@ class M2VAEConfig(MultimodalConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+            raise UsageError(f"alpha must be >= 0, got {self.alpha}")
 
 
 class M2VAE(MultimodalVAE):

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from mmgen.config import require_positive
+from mmgen.errors import UsageError
 from mmgen.nn import ACTIVATIONS, GaussianHead, mlp
 from mmgen.objectives import (
     beta_elbo,
@@ -93,16 +94,16 @@ class MultimodalConfig:
     def __post_init__(self) -> None:
         modalities = tuple(self.modalities)
         if len(modalities) < 2:
-            raise ValueError(f"a multi-modal VAE needs at least 2 modalities, got {modalities}")
+            raise UsageError(f"a multi-modal VAE needs at least 2 modalities, got {modalities}")
         if len(set(modalities)) != len(modalities):
-            raise ValueError(f"modality names must be distinct, got {modalities}")
+            raise UsageError(f"modality names must be distinct, got {modalities}")
         for name in modalities:
             if not isinstance(name, str) or not name or any(c in name for c in "+."):
-                raise ValueError(
+                raise UsageError(
                     f"modality name {name!r} must be a non-empty string without '+' or '.'"
                 )
             if name in RESERVED_NAMES:
-                raise ValueError(
+                raise UsageError(
                     f"modality name {name!r} is reserved for batch entries {RESERVED_NAMES}; "
                     "rename the modality"
                 )
@@ -111,12 +112,12 @@ class MultimodalConfig:
         for width in (*self.encoder_widths, *self.decoder_widths):
             require_positive("layer width", width)
         if not self.encoder_widths:
-            raise ValueError("encoder_widths needs at least one hidden layer")
+            raise UsageError("encoder_widths needs at least one hidden layer")
         if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+            raise UsageError(f"beta must be >= 0, got {self.beta}")
         for field in ("encoder_activation", "decoder_activation"):
             if getattr(self, field) not in ACTIVATIONS:
-                raise ValueError(
+                raise UsageError(
                     f"unknown {field} {getattr(self, field)!r}; choose one of {sorted(ACTIVATIONS)}"
                 )
         object.__setattr__(self, "modalities", modalities)

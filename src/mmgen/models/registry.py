@@ -22,6 +22,7 @@ from mmgen import __version__
 from mmgen.atomic import atomic_path
 from mmgen.checkpoint import read_weights
 from mmgen.config import from_dict, save_json, to_dict
+from mmgen.errors import UsageError
 from mmgen.models.jmvae import JMVAE, JMVAEKL, JMVAEZero
 from mmgen.models.m2vae import M2VAE
 from mmgen.models.multimodal import MultimodalConfig, MultimodalVAE
@@ -38,7 +39,7 @@ MODELS: dict[str, tuple[type[MultimodalConfig], type[MultimodalVAE]]] = {
 def model_entry(name: str) -> tuple[type[MultimodalConfig], type[MultimodalVAE]]:
     """``(config class, model class)`` of a registry name; ValueError listing the choices."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+        raise UsageError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name]
 
 
@@ -61,7 +62,7 @@ def build_model(
     fields = {f.name for f in dataclasses.fields(config_class)} - {"modalities"}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"{name} has no setting(s) {unknown}; valid settings: {sorted(fields)}")
+        raise UsageError(f"{name} has no setting(s) {unknown}; valid settings: {sorted(fields)}")
     config = config_class(modalities=tuple(modalities), **overrides)
     if seed is None:
         return model_class(config)
