@@ -35,9 +35,10 @@ from torch import Tensor, nn
 from mmgen import __version__
 from mmgen.atomic import atomic_path
 from mmgen.config import from_dict, load_json, require_positive, save_json, to_dict
+from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.sources import SourceData, cache_dir, load_split
-from mmgen.train import TrainConfig, fit, resolve_device
+from mmgen.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 

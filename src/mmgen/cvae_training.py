@@ -25,10 +25,11 @@ from mmgen.checkpoint import (
     save_checkpoint,
 )
 from mmgen.config import from_dict, load_json, to_dict
+from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig
 from mmgen.sources import SourceData, load_split
-from mmgen.train import TrainConfig, epoch_generator, fit, make_optimizer, resolve_device
+from mmgen.train import TrainConfig, epoch_generator, fit, make_optimizer
 
 log = logging.getLogger(__name__)
 

@@ -37,11 +37,12 @@ from mmgen.classifiers import (
     load_or_train_classifier,
 )
 from mmgen.config import require_positive, to_dict
+from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.h5io import SplitData, read_attrs, read_split
 from mmgen.report import write_report
 from mmgen.sources import load_split
-from mmgen.train import TrainConfig, epoch_generator, resolve_device
+from mmgen.train import TrainConfig, epoch_generator
 
 log = logging.getLogger(__name__)
 

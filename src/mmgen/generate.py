@@ -39,10 +39,10 @@ from torch import Tensor, nn
 from mmgen import __version__, h5io, rng
 from mmgen.checkpoint import CVAECheckpoint, load_cvae
 from mmgen.config import require_positive, to_dict
+from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, FEATURES, GRID
 from mmgen.nn import one_hot
-from mmgen.train import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import torch
 
 from mmgen import h5io, plots_dataset
 from mmgen.checkpoint import load_cvae
+from mmgen.device import resolve_device
 from mmgen.errors import UsageError
-from mmgen.train import resolve_device
 
 log = logging.getLogger(__name__)
 

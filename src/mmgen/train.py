@@ -59,19 +59,6 @@ class TrainConfig:
             )
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(
-            f"--device {name} was asked for but no CUDA GPU is available; use cpu or auto"
-        )
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UsageError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
-
-
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
     """The generator of epoch ``epoch`` of a run seeded ``seed`` (keyed by position)."""
     generator = torch.Generator(device=device)
