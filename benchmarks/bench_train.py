@@ -33,24 +33,26 @@ from common import count_flops, machine_description, matmul_peak_gflops, synchro
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from mmgen import rng
 from mmgen.cvae_training import training_tensors
-from mmgen.models.cvae import CVAE, CVAEConfig
+from mmgen.models.cvae import CVAEConfig, build_cvae
 from mmgen.sources import load_split, resolve_root
-from mmgen.train import TrainConfig, epoch_generator, make_optimizer, train_epoch
+from mmgen.train import TrainConfig, make_optimizer, train_epoch, train_stream
 
 BATCH = 128
 
 
 def step_flops(device: torch.device) -> float:
-    model = CVAE(CVAEConfig()).to(device)
+    model = build_cvae(CVAEConfig(), rng.stream(0, "init")).to(device)
     optimizer = make_optimizer(model.parameters(), TrainConfig())
+    generator = train_stream(0, "train", 0, device)
     batch = {
         "images": torch.rand(BATCH, 1, 28, 28, device=device),
         "labels": torch.arange(BATCH, device=device) % 10,
     }
 
     def step() -> None:
-        loss = model.loss_on(batch)["loss"]
+        loss = model.loss_on(batch, generator)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -82,16 +84,17 @@ def textbook(data_root: Path, samples: int, device: torch.device):
             shutil.copyfileobj(fin, fout)
     dataset = datasets.MNIST(tmp, train=True, download=False, transform=transforms.ToTensor())
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, drop_last=True)
-    torch.manual_seed(0)
-    model = CVAE(CVAEConfig()).to(device)
+    model = build_cvae(CVAEConfig(), rng.stream(0, "init")).to(device)
     optimizer = make_optimizer(model.parameters(), TrainConfig())
+    generator = train_stream(0, "train", 0, device)
 
     def run(warmup: bool) -> None:
         steps = 3 if warmup else samples // BATCH
         for i, (images, labels) in enumerate(loader):
             if i == steps:
                 break
-            loss = model.loss_on({"images": images.to(device), "labels": labels.to(device)})
+            batch = {"images": images.to(device), "labels": labels.to(device)}
+            loss = model.loss_on(batch, generator)
             optimizer.zero_grad()
             loss["loss"].backward()
             optimizer.step()
@@ -100,8 +103,7 @@ def textbook(data_root: Path, samples: int, device: torch.device):
 
 
 def in_memory(data, samples: int, device: torch.device, channels_last: bool):
-    torch.manual_seed(0)
-    model = CVAE(CVAEConfig())
+    model = build_cvae(CVAEConfig(), rng.stream(0, "init"))
     tensors = training_tensors(data, device)
     if channels_last:
         model = model.to(device, memory_format=torch.channels_last)
@@ -113,7 +115,7 @@ def in_memory(data, samples: int, device: torch.device, channels_last: bool):
     small = {k: v[: 3 * BATCH] for k, v in tensors.items()}
 
     def run(warmup: bool) -> None:
-        generator = epoch_generator(0, 0, device)
+        generator = train_stream(0, "train", 0, device)
         train_epoch(model, small if warmup else subset, optimizer, BATCH, generator)
 
     return run

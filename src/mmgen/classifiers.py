@@ -32,17 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmgen import __version__
+from mmgen import __version__, rng
 from mmgen.atomic import atomic_path
 from mmgen.config import from_dict, load_json, require_positive, save_json, to_dict
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
+from mmgen.nn import build
 from mmgen.sources import SourceData, cache_dir, load_split
 from mmgen.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 
-ARCHITECTURE_VERSION = 1  # bump when the network or its training changes: old caches go stale
+ARCHITECTURE_VERSION = 2  # bump when the network or its training changes: old caches go stale
 WEIGHTS_FILE = "weights.pt"
 INFO_FILE = "info.json"
 
@@ -181,8 +182,8 @@ def train_classifier(
     Returns:
         The model (eval mode) and one record per epoch (``test_accuracy`` is the last ceiling).
     """
-    torch.manual_seed(config.seed)  # weight initialisation
-    model = ImageClassifier(train.num_classes, config).to(device)
+    init = rng.stream(config.seed, "init")
+    model = build(lambda: ImageClassifier(train.num_classes, config), init).to(device)
     train_config = TrainConfig(
         epochs=config.epochs,
         batch_size=config.batch_size,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmgen import __version__, metrics, plots_eval
+from mmgen import __version__, metrics, plots_eval, rng
 from mmgen.checkpoint import file_sha256
 from mmgen.classifiers import (
     ClassifierConfig,
@@ -42,21 +42,12 @@ from mmgen.errors import UsageError
 from mmgen.h5io import SplitData, read_attrs, read_split
 from mmgen.report import write_report
 from mmgen.sources import load_split
-from mmgen.train import TrainConfig, epoch_generator
+from mmgen.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("jmvae", "jmvae-zero", "jmvae-kl", "tvae", "m2vae")
 NO_TRUE_Z = "n/a: file has no true z"
-# Offsets of the metric generators in ``epoch_generator``'s key space, far from training epochs
-# (which count up from 0) and from their evaluation draws (which count down from -1).
-METRIC_STREAMS = {
-    "elbo": 500_001,
-    "iw": 500_002,
-    "conditional": 500_003,
-    "joint_coherence": 500_004,
-    "jsd": 500_005,
-}
 TaskCallback = Callable[[int, int, str], None]  # (tasks done, total, next task's description)
 StepCallback = Callable[[dict[str, float]], None]
 
@@ -156,11 +147,10 @@ def modality_letters(modalities: Sequence[str]) -> dict[str, str]:
     return {m: chr(ord("a") + i) for i, m in enumerate(modalities)}
 
 
-def model_registry() -> tuple[Mapping[str, Any], Callable[..., Any], Callable[..., Any]]:
-    """``(MODELS, build_model, train_model)`` of the multi-modal VAEs (imported on first use)."""
+def model_registry() -> tuple[Mapping[str, Any], Callable[..., Any]]:
+    """``(MODELS, build_model)`` of the multi-modal VAEs (imported on first use)."""
     registry = importlib.import_module("mmgen.models.registry")
-    training = importlib.import_module("mmgen.mm_training")
-    return registry.MODELS, registry.build_model, training.train_model
+    return registry.MODELS, registry.build_model
 
 
 def check_models(models: Sequence[str], registry: Mapping[str, Any]) -> None:
@@ -244,7 +234,7 @@ def split_tensors(data: SplitData, modalities: Sequence[str], device: torch.devi
 
 def metric_generator(seed: int, stream: str, device: torch.device) -> torch.Generator:
     """The generator of one metric, keyed by (seed, metric): independent of evaluation order."""
-    return epoch_generator(seed, METRIC_STREAMS[stream], device)
+    return rng.stream(seed, "metric", stream, device=device)
 
 
 def data_quality(
@@ -424,7 +414,7 @@ def evaluate_datasets(
             on the modality count, or a bad setting.
     """
     config = config or EvaluateConfig()
-    registry, build_model, train_model = model_registry()
+    registry, build_model = model_registry()
     check_models(config.models, registry)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -487,7 +477,7 @@ def evaluate_datasets(
             tasks.start(f"{info.name}: train {model_name}")
             # The same initialisation on every dataset.
             model = build_model(model_name, info.modalities, seed=config.seed).to(device)
-            history = train_model(model, train, test, config.train_config(), on_step=on_step)
+            history = fit(model, train, test, config.train_config(), on_step=on_step)
             model.eval()
             tasks.start(f"{info.name}: measure {model_name}")
             figures, means = evaluate_model(model, train, test, classifiers, config, true_z)

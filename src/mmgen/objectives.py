@@ -66,7 +66,7 @@ def log_standard_normal(z: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
 
 
-def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator) -> Tensor:
     """Draw ``z = μ + σ·ε`` with ``ε ~ N(0, I)`` from ``generator`` (Kingma & Welling, eq. 10)."""
     eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + (0.5 * logvar).exp() * eps

@@ -4,24 +4,37 @@ The loop has nothing to do with any particular model: a model only needs a metho
 ``loss_on(batch, generator) -> dict[str, Tensor]`` whose ``"loss"`` entry is minimised; every
 other entry is averaged and logged under its name.
 
+**Stages.** A model may declare training stages (``Staged``): ``stages``, the names in order,
+``set_stage(stage)`` to select the loss of a stage, and ``stage_parameters(stage)``, the
+parameters that stage trains. ``fit`` runs every stage in order, ``config.epochs`` epochs each,
+with its own optimiser over that stage's parameters (the others are frozen for the stage and
+unfrozen after). tVAE trains its joint part, then its uni-modal encoders (METHOD.md §4); a model
+without ``stages`` has the single stage ``"train"``. Epochs are numbered across stages, so a
+run's ``epochs_done`` says which stage it reached.
+
 The data sets are small (MNIST: 60,000 × 784 floats = 188 MB), so they live in memory as
 tensors on the training device: a batch is one ``index_select`` per tensor, with no per-sample
-Python work and no DataLoader. Randomness is keyed by position: epoch ``e`` draws its shuffle
-and its reparameterisation noise from a generator seeded with ``(seed, e)``, so a run resumed
-from a checkpoint after epoch ``e`` continues with exactly the draws of an uninterrupted run.
+Python work and no DataLoader. Randomness is keyed by position (``mmgen.rng``): epoch ``e`` of
+stage ``s`` draws its shuffle and its reparameterisation noise from the stream
+``(seed, "train", s, e)`` and its test-set noise from ``(seed, "eval", s, e)``, on the data's
+device, so a run resumed after any epoch continues with exactly the draws of an uninterrupted
+run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from mmgen import rng
 from mmgen.config import require_positive
 from mmgen.errors import UsageError
 
@@ -33,6 +46,7 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "rmsprop": functools.partial(torch.optim.RMSprop, alpha=0.9, eps=1e-7),
     "adam": torch.optim.Adam,
 }
+SINGLE_STAGE = ("train",)  # the stages of a model that declares none
 
 Batch = dict[str, Tensor]
 
@@ -41,7 +55,7 @@ Batch = dict[str, Tensor]
 class TrainConfig:
     """Optimisation settings (defaults: the released MNIST-E CVAEs, METHOD.md §1)."""
 
-    epochs: int = 100
+    epochs: int = 100  # per stage: a two-stage model (tVAE) trains 2 · epochs in all
     batch_size: int = 128
     lr: float = 1e-3
     optimizer: str = "rmsprop"  # a key of OPTIMIZERS; the multi-modal VAEs use "adam"
@@ -59,11 +73,43 @@ class TrainConfig:
             )
 
 
-def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    """The generator of epoch ``epoch`` of a run seeded ``seed`` (keyed by position)."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed * 1_000_003 + epoch)
-    return generator
+@runtime_checkable
+class Staged(Protocol):
+    """A model trained in several stages (see the module docstring)."""
+
+    stages: tuple[str, ...]
+
+    def set_stage(self, stage: str) -> None: ...
+
+    def stage_parameters(self, stage: str) -> Iterable[nn.Parameter]: ...
+
+
+def model_stages(model: nn.Module) -> tuple[str, ...]:
+    """The training stages of ``model`` in order (``SINGLE_STAGE`` unless it is ``Staged``)."""
+    return tuple(model.stages) if isinstance(model, Staged) else SINGLE_STAGE
+
+
+def stage_parameters(model: nn.Module, stage: str) -> list[nn.Parameter]:
+    """The parameters ``stage`` trains: the model's choice, or all of them."""
+    if isinstance(model, Staged):
+        return list(model.stage_parameters(stage))
+    return list(model.parameters())
+
+
+def stage_of_epoch(model: nn.Module, epochs_done: int, config: TrainConfig) -> str:
+    """The stage in which a run that has done ``epochs_done`` epochs continues (or ended)."""
+    stages = model_stages(model)
+    return stages[min(epochs_done // config.epochs, len(stages) - 1)]
+
+
+def train_stream(seed: int, stage: str, epoch: int, device: torch.device) -> torch.Generator:
+    """Shuffle and noise of epoch ``epoch`` (0-based, within ``stage``) of a run."""
+    return rng.stream(seed, "train", stage, epoch, device=device)
+
+
+def eval_stream(seed: int, stage: str, epoch: int, device: torch.device) -> torch.Generator:
+    """Noise of the test-set evaluation after epoch ``epoch`` of ``stage``."""
+    return rng.stream(seed, "eval", stage, epoch, device=device)
 
 
 def make_optimizer(
@@ -71,6 +117,36 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """The optimiser named by ``config.optimizer`` at learning rate ``config.lr``."""
     return OPTIMIZERS[config.optimizer](parameters, lr=config.lr)
+
+
+def stage_optimizer(
+    model: nn.Module, epochs_done: int, config: TrainConfig
+) -> torch.optim.Optimizer:
+    """The optimiser ``fit`` trains the stage of epoch ``epochs_done`` with.
+
+    To resume a run, load the saved optimiser state into it and pass it to ``fit`` with
+    ``start_epoch=epochs_done``.
+    """
+    stage = stage_of_epoch(model, epochs_done, config)
+    return make_optimizer(stage_parameters(model, stage), config)
+
+
+@contextlib.contextmanager
+def training_only(model: nn.Module, parameters: Iterable[nn.Parameter]) -> Iterator[None]:
+    """Freeze every parameter of ``model`` but ``parameters`` inside the block, then restore.
+
+    Frozen weights get no gradient, so a stage that must not move the decoders (tVAE's
+    uni-modal stage) neither trains nor pays for them.
+    """
+    chosen = {id(p) for p in parameters}
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, requires_grad in saved:
+            p.requires_grad_(requires_grad and id(p) in chosen)
+        yield
+    finally:
+        for p, requires_grad in saved:
+            p.requires_grad_(requires_grad)
 
 
 def batches(data: Batch, batch_size: int, order: Tensor | None = None) -> Iterable[Batch]:
@@ -138,39 +214,73 @@ def fit(
     optimizer: torch.optim.Optimizer | None = None,
     start_epoch: int = 0,
     on_step: Callable[[dict[str, float]], None] | None = None,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-) -> list[dict[str, float]]:
-    """Train ``model`` from ``start_epoch`` to ``config.epochs``; returns one record per epoch.
+    on_epoch_end: Callable[[int, dict[str, float | str]], None] | None = None,
+    on_stage_start: Callable[[str, torch.optim.Optimizer], None] | None = None,
+) -> list[dict[str, float | str]]:
+    """Train every stage of ``model`` from epoch ``start_epoch`` on; one record per epoch.
+
+    Stage ``k`` (0-based) runs the epochs ``k·E + 1 … (k+1)·E`` with ``E = config.epochs``.
 
     Args:
-        model: anything with ``loss_on(batch, generator)``; already on the data's device.
+        model: anything with ``loss_on(batch, generator)``, optionally ``Staged``; already on
+            the data's device.
         train: named tensors of equal length on the training device.
         test: the same for the held-out split, evaluated after every epoch (or ``None``).
-        config: optimisation settings.
-        optimizer: resume with this optimiser state; a fresh one is made when ``None``.
-        start_epoch: epochs already done (resuming).
+        config: optimisation settings; ``epochs`` counts per stage.
+        optimizer: the optimiser of the stage ``start_epoch`` falls in, e.g. with a saved state
+            loaded (``stage_optimizer`` builds it); later stages get fresh ones. ``None``: a
+            fresh one for every stage.
+        start_epoch: epochs already done, over all stages (resuming).
         on_step: called after every step with ``{"batch": batch size}`` (progress bars).
         on_epoch_end: called with ``(epochs done, record)`` (checkpointing, logging).
+        on_stage_start: called with ``(stage, its optimiser)`` before a stage's first epoch
+            of this call, so that a checkpoint can save the optimiser in use.
+
+    Returns:
+        Records ``{"epoch", "stage", "train_<term>", "test_<term>"}`` of the epochs run.
+
+    Raises:
+        UsageError: ``start_epoch`` is outside ``0 … len(stages) · epochs``.
     """
+    stages = model_stages(model)
+    total = len(stages) * config.epochs
+    if not 0 <= start_epoch <= total:
+        raise UsageError(
+            f"cannot resume at epoch {start_epoch}: the run has {total} epochs "
+            f"({len(stages)} stage(s) × {config.epochs})"
+        )
     device = next(iter(train.values())).device
-    if optimizer is None:
-        optimizer = make_optimizer(model.parameters(), config)
-    history = []
-    for epoch in range(start_epoch, config.epochs):
-        generator = epoch_generator(config.seed, epoch, device)
-        record = {"epoch": epoch + 1}
-        for name, value in train_epoch(
-            model, train, optimizer, config.batch_size, generator, on_step
-        ).items():
-            record[f"train_{name}"] = value
-        if test is not None:
-            eval_generator = epoch_generator(config.seed, -1 - epoch, device)
-            for name, value in evaluate_loss(
-                model, test, config.eval_batch_size, eval_generator
-            ).items():
-                record[f"test_{name}"] = value
-        log.info("epoch %d: %s", epoch + 1, record)
-        history.append(record)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, record)
+    history: list[dict[str, float | str]] = []
+    for index, stage in enumerate(stages):
+        first, last = index * config.epochs, (index + 1) * config.epochs
+        if start_epoch >= last:
+            continue
+        if isinstance(model, Staged):
+            model.set_stage(stage)
+        parameters = stage_parameters(model, stage)
+        if optimizer is None:
+            optimizer = make_optimizer(parameters, config)
+        if on_stage_start is not None:
+            on_stage_start(stage, optimizer)
+        log.info("stage %s: %d trainable tensors", stage, len(parameters))
+        with training_only(model, parameters):
+            for epoch in range(max(start_epoch, first), last):
+                within = epoch - first
+                record: dict[str, float | str] = {"epoch": epoch + 1, "stage": stage}
+                generator = train_stream(config.seed, stage, within, device)
+                for name, value in train_epoch(
+                    model, train, optimizer, config.batch_size, generator, on_step
+                ).items():
+                    record[f"train_{name}"] = value
+                if test is not None:
+                    generator = eval_stream(config.seed, stage, within, device)
+                    for name, value in evaluate_loss(
+                        model, test, config.eval_batch_size, generator
+                    ).items():
+                        record[f"test_{name}"] = value
+                log.info("epoch %d: %s", epoch + 1, record)
+                history.append(record)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch + 1, record)
+        optimizer = None  # the next stage trains other parameters: a fresh optimiser
     return history

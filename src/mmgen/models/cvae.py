@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from mmgen.config import require_positive
 from mmgen.errors import UsageError
-from mmgen.nn import GaussianHead, one_hot
+from mmgen.nn import GaussianHead, build, glorot_uniform_init, initialize, one_hot
 from mmgen.objectives import (
     bernoulli_log_likelihood,
     beta_elbo,
@@ -105,27 +105,30 @@ class CVAEDecoder(nn.Module):
 
 
 class CVAE(nn.Module):
-    """Class-conditional β-CVAE; ``loss`` returns named terms so one trainer serves all models."""
+    """Class-conditional β-CVAE; ``loss`` returns named terms so one trainer serves all models.
+
+    The constructor lays out the layers only (with PyTorch's placeholder weights, to be
+    overwritten by ``load_state_dict``); a model to train comes from ``build_cvae``.
+    """
 
     def __init__(self, config: CVAEConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = CVAEEncoder(config)
         self.decoder = CVAEDecoder(config)
-        self.reset_parameters()
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, generator: torch.Generator) -> None:
         """Keras' initialisation, as in the authors' code: Glorot-uniform weights, zero biases.
 
         The first layer is a single 2×2 filter followed by a ReLU: every pixel of the image
         passes through it. Initialised with mixed signs it often starts (and stays) dead, the
         encoder sees nothing and the posterior collapses onto the prior (KL → 0). Its weights
         therefore start non-negative: a local average that the ReLU lets through.
+
+        Args:
+            generator: the source of every weight, e.g. ``mmgen.rng.stream(seed, "init")``.
         """
-        for module in self.modules():
-            if isinstance(module, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+        initialize(self, generator, glorot_uniform_init)
         first = self.encoder.features[1]
         with torch.no_grad():
             first.weight.abs_()
@@ -145,9 +148,7 @@ class CVAE(nn.Module):
         """Codes and labels → images ``σ(logits)`` in [0, 1], shape ``(B, 1, 28, 28)``."""
         return torch.sigmoid(self.decode_logits(z, labels))
 
-    def loss(
-        self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]:
+    def loss(self, x: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         """Batch means of the negative β-ELBO (``loss``), the reconstruction NLL and the KL."""
         mu, logvar = self.encode(x, labels)
         z = reparameterize(mu, logvar, generator)
@@ -159,8 +160,15 @@ class CVAE(nn.Module):
             "kl": kl.mean(),
         }
 
-    def loss_on(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]:
+    def loss_on(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         """The trainer's entry point: ``batch`` holds ``"images"`` and ``"labels"``."""
         return self.loss(batch["images"], batch["labels"], generator)
+
+
+def build_cvae(config: CVAEConfig, generator: torch.Generator) -> CVAE:
+    """A fresh CVAE on the CPU, every weight drawn from ``generator`` (``CVAE.reset_parameters``).
+
+    Example:
+        >>> model = build_cvae(CVAEConfig(), mmgen.rng.stream(seed, "init"))
+    """
+    return build(lambda: CVAE(config), generator, CVAE.reset_parameters)

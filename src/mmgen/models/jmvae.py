@@ -72,7 +72,7 @@ class JMVAE(MultimodalVAE):
         return [self.modalities]
 
     def objective(
-        self, batch: Mapping[str, Tensor], generator: torch.Generator | None
+        self, batch: Mapping[str, Tensor], generator: torch.Generator
     ) -> dict[str, Tensor]:
         terms, bound = self.joint_terms(batch, generator)
         return {"objective": bound.elbo, **terms}
@@ -102,7 +102,7 @@ class JMVAEKL(MultimodalVAE):
     # The base's encoder_subsets: the full set and every single modality.
 
     def objective(
-        self, batch: Mapping[str, Tensor], generator: torch.Generator | None
+        self, batch: Mapping[str, Tensor], generator: torch.Generator
     ) -> dict[str, Tensor]:
         terms, bound = self.joint_terms(batch, generator)
         kls = {

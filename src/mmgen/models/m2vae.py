@@ -60,7 +60,7 @@ class M2VAE(MultimodalVAE):
         return nonempty_subsets(self.modalities)
 
     def objective(
-        self, batch: Mapping[str, Tensor], generator: torch.Generator | None
+        self, batch: Mapping[str, Tensor], generator: torch.Generator
     ) -> dict[str, Tensor]:
         bounds = {s: self.subset_bound(batch, s, generator) for s in self.encoder_subsets()}
         kls = {

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from mmgen.config import require_positive
 from mmgen.errors import UsageError
-from mmgen.nn import ACTIVATIONS, GaussianHead, mlp
+from mmgen.nn import ACTIVATIONS, GaussianHead, initialize, mlp
 from mmgen.objectives import (
     beta_elbo,
     kl_standard_normal,
@@ -162,12 +162,14 @@ class MultimodalVAE(nn.Module):
 
     Subclasses set ``name`` and ``config_class``, and override ``encoder_subsets`` (which
     subsets own an encoder) and ``objective`` (the bound to maximise); a few also override
-    ``encodable_subsets`` / ``_encode`` (JMVAE-zero) or ``stages`` / ``set_stage`` (tVAE).
+    ``encodable_subsets`` / ``_encode`` (JMVAE-zero) or ``stages`` / ``stage_parameters`` (tVAE).
+    The constructor lays out the layers only; a model to train comes from
+    ``mmgen.models.registry.build_model``, which draws every weight from a seeded stream.
     """
 
     name: ClassVar[str] = "multimodal"
     config_class: ClassVar[type[MultimodalConfig]] = MultimodalConfig
-    stages: tuple[str, ...] = ("joint",)
+    stages: ClassVar[tuple[str, ...]] = ("joint",)  # training stages, run in order by fit
 
     def __init__(self, config: MultimodalConfig) -> None:
         super().__init__()
@@ -182,7 +184,11 @@ class MultimodalVAE(nn.Module):
             {subset_key(s): SubsetEncoder(s, config) for s in self.encoder_subsets()}
         )
         self.decoders = nn.ModuleDict({m: ImageDecoder(config) for m in self.modalities})
-        self.set_stage(self.stages[0])
+        self.stage = self.stages[0]  # nothing is frozen here: mmgen.train.fit runs the stages
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Re-draw every weight from ``generator`` with PyTorch's default scheme."""
+        initialize(self, generator)
 
     # ----- which subsets -------------------------------------------------------------------
     def encoder_subsets(self) -> list[Subset]:
@@ -240,9 +246,7 @@ class MultimodalVAE(nn.Module):
         """Codes ``(B, d)`` → mean images ``σ(logits)`` in [0, 1] of every modality."""
         return {m: torch.sigmoid(logits) for m, logits in self.decode_logits(z).items()}
 
-    def loss_on(
-        self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]:
+    def loss_on(self, batch: Mapping[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         """The trainer's entry point: batch means of the negative objective (``loss``) and terms.
 
         Args:
@@ -260,30 +264,57 @@ class MultimodalVAE(nn.Module):
         return {"loss": -objective.mean(), **{name: v.mean() for name, v in terms.items()}}
 
     def objective(
-        self, batch: Mapping[str, Tensor], generator: torch.Generator | None
+        self, batch: Mapping[str, Tensor], generator: torch.Generator
     ) -> dict[str, Tensor]:
         """Per-example ``"objective"`` (the bound to maximise) and named terms, each ``(B,)``."""
         raise NotImplementedError
 
+    # ----- training stages (mmgen.train.Staged) ----------------------------------------------
     def set_stage(self, stage: str) -> None:
-        """Select the training stage: which loss ``loss_on`` returns and which weights train."""
+        """Select the training stage: which objective ``loss_on`` returns.
+
+        ``mmgen.train.fit`` calls it before each stage, and a reloaded model comes back in the
+        stage it was saved in (``get_extra_state``).
+        """
+        self.check_stage(stage)
+        self.stage = stage
+
+    def stage_parameters(self, stage: str) -> list[nn.Parameter]:
+        """The parameters ``stage`` trains (``fit`` freezes the others). Default: all."""
+        self.check_stage(stage)
+        return list(self.parameters())
+
+    def check_stage(self, stage: str) -> None:
+        """ValueError unless ``stage`` is one of ``self.stages``."""
         if stage not in self.stages:
             raise ValueError(f"{self.name} has stages {self.stages}, not {stage!r}")
-        self.stage = stage
-        self.requires_grad_(False)
-        for module in self.trainable_modules(stage):
-            module.requires_grad_(True)
 
-    def trainable_modules(self, stage: str) -> list[nn.Module]:
-        """The modules trained in ``stage``; the others are frozen. Default: the whole model."""
-        return [self]
+    def get_extra_state(self) -> Tensor:
+        """The current stage as its index in ``stages``, saved in ``state_dict()``.
+
+        A tensor, not a name, so that every writer that treats the state as tensors
+        (``.detach().cpu()``) carries it and ``torch.load(weights_only=True)`` reads it.
+        """
+        return torch.tensor(self.stages.index(self.stage))
+
+    def set_extra_state(self, state: Tensor) -> None:
+        index = int(state)
+        if not 0 <= index < len(self.stages):
+            raise ValueError(f"{self.name} has stages {self.stages}; saved stage index {index}")
+        self.set_stage(self.stages[index])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Folders saved before the stage was part of the state hold no extra state; they were
+        # written after training, i.e. in the last stage.
+        state_dict.setdefault(prefix + "_extra_state", torch.tensor(len(self.stages) - 1))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ----- building blocks of the objectives ------------------------------------------------
     def subset_bound(
         self,
         batch: Mapping[str, Tensor],
         subset: Subset,
-        generator: torch.Generator | None,
+        generator: torch.Generator,
     ) -> SubsetBound:
         """``ELBO_S(S)`` and its parts, with one reparameterised sample ``z ~ q(z|S)``."""
         mu, logvar = self.encode(batch, subset)
@@ -294,7 +325,7 @@ class MultimodalVAE(nn.Module):
         return SubsetBound(elbo, log_likelihood, kl, mu, logvar)
 
     def joint_terms(
-        self, batch: Mapping[str, Tensor], generator: torch.Generator | None
+        self, batch: Mapping[str, Tensor], generator: torch.Generator
     ) -> tuple[dict[str, Tensor], SubsetBound]:
         """``ELBO_M(M)`` as logged terms (elbo, reconstruction NLL, KL), and the bound itself."""
         bound = self.subset_bound(batch, self.modalities, generator)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from mmgen import __version__
+from mmgen import __version__, rng
 from mmgen.atomic import atomic_path
 from mmgen.checkpoint import read_weights
 from mmgen.config import from_dict, save_json, to_dict
@@ -27,6 +27,7 @@ from mmgen.models.jmvae import JMVAE, JMVAEKL, JMVAEZero
 from mmgen.models.m2vae import M2VAE
 from mmgen.models.multimodal import MultimodalConfig, MultimodalVAE
 from mmgen.models.tvae import TVAE
+from mmgen.nn import build
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
@@ -44,15 +45,15 @@ def model_entry(name: str) -> tuple[type[MultimodalConfig], type[MultimodalVAE]]
 
 
 def build_model(
-    name: str, modalities: Sequence[str], *, seed: int | None = None, **overrides: Any
+    name: str, modalities: Sequence[str], *, seed: int, **overrides: Any
 ) -> MultimodalVAE:
-    """A fresh model of registry ``name`` for ``modalities``.
+    """A fresh model of registry ``name`` for ``modalities``, on the CPU.
 
     Args:
         name: a key of ``MODELS``.
         modalities: modality names in the dataset's order (≥ 2).
-        seed: initialise the weights from this seed (without touching the global RNG state);
-            ``None`` uses the global RNG.
+        seed: every weight is drawn from the stream ``mmgen.rng.stream(seed, "init")``
+            (PyTorch's default scheme; the global generator is never touched).
         **overrides: fields of the model's config (``latent_dim``, ``beta``, ``alpha``, ...).
 
     Example:
@@ -64,11 +65,8 @@ def build_model(
     if unknown:
         raise UsageError(f"{name} has no setting(s) {unknown}; valid settings: {sorted(fields)}")
     config = config_class(modalities=tuple(modalities), **overrides)
-    if seed is None:
-        return model_class(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return model_class(config)
+    generator = rng.stream(seed, "init")
+    return build(lambda: model_class(config), generator, model_class.reset_parameters)
 
 
 def model_name(model: MultimodalVAE) -> str:

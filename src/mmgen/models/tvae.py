@@ -8,7 +8,8 @@ Objective (the paper's triple ELBO, one uni-modal term per modality):
 
 where the uni-modal terms train only the uni-modal encoders ``q(z|m)``, never the shared
 decoders. As Korthals et al. did for their comparison (M²VAE paper), training runs in two
-stages rather than with stopped gradients in one:
+stages rather than with stopped gradients in one (``mmgen.train.fit`` runs them in order, one
+optimiser each; a saved model reloads in the stage it reached):
 
 1. ``"joint"``: maximise ``ELBO_M(M)``; trains the joint encoder and the decoders.
 2. ``"unimodal"``: freeze the decoders and the joint encoder; maximise ``Σ_m ELBO_m(m)``,
@@ -45,17 +46,21 @@ class TVAE(MultimodalVAE):
 
     name: ClassVar[str] = "tvae"
     config_class: ClassVar[type[MultimodalConfig]] = TVAEConfig
-    stages: tuple[str, ...] = ("joint", "unimodal")
+    stages: ClassVar[tuple[str, ...]] = ("joint", "unimodal")
 
-    def trainable_modules(self, stage: str) -> list[nn.Module]:
-        if stage == self.stages[0]:
-            return [self.encoders[subset_key(self.modalities)], self.decoders]
-        return [self.encoders[subset_key((m,))] for m in self.modalities]
+    def stage_parameters(self, stage: str) -> list[nn.Parameter]:
+        """``"joint"``: the joint encoder and the decoders; ``"unimodal"``: the ``q(z|m)``."""
+        self.check_stage(stage)
+        if stage == "joint":
+            modules = [self.encoders[subset_key(self.modalities)], self.decoders]
+        else:
+            modules = [self.encoders[subset_key((m,))] for m in self.modalities]
+        return [p for module in modules for p in module.parameters()]
 
     def objective(
-        self, batch: Mapping[str, Tensor], generator: torch.Generator | None
+        self, batch: Mapping[str, Tensor], generator: torch.Generator
     ) -> dict[str, Tensor]:
-        if self.stage == self.stages[0]:
+        if self.stage == "joint":
             terms, bound = self.joint_terms(batch, generator)
             return {"objective": bound.elbo, **terms}
         elbos = {
