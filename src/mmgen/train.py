@@ -120,15 +120,27 @@ def make_optimizer(
 
 
 def stage_optimizer(
-    model: nn.Module, epochs_done: int, config: TrainConfig
+    model: nn.Module,
+    epochs_done: int,
+    config: TrainConfig,
+    state: dict | None = None,
 ) -> torch.optim.Optimizer:
-    """The optimiser ``fit`` trains the stage of epoch ``epochs_done`` with.
+    """The optimiser ``fit`` trains epoch ``epochs_done + 1`` with: pass it with
+    ``start_epoch=epochs_done`` to resume a run.
 
-    To resume a run, load the saved optimiser state into it and pass it to ``fit`` with
-    ``start_epoch=epochs_done``.
+    Args:
+        model: the model, its weights (and stage) restored.
+        epochs_done: epochs the interrupted run completed, over all stages.
+        config: the run's settings.
+        state: the optimiser state saved after epoch ``epochs_done`` (``on_stage_start``
+            hands a checkpointing caller the optimiser in use). Ignored when that epoch ended
+            a stage: the next stage starts a fresh optimiser over other parameters.
     """
     stage = stage_of_epoch(model, epochs_done, config)
-    return make_optimizer(stage_parameters(model, stage), config)
+    optimizer = make_optimizer(stage_parameters(model, stage), config)
+    if state is not None and epochs_done % config.epochs != 0:
+        optimizer.load_state_dict(state)
+    return optimizer
 
 
 @contextlib.contextmanager
