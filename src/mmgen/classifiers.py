@@ -99,7 +99,7 @@ class ImageClassifier(nn.Module):
         """Images ``(B, 1, 28, 28)`` in [0, 1] → logits ``(B, num_classes)``."""
         return self.head(self.features(images))
 
-    def loss_on(self, batch: dict[str, Tensor], generator: torch.Generator | None = None):
+    def loss_on(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         """Cross-entropy and accuracy of a batch (the interface of ``mmgen.train.fit``)."""
         logits = self(batch["images"])
         return {
