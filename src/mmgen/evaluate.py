@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmgen import __version__, metrics, plots_eval
+from mmgen import __version__, metrics, plots
 from mmgen.checkpoint import file_sha256
 from mmgen.classifiers import (
     ClassifierConfig,
@@ -493,7 +493,7 @@ def evaluate_datasets(
             figures, means = evaluate_model(model, train, test, classifiers, config, true_z)
             latents[model_name][info.name] = means
             curves = f"curves-{info.name}-{model_name}.png"
-            plots_eval.training_curves(history, out / curves, f"{model_name} on {info.name}")
+            plots.training_curves(history, out / curves, f"{model_name} on {info.name}")
             entry["models"][model_name] = {
                 **figures,
                 "model_config": to_dict(model.config),
@@ -505,7 +505,7 @@ def evaluate_datasets(
     report["figures"] = {}
     for model_name, panels in latents.items():
         figure = f"latent-{model_name}.png"
-        plots_eval.latent_grid(
+        plots.latent_grid(
             panels,
             test_labels,
             datasets[0].class_names,
