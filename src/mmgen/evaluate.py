@@ -37,7 +37,7 @@ from mmgen.classifiers import (
     load_or_train_classifier,
 )
 from mmgen.config import require_positive, to_dict
-from mmgen.device import resolve_device
+from mmgen.device import environment, resolve_device
 from mmgen.errors import UsageError
 from mmgen.h5io import SplitData, read_attrs, read_split
 from mmgen.report import write_report
@@ -450,6 +450,7 @@ def evaluate_datasets(
         "config": to_dict(config),
         "seed": config.seed,
         "device": str(device),
+        "environment": environment(device),  # device name, torch / CUDA versions, determinism
         "data_dir": None if data_dir is None else str(data_dir),
         "classifier_cache": str(classifier_cache_dir(cache_dir)),
         "classifiers": {spec: c.summary() for spec, c in by_source.items()},
