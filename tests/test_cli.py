@@ -81,7 +81,7 @@ def captured(monkeypatch) -> dict:
     def fake_evaluate(paths, out, config, **kwargs) -> dict:
         seen["config"] = config
         seen["deterministic"] = torch.are_deterministic_algorithms_enabled()
-        seen["tf32"] = torch.backends.cuda.matmul.allow_tf32
+        seen["tf32"] = torch.backends.cudnn.allow_tf32  # on by default: the flag must turn it off
         return {"classifiers": {}, "datasets": {}}
 
     monkeypatch.setattr(mmgen.cli.evaluate, "evaluate_datasets", fake_evaluate)
@@ -192,13 +192,13 @@ def test_cli_defaults_are_the_config_defaults(command, config, names) -> None:
 
 
 def test_deterministic_mode_is_on_during_evaluate_only_when_asked(dataset, tmp_path, captured):
-    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.matmul.allow_tf32
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.allow_tf32
     assert invoke("evaluate", dataset, "--out", tmp_path / "a", "-q").exit_code == 0
     assert captured["deterministic"] is False
     result = invoke("evaluate", dataset, "--out", tmp_path / "b", "-q", "--deterministic")
     assert result.exit_code == 0, result.output
     assert captured["deterministic"] is True and captured["tf32"] is False
-    after = torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.matmul.allow_tf32
+    after = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.allow_tf32
     assert after == before  # restored for whatever runs next in the process
 
 
@@ -234,7 +234,8 @@ def test_evaluate_report_records_the_environment(dataset, tmp_path, fake_data_ro
     assert environment["device"] == "cpu"
     assert environment["torch"] == torch.__version__
     assert environment["cuda"] == (torch.version.cuda or "")
-    assert environment["deterministic"] is True and environment["tf32"] is False
+    assert environment["deterministic"] is True
+    assert environment["tf32"] is False and environment["cudnn_tf32"] is False
 
 
 def test_interrupt_in_a_command_is_one_line_and_exit_130(monkeypatch, dataset, tmp_path):
