@@ -20,6 +20,7 @@ import mmgen.cli.evaluate
 import mmgen.cli.train
 from conftest import assert_one_line_error
 from mmgen.cli import app
+from mmgen.cli.common import honours_deterministic
 from mmgen.evaluate import EvaluateConfig
 from mmgen.generate import GenerateConfig
 from mmgen.models.cvae import CVAEConfig
@@ -257,3 +258,10 @@ def test_main_turns_an_interrupted_start_into_exit_130(monkeypatch, capsys) -> N
         mmgen.cli.main()
     assert exit_info.value.code == 130
     assert capsys.readouterr().err == "Interrupted while starting; nothing was done.\n"
+
+
+def test_honours_deterministic_needs_the_option() -> None:
+    def command(seed: int) -> None: ...
+
+    with pytest.raises(TypeError, match="no `deterministic` option"):
+        honours_deterministic(command)

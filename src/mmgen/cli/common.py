@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from enum import StrEnum
@@ -12,6 +13,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 
 from mmgen import __version__
+from mmgen.cli import EXIT_INTERRUPTED
 from mmgen.device import DEVICE_CHOICES, deterministic
 from mmgen.errors import UsageError
 
@@ -50,7 +52,7 @@ def reports_user_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt:
             typer.echo("Interrupted; no partial output was left behind.", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper
 
@@ -62,6 +64,8 @@ def honours_deterministic(command: Callable[P, R]) -> Callable[P, R]:
     (rather than a block in its body) covers the weights' initialisation as well as the work, and
     the environment record the library writes inside the call says that the mode was on.
     """
+    if "deterministic" not in inspect.signature(command).parameters:
+        raise TypeError(f"{command.__name__} has no `deterministic` option to honour")
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
