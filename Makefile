@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The data folder: MMGEN_DATA_DIR when set, else the shared folder beside the checkout.
 export MMGEN_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench gpu-check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ test: $(BIN)/.installed  ## lint, then every test (the real-data ones read MMGEN
 
 bench: $(BIN)/.installed  ## the measurements behind docs/performance.md
 	$(BIN)/python benchmarks/bench_train.py
+
+# The GPU path in one command, on a machine with a CUDA GPU: the CUDA tests (they skip, saying
+# why, without one) and every benchmark on the GPU. Each benchmark prints its figures as JSON.
+gpu-check: $(BIN)/.installed  ## CUDA tests + benchmarks with --device cuda
+	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else \
+		'make gpu-check needs a CUDA GPU: torch ' + torch.__version__ + ' sees none')"
+	$(BIN)/pytest -q -rs tests/test_gpu.py
+	$(BIN)/python benchmarks/bench_train.py --device cuda
+	$(BIN)/python benchmarks/bench_generate.py --device cuda
+	$(BIN)/python benchmarks/bench_evaluate.py --device cuda
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache

@@ -51,7 +51,10 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
         "cudnn": "",
         "threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
+        # TF32 rounds float32 products to a 10-bit mantissa on Ampere and later GPUs: off by
+        # default for matrix products, on by default for cuDNN's convolutions.
         "tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_tf32": bool(torch.backends.cudnn.allow_tf32),
     }
     if device.type == "cuda":
         record["device_name"] = torch.cuda.get_device_name(device)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmgen import __version__, metrics, plots_eval, rng
+from mmgen import __version__, metrics, plots, rng
 from mmgen.checkpoint import file_sha256
 from mmgen.classifiers import (
     ClassifierConfig,
@@ -37,7 +37,7 @@ from mmgen.classifiers import (
     load_or_train_classifier,
 )
 from mmgen.config import require_positive, to_dict
-from mmgen.device import resolve_device
+from mmgen.device import environment, resolve_device
 from mmgen.errors import UsageError
 from mmgen.h5io import SplitData, read_attrs, read_split
 from mmgen.report import write_report
@@ -440,6 +440,7 @@ def evaluate_datasets(
         "config": to_dict(config),
         "seed": config.seed,
         "device": str(device),
+        "environment": environment(device),  # device name, torch / CUDA versions, determinism
         "data_dir": None if data_dir is None else str(data_dir),
         "classifier_cache": str(classifier_cache_dir(cache_dir)),
         "classifiers": {spec: c.summary() for spec, c in by_source.items()},
@@ -483,7 +484,7 @@ def evaluate_datasets(
             figures, means = evaluate_model(model, train, test, classifiers, config, true_z)
             latents[model_name][info.name] = means
             curves = f"curves-{info.name}-{model_name}.png"
-            plots_eval.training_curves(history, out / curves, f"{model_name} on {info.name}")
+            plots.training_curves(history, out / curves, f"{model_name} on {info.name}")
             entry["models"][model_name] = {
                 **figures,
                 "model_config": to_dict(model.config),
@@ -495,7 +496,7 @@ def evaluate_datasets(
     report["figures"] = {}
     for model_name, panels in latents.items():
         figure = f"latent-{model_name}.png"
-        plots_eval.latent_grid(
+        plots.latent_grid(
             panels,
             test_labels,
             datasets[0].class_names,

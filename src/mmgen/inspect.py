@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmgen import h5io, plots_dataset
+from mmgen import h5io, plots
 from mmgen.checkpoint import load_cvae
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
@@ -144,7 +144,7 @@ def draw_dataset(
             if len(index) == 0:
                 continue
             tuples = _read_rows(handle, split, modalities, index)
-            class_rows.append(plots_dataset.tuple_row([list(t) for t in tuples]))
+            class_rows.append(plots.tuple_row([list(t) for t in tuples]))
             class_labels.append(f"{label}: {names[label]}"[:24])
         sweep_rows, sweep_title = None, ""
         if cvae_folders:
@@ -162,7 +162,7 @@ def draw_dataset(
                 kept = "" if attrs["kind"] == "entangled" else " (z of the unpermuted modalities)"
                 sweep_title = f"class {sweep_class}: stored {split} tuples sorted by z[0]{kept}"
     title = f"{Path(path).name} ({attrs['kind']}), {split}: " + " | ".join(modalities)
-    plots_dataset.dataset_figure(
+    plots.dataset_figure(
         class_rows,
         class_labels,
         title,

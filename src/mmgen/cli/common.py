@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from enum import StrEnum
@@ -12,6 +13,8 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 
 from mmgen import __version__
+from mmgen.cli import EXIT_INTERRUPTED
+from mmgen.device import DEVICE_CHOICES, deterministic
 from mmgen.errors import UsageError
 
 app = typer.Typer(
@@ -49,7 +52,25 @@ def reports_user_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt:
             typer.echo("Interrupted; no partial output was left behind.", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper
+
+
+def honours_deterministic(command: Callable[P, R]) -> Callable[P, R]:
+    """Run ``command`` inside ``mmgen.device.deterministic`` when its ``deterministic`` is true.
+
+    The command declares ``deterministic: DeterministicOption = False``; wrapping the whole call
+    (rather than a block in its body) covers the weights' initialisation as well as the work, and
+    the environment record the library writes inside the call says that the mode was on.
+    """
+    if "deterministic" not in inspect.signature(command).parameters:
+        raise TypeError(f"{command.__name__} has no `deterministic` option to honour")
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with deterministic(bool(kwargs.get("deterministic", False))):
+            return command(*args, **kwargs)
 
     return wrapper
 
@@ -63,16 +84,20 @@ def configure_logging(verbose: bool) -> None:
     )
 
 
-class Device(StrEnum):
-    """Where to compute: ``auto`` picks CUDA when a GPU is present."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+# Where to compute: ``auto`` picks CUDA when a GPU is present (mmgen.device.resolve_device).
+Device = StrEnum("Device", {name: name for name in DEVICE_CHOICES})
 
 
 DeviceOption = Annotated[
     Device, typer.Option("--device", help="auto: the GPU when there is one, else the CPU.")
+]
+DeterministicOption = Annotated[
+    bool,
+    typer.Option(
+        "--deterministic",
+        help="Deterministic kernels and no TF32, so the same command gives the same bytes on a "
+        "GPU too (slower there; a CPU is deterministic already).",
+    ),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of every random draw (recorded).")]
 DataDirOption = Annotated[

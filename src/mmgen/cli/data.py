@@ -13,12 +13,14 @@ from mmgen import generate as generating
 from mmgen import shuffle as shuffling
 from mmgen.cli.common import (
     DataDirOption,
+    DeterministicOption,
     DeviceOption,
     QuietOption,
     SeedOption,
     VerboseOption,
     app,
     configure_logging,
+    honours_deterministic,
     reports_user_errors,
 )
 from mmgen.h5io import IMAGE_DTYPES
@@ -34,6 +36,8 @@ OverwriteOption = Annotated[
     bool, typer.Option("--overwrite", help="Replace --out if it exists (otherwise an error).")
 ]
 defaults = generating.GenerateConfig()
+mix_defaults = shuffling.MixConfig()
+pair_defaults = shuffling.PairConfig()
 
 
 def _value(choice: Enum | str) -> str:
@@ -48,6 +52,7 @@ def _progress(total: int | None, quiet: bool, desc: str) -> tqdm:
 
 @app.command("generate")
 @reports_user_errors
+@honours_deterministic
 def generate_command(
     cvae: Annotated[
         list[Path],
@@ -96,6 +101,7 @@ def generate_command(
     ] = None,
     seed: SeedOption = defaults.seed,
     device: DeviceOption = "auto",
+    deterministic: DeterministicOption = False,
     overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
@@ -140,7 +146,7 @@ def shuffle_command(
         str | None,
         typer.Option(help="Modality to permute within each class (default: the last)."),
     ] = None,
-    seed: SeedOption = 0,
+    seed: SeedOption = mix_defaults.seed,
     overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
@@ -170,11 +176,11 @@ def pair_command(
     data_dir: DataDirOption = None,
     limit: Annotated[
         int | None, typer.Option(help="Read only the first N examples of each source split.")
-    ] = None,
+    ] = pair_defaults.limit,
     download: Annotated[
         bool, typer.Option(help="Download missing source files from the official mirrors.")
     ] = False,
-    seed: SeedOption = 0,
+    seed: SeedOption = pair_defaults.seed,
     overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,

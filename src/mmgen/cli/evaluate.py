@@ -10,19 +10,41 @@ from tqdm import tqdm
 
 from mmgen.cli.common import (
     DataDirOption,
+    DeterministicOption,
     DeviceOption,
     QuietOption,
     SeedOption,
     VerboseOption,
     app,
     configure_logging,
+    honours_deterministic,
     reports_user_errors,
 )
-from mmgen.evaluate import DEFAULT_MODELS, EvaluateConfig, evaluate_datasets
+from mmgen.evaluate import EvaluateConfig, check_models, evaluate_datasets
+from mmgen.models.registry import MODELS
+
+defaults = EvaluateConfig()
+
+
+def model_names(values: list[str] | None) -> tuple[str, ...]:
+    """The ``--models`` given, repeated and/or comma-separated, checked against the registry.
+
+    ``--models jmvae,tvae`` and ``--models jmvae --models tvae`` name the same two models; no
+    ``--models`` means the config's default.
+
+    Raises:
+        UsageError: a name that is not a key of ``mmgen.models.registry.MODELS``.
+    """
+    if values is None:
+        return defaults.models
+    names = tuple(name.strip() for value in values for name in value.split(",") if name.strip())
+    check_models(names, MODELS)
+    return names
 
 
 @app.command("evaluate")
 @reports_user_errors
+@honours_deterministic
 def evaluate_command(
     datasets: Annotated[
         list[Path],
@@ -35,34 +57,43 @@ def evaluate_command(
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for report.json, report.md, PNGs.")],
     models: Annotated[
-        str, typer.Option(help="Comma-separated models to train on every dataset.")
-    ] = ",".join(DEFAULT_MODELS),
-    epochs: Annotated[int, typer.Option(help="Training epochs of every model.")] = 100,
+        list[str] | None,
+        typer.Option(
+            "--models",
+            help=f"Models to train on every dataset, from {', '.join(MODELS)}: comma-separated "
+            f"and/or repeated (default: {', '.join(defaults.models)}).",
+            metavar="MODEL[,MODEL...]",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs of every model.")] = defaults.epochs,
     k: Annotated[
         int, typer.Option("--k", help="Importance samples K of log p(M) and the conditionals.")
-    ] = 1000,
+    ] = defaults.k,
     prior_samples: Annotated[
         int, typer.Option(help="Prior draws N_w estimating p(given) in log p(a|b).")
-    ] = 5000,
+    ] = defaults.prior_samples,
     joint_samples: Annotated[
         int, typer.Option(help="Prior draws of the joint coherence.")
-    ] = 10_000,
+    ] = defaults.joint_samples,
     limit: Annotated[
         int | None,
         typer.Option(help="Use only the first N train and test tuples of every file (quick runs)."),
-    ] = None,
+    ] = defaults.limit,
     test_limit: Annotated[
         int | None,
         typer.Option(
             help="Measure on only the first N test tuples (the metrics cost N·K decodes); "
             "overrides --limit for the test split."
         ),
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Examples per training step.")] = 128,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    ] = defaults.test_limit,
+    batch_size: Annotated[
+        int, typer.Option(help="Examples per training step.")
+    ] = defaults.batch_size,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = defaults.lr,
     classifier_epochs: Annotated[
         int, typer.Option(help="Epochs of each real-data classifier (cached per source).")
-    ] = 3,
+    ] = defaults.classifier_epochs,
     cache_dir: Annotated[
         Path | None,
         typer.Option(
@@ -71,8 +102,9 @@ def evaluate_command(
         ),
     ] = None,
     data_dir: DataDirOption = None,
-    seed: SeedOption = 0,
-    device: DeviceOption = "auto",
+    seed: SeedOption = defaults.seed,
+    device: DeviceOption = defaults.device,
+    deterministic: DeterministicOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -83,7 +115,7 @@ def evaluate_command(
     """
     configure_logging(verbose)
     config = EvaluateConfig(
-        models=tuple(name.strip() for name in models.split(",") if name.strip()),
+        models=model_names(models),
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,

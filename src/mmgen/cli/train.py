@@ -10,21 +10,27 @@ from tqdm import tqdm
 
 from mmgen.cli.common import (
     DataDirOption,
+    DeterministicOption,
     DeviceOption,
     QuietOption,
     SeedOption,
     VerboseOption,
     app,
     configure_logging,
+    honours_deterministic,
     reports_user_errors,
 )
 from mmgen.cvae_training import train_cvae
 from mmgen.models.cvae import CVAEConfig
 from mmgen.train import TrainConfig
 
+model_defaults = CVAEConfig()
+train_defaults = TrainConfig()
+
 
 @app.command("train-cvae")
 @reports_user_errors
+@honours_deterministic
 def train_cvae_command(
     source: Annotated[
         str,
@@ -35,20 +41,23 @@ def train_cvae_command(
     ],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")],
     data_dir: DataDirOption = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs (reference: 100).")] = 100,
+    epochs: Annotated[
+        int, typer.Option(help="Training epochs (reference: 100).")
+    ] = train_defaults.epochs,
     limit: Annotated[
         int | None,
         typer.Option(help="Use only the first N train and test examples (quick runs)."),
     ] = None,
-    latent_dim: Annotated[int, typer.Option(help="Latent size d.")] = 2,
-    beta: Annotated[float, typer.Option(help="Weight β of the KL term.")] = 4.0,
-    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 128,
-    lr: Annotated[float, typer.Option(help="RMSprop learning rate.")] = 1e-3,
+    latent_dim: Annotated[int, typer.Option(help="Latent size d.")] = model_defaults.latent_dim,
+    beta: Annotated[float, typer.Option(help="Weight β of the KL term.")] = model_defaults.beta,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = train_defaults.batch_size,
+    lr: Annotated[float, typer.Option(help="RMSprop learning rate.")] = train_defaults.lr,
     batch_norm_mu: Annotated[
         bool, typer.Option(help="BatchNorm on μ (a variant of the authors' notebooks).")
-    ] = False,
-    seed: SeedOption = 0,
+    ] = model_defaults.batch_norm_mu,
+    seed: SeedOption = train_defaults.seed,
     device: DeviceOption = "auto",
+    deterministic: DeterministicOption = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out up to --epochs.")] = False,
     download: Annotated[
         bool, typer.Option(help="Download missing source files from the official mirrors.")
