@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import make_checkpoint, write_idx
-from mmgen import h5io
+from mmgen import h5io, rng
 from mmgen.generate import GenerateConfig, generate_dataset
 from mmgen.shuffle import MixConfig, PairConfig, class_permutation, mix_modality, pair_sources
 from mmgen.sources import load_split
@@ -44,6 +44,7 @@ def test_mix_permutes_one_modality_within_each_class(tmp_path: Path, entangled: 
     assert attrs["kind"] == "mixed" and attrs["seed"] == 5
     assert attrs["config"] == {"modality": "fashion-mnist", "seed": 5}
     assert attrs["parent"]["sha256"] == sha256(entangled)
+    assert attrs["parent"]["path"] == str(entangled.resolve())  # found from anywhere
     assert attrs["parent"]["config"] == source_attrs["config"]
     for key in ("modalities", "sources", "num_classes", "latent_dim", "has_latent"):
         assert attrs[key] == source_attrs[key]
@@ -76,6 +77,24 @@ def test_mix_is_seeded_and_checks_its_input(tmp_path: Path, entangled: Path) -> 
     with pytest.raises(FileExistsError):
         mix_modality(entangled, first)
     assert not (tmp_path / "x.h5").exists()
+    for overwrite in (False, True):  # not "pass --overwrite", which would then be refused
+        with pytest.raises(ValueError, match="is the input file"):
+            mix_modality(entangled, entangled, overwrite=overwrite)
+
+
+@pytest.mark.parametrize("seed", [0, 5, 2**40, 2**63 - 1])
+def test_keyed_streams_equal_the_former_generators(seed: int) -> None:
+    """The shuffles moved to mmgen.rng without changing a byte of their output."""
+    for split in (0, 1):
+        np.testing.assert_array_equal(
+            rng.numpy_stream(seed, split).permutation(500),
+            np.random.default_rng([seed, split]).permutation(500),
+        )
+    for source, label in ((-1, 0), (0, 3), (2, 9)):
+        np.testing.assert_array_equal(
+            rng.numpy_stream(seed, 1, source + 1, label).permutation(500),
+            np.random.default_rng([seed, 1, source + 1, label]).permutation(500),
+        )
 
 
 def test_pair_keeps_classes_aligned(tmp_path: Path, fake_data_root: Path) -> None:
@@ -84,6 +103,7 @@ def test_pair_keeps_classes_aligned(tmp_path: Path, fake_data_root: Path) -> Non
     attrs = h5io.read_attrs(out)
     assert attrs["kind"] == "naive" and attrs["has_latent"] is False and attrs["latent_dim"] == 0
     assert attrs["modalities"] == ["mnist", "fashion-mnist"]
+    assert attrs["sources"]["mnist"]["root"] == str((fake_data_root / "MNIST" / "raw").resolve())
     with h5py.File(out, "r") as handle:
         for split, size in (("train", 60), ("test", 30)):
             group = handle[split]

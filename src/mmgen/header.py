@@ -32,7 +32,7 @@ SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 KINDS = ("entangled", "mixed", "naive")
 JSON_ATTRS = ("modalities", "sources", "class_names", "config", "parent", "environment")
-# Attributes every readable file has; ``parent`` (mixed files only) is checked on its own.
+# Attributes every readable file has (``parent``, written for mixed files, only informs).
 REQUIRED_ATTRS = (
     "format",
     "schema_version",
@@ -121,8 +121,8 @@ class DatasetHeader:
                 f"a {self.kind} dataset cannot have latent_dim {self.latent_dim} (naive files "
                 "store no code: 0; entangled and mixed files store z: >= 1)"
             )
-        if (self.kind == "mixed") != (self.parent is not None):
-            raise UsageError("a mixed dataset, and only a mixed one, records its parent file")
+        if self.parent is not None and self.kind != "mixed":
+            raise UsageError(f"a {self.kind} dataset has no parent file; only mixed ones do")
         if not INT64.min <= self.seed <= INT64.max:
             raise UsageError(f"--seed {self.seed} does not fit in 64 bits; use 0 .. {INT64.max}")
         for name in ("config", "parent", "environment"):
@@ -220,8 +220,6 @@ def header_from_attrs(attrs: h5py.AttributeManager, path: Path | str) -> Dataset
             f"{', '.join(map(str, READABLE_VERSIONS))} (a newer file needs a newer mmgen)"
         )
     missing = [key for key in REQUIRED_ATTRS if key not in values]
-    if values.get("kind") == "mixed" and "parent" not in values:
-        missing.append("parent")
     if missing:
         raise UsageError(
             f"{path} looks like an mmgen file but lacks the root attribute(s) "

@@ -40,7 +40,7 @@ def check_modality_names(names: Sequence[object]) -> None:
     for name in names:
         check_modality_name(name)
     if len(set(names)) != len(names):
-        raise UsageError(f"modality names must be unique, got {list(names)}")
+        raise UsageError(f"modality names must be distinct, got {list(names)}")
 
 
 def derive_modality_names(sources: Sequence[str]) -> list[str]:
