@@ -112,8 +112,12 @@ def test_fast_decoding_path_matches_the_training_layout(checkpoints: list[Path])
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_entangled_file_schema_and_attributes(tmp_path: Path, checkpoints: list[Path]) -> None:
-    out = generate_dataset(checkpoints, tmp_path / "e.h5", SMALL, device="cpu")
+def test_entangled_file_schema_and_attributes(
+    tmp_path: Path, checkpoints: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative checkpoint paths, as a user types them
+    relative = [Path(folder.name) for folder in checkpoints]
+    out = generate_dataset(relative, Path("e.h5"), SMALL, device="cpu")
     attrs = h5io.read_attrs(out)
     assert attrs["format"] == "mmgen" and attrs["schema_version"] == h5io.SCHEMA_VERSION
     assert attrs["kind"] == "entangled" and attrs["has_latent"] is True
@@ -124,7 +128,7 @@ def test_entangled_file_schema_and_attributes(tmp_path: Path, checkpoints: list[
         assert attrs["sources"][name]["checkpoint_sha256"] == load_cvae(folder).sha256
         assert attrs["sources"][name]["name"] == name
         # Absolute: a reader elsewhere finds the checkpoint from the file alone.
-        assert attrs["sources"][name]["checkpoint"] == str(folder.resolve())
+        assert attrs["sources"][name]["checkpoint"] == str(folder.resolve()) != str(folder.name)
     assert attrs["environment"]["device"] == "cpu" and attrs["environment"]["torch"]
     assert h5io.read_header(out).class_names == tuple(f"mnist-{k}" for k in range(10))
     with h5py.File(out, "r") as handle:

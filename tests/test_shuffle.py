@@ -12,7 +12,14 @@ import pytest
 from conftest import make_checkpoint, write_idx
 from mmgen import h5io, rng
 from mmgen.generate import GenerateConfig, generate_dataset
-from mmgen.shuffle import MixConfig, PairConfig, class_permutation, mix_modality, pair_sources
+from mmgen.shuffle import (
+    MixConfig,
+    PairConfig,
+    class_permutation,
+    mix_modality,
+    pair_indices,
+    pair_sources,
+)
 from mmgen.sources import load_split
 
 
@@ -55,6 +62,9 @@ def test_mix_permutes_one_modality_within_each_class(tmp_path: Path, entangled: 
             before = original[split]["images/fashion-mnist"][:]
             after = mixed[split]["images/fashion-mnist"][:]
             np.testing.assert_array_equal(after, before[permutation])
+            # The very permutation of the generator used before mmgen.rng: same bytes.
+            former = np.random.default_rng([5, {"train": 0, "test": 1}[split]])
+            np.testing.assert_array_equal(permutation, class_permutation(labels, former))
             np.testing.assert_array_equal(labels[permutation], labels)
             # Each class keeps its multiset of images; the pairing really changed.
             for label in range(10):
@@ -117,6 +127,14 @@ def test_pair_keeps_classes_aligned(tmp_path: Path, fake_data_root: Path) -> Non
                 np.testing.assert_array_equal(source.images[index], group[f"images/{name}"][:])
                 assert len(set(index.tolist())) == size  # each real image used once
             assert not np.array_equal(labels, np.sort(labels))  # classes interleaved
+    # The very pairing of the generators used before mmgen.rng: same bytes.
+    train = [load_split(name, "train", data_dir=fake_data_root) for name in attrs["modalities"]]
+    former = pair_indices(
+        [d.labels for d in train], 10, lambda m, c: np.random.default_rng([1, 0, m + 1, c])
+    )
+    with h5py.File(out, "r") as handle:
+        np.testing.assert_array_equal(handle["train/source_index/mnist"][:], former[0])
+        np.testing.assert_array_equal(handle["train/source_index/fashion-mnist"][:], former[1])
     again = pair_sources(tmp_path / "n2.h5", config, data_dir=fake_data_root)
     assert sha256(again) == sha256(out)
     assert h5io.read_split(out, "train").z is None
