@@ -168,8 +168,14 @@ def test_a_full_disk_is_an_error_not_a_crash(
 
     monkeypatch.setattr(h5io, "open", lambda *a, **k: FullDisk(real_open(*a, **k)), raising=False)
     path = tmp_path / "d.h5"
+    fields = h5io.standard_fields(MODALITIES, "uint8", 2)
+    appended = 0
     with pytest.raises(OSError, match=r"could not write .*d\.h5: No space left on device"):
-        write(path, [2500], size=2500)
+        with h5io.create_dataset(path, header(), {"train": 25_000, "test": 10}, fields) as writer:
+            for start in range(0, 25_000, 1000):
+                writer.append("train", rows(start, start + 1000))
+                appended += 1
+    assert appended < 20  # stopped at the failed write, not after all the work
     assert list(tmp_path.iterdir()) == []
 
 
