@@ -49,7 +49,7 @@ def sha256(path: Path) -> str:
         ("n_train", 10**20, "--n-train 100000000000000000000 is too large"),
         ("radius", float("inf"), "--radius must be a finite"),
         ("seed", 2**64, "--seed 18446744073709551616 is out of range"),
-        ("seed", -1, "--seed -1 is out of range"),
+        ("seed", -(2**63) - 1, "--seed -9223372036854775809 is out of range"),
     ],
 )
 def test_config_rejects_bad_values(field: str, value: object, fragment: str) -> None:

@@ -285,7 +285,7 @@ def test_schema_1_files_still_read(tmp_path: Path) -> None:
         ({"latent_dim": 0}, "entangled dataset cannot have latent_dim 0"),
         ({"class_names": ("a",)}, "num_classes is 10 but 1 class names"),
         ({"modalities": ("mnist", "a+b")}, "invalid modality name 'a+b'"),
-        ({"seed": 2**64}, "--seed 18446744073709551616 does not fit"),
+        ({"seed": 2**64}, "--seed 18446744073709551616 is out of range"),
         ({"config": {"radius": float("inf")}}, "standard JSON cannot store"),
         ({"parent": {"path": "x"}}, "entangled dataset has no parent"),
     ],

@@ -40,7 +40,7 @@ from mmgen.checkpoint import CVAECheckpoint, load_cvae
 from mmgen.config import require_positive, to_dict
 from mmgen.device import environment, resolve_device
 from mmgen.errors import UsageError
-from mmgen.header import DatasetHeader, ModalitySource, absolute
+from mmgen.header import DatasetHeader, ModalitySource, absolute, check_seed
 from mmgen.models.cvae import CVAE
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,6 @@ MIN_ACCEPTANCE = 1e-3  # below this, rejection sampling would take too long: an 
 DECODE_ROWS = 1024
 DEFAULT_BATCH_SIZE = 4 * DECODE_ROWS  # tuples per step: decoded, then written on a thread
 MAX_TUPLES = 10**9  # per split: 1.5 TB of uint8 image pairs; beyond, a flag typo is likelier
-SEED_RANGE = (0, 2**63 - 1)  # the file stores the seed as a 64-bit integer
 
 
 def _radial_keep(z: Tensor, radius: float) -> Tensor:
@@ -130,13 +129,6 @@ class GenerateConfig:
     def size(self, split: str) -> int:
         """Tuples in ``split``."""
         return self.n_train if split == "train" else self.n_test
-
-
-def check_seed(seed: int) -> None:
-    """Raise ``UsageError`` naming ``--seed`` unless it lies in ``SEED_RANGE``."""
-    low, high = SEED_RANGE
-    if isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high:
-        raise UsageError(f"--seed {seed} is out of range; use an integer in {low} .. {high}")
 
 
 def sample_truncated_normal(

@@ -123,8 +123,7 @@ class DatasetHeader:
             )
         if self.parent is not None and self.kind != "mixed":
             raise UsageError(f"a {self.kind} dataset has no parent file; only mixed ones do")
-        if not INT64.min <= self.seed <= INT64.max:
-            raise UsageError(f"--seed {self.seed} does not fit in 64 bits; use 0 .. {INT64.max}")
+        check_seed(self.seed)
         for name in ("config", "parent", "environment"):
             _check_json(name, getattr(self, name))
 
@@ -158,6 +157,16 @@ class DatasetHeader:
         """Store the header as the root attributes of an open file."""
         for key, value in self.to_attrs().items():
             handle.attrs[key] = value
+
+
+def check_seed(seed: int) -> None:
+    """Raise ``UsageError`` naming ``--seed`` unless it is an integer the file can store (int64)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise UsageError(f"--seed must be an integer, got {seed!r}")
+    if not INT64.min <= seed <= INT64.max:
+        raise UsageError(
+            f"--seed {seed} is out of range; use an integer in {INT64.min} .. {INT64.max}"
+        )
 
 
 def _check_legacy_names(modalities: tuple[str, ...]) -> None:

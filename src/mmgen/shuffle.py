@@ -30,8 +30,7 @@ from mmgen.checkpoint import file_sha256
 from mmgen.config import require_positive, to_dict
 from mmgen.device import environment
 from mmgen.errors import UsageError
-from mmgen.generate import check_seed
-from mmgen.header import SCHEMA_VERSION, DatasetHeader, ModalitySource, absolute
+from mmgen.header import SCHEMA_VERSION, DatasetHeader, ModalitySource, absolute, check_seed
 from mmgen.sources import SourceData, get_source, load_split
 
 log = logging.getLogger(__name__)
