@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import h5py
@@ -106,6 +107,10 @@ def test_pair_command(tmp_path: Path, fake_data_root: Path) -> None:
         (("--n-train", "105"), ("--n-train 105 is not a multiple of the 10 classes",)),
         (("--batch-size", "0"), ("batch_size",)),
         (("--modality", "z", "--modality", "b"), ("invalid modality name 'z'",)),
+        (("--modality", "a+b", "--modality", "b"), ("invalid modality name 'a+b'",)),
+        (("--n-train", str(10**20)), (f"--n-train {10**20} is too large",)),
+        (("--seed", str(10**20)), (f"--seed {10**20} is out of range",)),
+        (("--radius", "inf"), ("--radius must be a finite",)),
     ],
 )
 def test_bad_numbers_are_one_line_errors(
@@ -143,3 +148,59 @@ def test_existing_output_and_foreign_files_are_one_line_errors(
     assert_one_line_error(invoke("inspect", out), "not an HDF5 file")
     missing = generate([cvaes[0], tmp_path / "nowhere"], tmp_path / "x.h5")
     assert missing.exit_code == 2 and "nowhere" in missing.output
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(
+    tmp_path: Path, cvaes: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write fails as on a full disk (the tmpfs reproduction of issue 12 exited 139)."""
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, raw) -> None:
+            self.raw = raw
+
+        def write(self, data) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name: str):
+            return getattr(self.raw, name)
+
+    entangled = tmp_path / "e.h5"
+    assert generate(cvaes, entangled).exit_code == 0
+    monkeypatch.setattr(h5io, "open", lambda *a, **k: FullDisk(real_open(*a, **k)), raising=False)
+    out = tmp_path / "out"
+    for result in (
+        generate(cvaes, out / "e.h5"),
+        invoke("shuffle", entangled, "--out", out / "m.h5", "--quiet"),
+    ):
+        assert_one_line_error(result, "could not write", "No space left on device")
+    assert list(out.iterdir()) == []
+
+
+def test_inspect_checks_the_checkpoints_and_the_file(tmp_path: Path, cvaes: list[Path]) -> None:
+    entangled = tmp_path / "e.h5"
+    assert generate(cvaes, entangled).exit_code == 0
+    png = tmp_path / "x.png"
+    swapped = invoke("inspect", entangled, "--out", png, "--cvae", cvaes[1], "--cvae", cvaes[0])
+    assert_one_line_error(swapped, "is not the CVAE that decoded modality 'mnist'",
+                          "it decoded modality 'fashion-mnist'")  # fmt: skip
+    wide = make_checkpoint(tmp_path / "wide", "mnist", latent_dim=3)
+    mismatched = invoke("inspect", entangled, "--out", png, "--cvae", wide, "--cvae", cvaes[1])
+    assert_one_line_error(mismatched, "do not fit the file's latent_dim 2", "wide has 3")
+    assert not png.exists()
+    assert_one_line_error(invoke("shuffle", entangled, "--out", entangled), "is the input file")
+    # A file that looks like mmgen's but lacks `kind`, or whose train split is damaged.
+    no_kind = tmp_path / "no-kind.h5"
+    no_kind.write_bytes(entangled.read_bytes())
+    with h5py.File(no_kind, "r+") as handle:
+        del handle.attrs["kind"]
+    assert_one_line_error(invoke("inspect", no_kind), "lacks the root attribute(s) kind")
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(entangled.read_bytes())
+    with h5py.File(damaged, "r") as handle:
+        offset = handle["train/images/mnist"].id.get_chunk_info(0).byte_offset
+    with open(damaged, "r+b") as raw:
+        raw.seek(offset)
+        raw.write(b"\xff" * 64)
+    assert_one_line_error(invoke("inspect", damaged), "cannot read /train/images/mnist")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from conftest import assert_one_line_error, fake_images
 from mmgen.cli import app
 from mmgen.config import from_dict, to_dict
-from mmgen.evaluate import EvaluateConfig, inspect_datasets, source_spec
+from mmgen.evaluate import EvaluateConfig, inspect_datasets
 from mmgen.h5io import FORMAT, SCHEMA_VERSION, encode_attrs
 from mmgen.report import letter_key
 
@@ -30,6 +30,7 @@ def write_mmgen_file(path: Path, kind: str = "entangled", modalities=("mnist", "
     attrs = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
+        "mmgen_version": "test",
         "kind": kind,
         "modalities": list(modalities),
         "sources": {m: SOURCES.get(m, {"name": "mnist"}) for m in modalities},
@@ -182,13 +183,6 @@ def test_inspect_datasets_names_files_uniquely(tmp_path) -> None:
     assert infos[1].kind == "mixed"
     assert infos[0].sources == {"mnist": "mnist", "fashion": "fashion-mnist"}
     assert infos[0].has_latent
-
-
-def test_source_spec_reads_the_recorded_forms(tmp_path) -> None:
-    assert source_spec("mnist", "a", tmp_path) == "mnist"
-    assert source_spec({"name": "idx:/data/x"}, "a", tmp_path) == "idx:/data/x"
-    with pytest.raises(ValueError, match="records no source for modality 'a'"):
-        source_spec({}, "a", tmp_path)
 
 
 def test_config_round_trips_and_rejects_bad_values() -> None:

@@ -16,7 +16,6 @@ from mmgen import generate, h5io, rng
 from mmgen.checkpoint import load_cvae
 from mmgen.generate import (
     GenerateConfig,
-    InferenceDecoder,
     draw_block,
     generate_dataset,
     sample_truncated_normal,
@@ -47,6 +46,10 @@ def sha256(path: Path) -> str:
         ("truncation", "ball", "radial, box"),
         ("labels", "random", "grid, independent"),
         ("dtype", "int16", "uint8, float32"),
+        ("n_train", 10**20, "--n-train 100000000000000000000 is too large"),
+        ("radius", float("inf"), "--radius must be a finite"),
+        ("seed", 2**64, "--seed 18446744073709551616 is out of range"),
+        ("seed", -(2**63) - 1, "--seed -9223372036854775809 is out of range"),
     ],
 )
 def test_config_rejects_bad_values(field: str, value: object, fragment: str) -> None:
@@ -97,18 +100,24 @@ def test_blocks_are_keyed_by_position_and_prefix_stable() -> None:
     assert not torch.equal(test.z[:10], again.z[:10])
 
 
-def test_inference_decoder_matches_the_model(checkpoints: list[Path]) -> None:
+def test_fast_decoding_path_matches_the_training_layout(checkpoints: list[Path]) -> None:
+    """Without autograd the decoder runs channels-last: the same logits as the NCHW path."""
     model = load_cvae(checkpoints[0]).model
     z, labels = torch.randn(37, 2), torch.arange(37) % 10
+    with torch.enable_grad():
+        expected = model.decode_logits(z, labels).detach()
     with torch.inference_mode():
-        expected = model.decode_logits(z, labels)
-        actual = InferenceDecoder(model).eval()(z, labels)
-    assert actual.shape == (37, 1, 28, 28)
+        actual = model.decode_logits(z, labels)
+    assert actual.shape == (37, 1, 28, 28) and expected.std() > 0.1
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_entangled_file_schema_and_attributes(tmp_path: Path, checkpoints: list[Path]) -> None:
-    out = generate_dataset(checkpoints, tmp_path / "e.h5", SMALL, device="cpu")
+def test_entangled_file_schema_and_attributes(
+    tmp_path: Path, checkpoints: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative checkpoint paths, as a user types them
+    relative = [Path(folder.name) for folder in checkpoints]
+    out = generate_dataset(relative, Path("e.h5"), SMALL, device="cpu")
     attrs = h5io.read_attrs(out)
     assert attrs["format"] == "mmgen" and attrs["schema_version"] == h5io.SCHEMA_VERSION
     assert attrs["kind"] == "entangled" and attrs["has_latent"] is True
@@ -118,6 +127,10 @@ def test_entangled_file_schema_and_attributes(tmp_path: Path, checkpoints: list[
     for name, folder in zip(attrs["modalities"], checkpoints, strict=True):
         assert attrs["sources"][name]["checkpoint_sha256"] == load_cvae(folder).sha256
         assert attrs["sources"][name]["name"] == name
+        # Absolute: a reader elsewhere finds the checkpoint from the file alone.
+        assert attrs["sources"][name]["checkpoint"] == str(folder.resolve()) != str(folder.name)
+    assert attrs["environment"]["device"] == "cpu" and attrs["environment"]["torch"]
+    assert h5io.read_header(out).class_names == tuple(f"mnist-{k}" for k in range(10))
     with h5py.File(out, "r") as handle:
         for split, size in (("train", 200), ("test", 100)):
             group = handle[split]
@@ -192,6 +205,18 @@ def test_three_modalities_with_repeated_sources(tmp_path: Path, checkpoints: lis
     data = h5io.read_split(out, "test")
     assert set(data.images) == {"mnist", "fashion-mnist", "mnist-2"}
     assert not np.array_equal(data.images["mnist"], data.images["mnist-2"])
+
+
+def test_modality_names_are_derived_valid_or_refused_up_front(
+    tmp_path: Path, checkpoints: list[Path]
+) -> None:
+    scan = make_checkpoint(tmp_path / "cvae-scan", "idx:/data/scan.v2", seed=2)
+    out = generate_dataset([checkpoints[0], scan], tmp_path / "e.h5", SMALL, device="cpu")
+    assert h5io.read_header(out).modalities == ("mnist", "scan-v2")
+    # Refused before any checkpoint is read: these folders do not even exist.
+    missing = [tmp_path / "nowhere-1", tmp_path / "nowhere-2"]
+    with pytest.raises(ValueError, match=r"invalid modality name 'a\+b'"):
+        generate_dataset(missing, tmp_path / "x.h5", SMALL, modality_names=["a+b", "c"])
 
 
 def test_independent_labels_and_bernoulli_samples(tmp_path: Path, checkpoints: list[Path]) -> None:

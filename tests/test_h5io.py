@@ -1,8 +1,14 @@
-"""``mmgen.h5io``: the writer, the readers and the torch Dataset agree on one schema."""
+"""``mmgen.h5io`` and ``mmgen.header``: the writer, the readers and the torch Dataset agree on one
+schema; the header is validated both ways; a failing disk gives an error, never a crash."""
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -10,25 +16,26 @@ import numpy as np
 import pytest
 import torch
 
-from mmgen import h5io
+from mmgen import atomic, h5io, names
+from mmgen.header import DatasetHeader, ModalitySource
 
-MODALITIES = ["mnist", "fashion-mnist"]
+MODALITIES = ("mnist", "fashion-mnist")
 
 
-def attrs(**changes: object) -> dict[str, object]:
+def header(**changes: object) -> DatasetHeader:
     base = {
-        "mmgen_version": "test",
         "kind": "entangled",
         "modalities": MODALITIES,
-        "sources": {m: {"name": m} for m in MODALITIES},
+        "sources": {m: ModalitySource(name=m) for m in MODALITIES},
         "num_classes": 10,
-        "class_names": [str(k) for k in range(10)],
+        "class_names": tuple(str(k) for k in range(10)),
         "latent_dim": 2,
-        "has_latent": True,
         "seed": 3,
         "config": {"n_train": 2500},
+        "environment": {"device": "cpu"},
+        "mmgen_version": "test",
     }
-    return {**base, **changes}
+    return DatasetHeader(**{**base, **changes})
 
 
 def rows(start: int, stop: int) -> dict[str, np.ndarray]:
@@ -42,9 +49,11 @@ def rows(start: int, stop: int) -> dict[str, np.ndarray]:
     }
 
 
-def write(path: Path, pieces: list[int], size: int = 2500) -> Path:
+def write(path: Path, pieces: list[int], size: int = 2500, overwrite: bool = False) -> Path:
     fields = h5io.standard_fields(MODALITIES, "uint8", 2)
-    with h5io.create_dataset(path, attrs(), {"train": size, "test": 10}, fields) as writer:
+    with h5io.create_dataset(
+        path, header(), {"train": size, "test": 10}, fields, overwrite
+    ) as writer:
         start = 0
         for piece in pieces:
             writer.append("train", rows(start, start + piece))
@@ -60,10 +69,10 @@ def test_written_file_reads_back(tmp_path: Path) -> None:
     np.testing.assert_array_equal(data.labels, np.arange(2500) % 10)
     np.testing.assert_array_equal(data.images["mnist"][:, 0, 0], np.arange(2500).astype(np.uint8))
     np.testing.assert_array_equal(data.z[:, 1], -np.arange(2500, dtype=np.float32))
+    assert h5io.read_header(path) == header()
     decoded = h5io.read_attrs(path)
-    assert decoded["format"] == "mmgen" and decoded["schema_version"] == h5io.SCHEMA_VERSION
-    assert decoded["modalities"] == MODALITIES and decoded["config"] == {"n_train": 2500}
-    assert decoded["has_latent"] is True and decoded["seed"] == 3
+    assert decoded["format"] == "mmgen" and decoded["schema_version"] == h5io.SCHEMA_VERSION == 2
+    assert decoded["has_latent"] is True and decoded["environment"] == {"device": "cpu"}
     with h5py.File(path, "r") as handle:
         assert handle["train"].attrs["size"] == 2500
         assert handle["train/images/mnist"].chunks == (h5io.CHUNK_ROWS, 28, 28)
@@ -92,6 +101,96 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     assert path.read_text() == "keep me"
     with pytest.raises(IsADirectoryError, match="folder"):
         h5io.check_output(tmp_path, overwrite=True)
+    write(path, [2500], overwrite=True)
+    assert h5io.read_header(path).kind == "entangled"
+
+
+def test_a_second_writer_to_the_same_output_fails(tmp_path: Path) -> None:
+    """Both runs checked that ``out`` was free; the one finishing second must not replace it."""
+    path = tmp_path / "d.h5"
+    fields = h5io.standard_fields(MODALITIES, "uint8", 2)
+    with pytest.raises(FileExistsError, match="appeared while this run was writing"):
+        with h5io.create_dataset(path, header(), {"train": 20, "test": 10}, fields) as writer:
+            write(path, [20], size=20)  # the other run finishes first
+            writer.append("train", rows(0, 20))
+            writer.append("test", rows(0, 10))
+    assert h5io.read_split(path, "train").images["mnist"][19, 0, 0] == 19  # the first result
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5"]
+
+
+def test_read_only_folder_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root may write anywhere and a read-only mount needs privileges: fake what access(2) says.
+    monkeypatch.setattr(h5io.os, "access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(PermissionError, match=f"{tmp_path} is read-only or not writable"):
+        h5io.check_output(tmp_path / "new" / "d.h5", overwrite=False)
+    h5io.check_output(tmp_path.parent / "d.h5", overwrite=False)
+
+
+def test_float_images_are_not_silently_stored_as_uint8(tmp_path: Path) -> None:
+    fields = h5io.standard_fields(MODALITIES, "uint8", 2)
+    bad = {**rows(0, 10), "images/mnist": np.full((10, 28, 28), 0.5, np.float32)}
+    with pytest.raises(ValueError, match="refusing to store float32 values as uint8"):
+        with h5io.create_dataset(
+            tmp_path / "d.h5", header(), {"train": 10, "test": 10}, fields
+        ) as writer:
+            writer.append("train", bad)
+    too_large = {**rows(0, 10), "images/mnist": np.full((10, 28, 28), 256, np.int64)}
+    with pytest.raises(ValueError, match="int64 values as uint8"):
+        with h5io.create_dataset(
+            tmp_path / "d.h5", header(), {"train": 10, "test": 10}, fields
+        ) as writer:
+            writer.append("train", too_large)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_an_error_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write failing like a full disk: HDF5 must never see it (h5py 3.16 / HDF5 2.0 crash the
+    process when a file whose write failed is released; this test would die with it)."""
+    budget = {"bytes": 20_000}
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, raw) -> None:
+            self.raw = raw
+
+        def write(self, data) -> int:
+            if budget["bytes"] < len(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            budget["bytes"] -= len(data)
+            return self.raw.write(data)
+
+        def __getattr__(self, name: str):
+            return getattr(self.raw, name)
+
+    monkeypatch.setattr(h5io, "open", lambda *a, **k: FullDisk(real_open(*a, **k)), raising=False)
+    path = tmp_path / "d.h5"
+    fields = h5io.standard_fields(MODALITIES, "uint8", 2)
+    appended = 0
+    with pytest.raises(OSError, match=r"could not write .*d\.h5: No space left on device"):
+        with h5io.create_dataset(path, header(), {"train": 25_000, "test": 10}, fields) as writer:
+            for start in range(0, 25_000, 1000):
+                writer.append("train", rows(start, start + 1000))
+                appended += 1
+    assert appended < 20  # stopped at the failed write, not after all the work
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temporaries_of_killed_runs_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    host = atomic._host()
+    stale = tmp_path / f".d.h5.tmp-{host}-{dead}-abcd1234"
+    alive = tmp_path / f".d.h5.tmp-{host}-{h5io.os.getpid()}-efgh5678"
+    other_host = tmp_path / f".d.h5.tmp-elsewhere-{dead}-ijkl9012"
+    for path in (stale, alive, other_host):
+        path.write_bytes(b"x" * 100)
+    write(tmp_path / "d.h5", [2500])
+    assert not stale.exists()
+    assert alive.exists() and other_host.exists()
 
 
 def test_open_dataset_refuses_other_files(tmp_path: Path) -> None:
@@ -108,26 +207,114 @@ def test_open_dataset_refuses_other_files(tmp_path: Path) -> None:
         h5io.open_dataset(tmp_path / "missing.h5")
 
 
-def test_modality_names_are_unique_and_safe() -> None:
-    assert h5io.modality_names(["mnist", "mnist", "idx:/data/my digits/", "mnist"]) == [
-        "mnist",
-        "mnist-2",
-        "my-digits",
-        "mnist-3",
-    ]
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda f: f.attrs.__delitem__("kind"), "lacks the root attribute(s) kind"),
+        (lambda f: f.attrs.__setitem__("schema_version", 7), "schema version 7"),
+        (lambda f: f.attrs.__setitem__("num_classes", 9), "num_classes is 9 but 10 class"),
+        (lambda f: f.attrs.__setitem__("has_latent", False), "has_latent is False"),
+        (lambda f: f.attrs.__setitem__("sources", "{}"), "no source name for 'mnist'"),
+        (lambda f: f.attrs.__setitem__("kind", "blended"), "unknown kind 'blended'"),
+        (lambda f: f.__delitem__("train"), "has no 'train' split"),
+        (lambda f: f.__delitem__("test/z"), "the test split lacks z"),
+        (lambda f: f.__delitem__("test/images/mnist"), "lacks images/mnist"),
+    ],
+)
+def test_damaged_headers_and_layouts_are_one_line_errors(tmp_path: Path, damage, fragment) -> None:
+    path = write(tmp_path / "d.h5", [2500])
+    with h5py.File(path, "r+") as handle:
+        damage(handle)
+    for read in (h5io.read_header, lambda p: h5io.read_split(p, "test")):
+        with pytest.raises(ValueError, match=f"{path}.*") as error:
+            read(path)
+        assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_damaged_chunk_names_the_dataset(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.h5", [2500])
+    with h5py.File(path, "r") as handle:
+        offset = handle["train/images/mnist"].id.get_chunk_info(1).byte_offset
+    with open(path, "r+b") as raw:  # overwrite the compressed chunk with garbage
+        raw.seek(offset)
+        raw.write(b"\xff" * 64)
+    with pytest.raises(ValueError, match="cannot read /train/images/mnist.*damaged"):
+        h5io.read_split(path, "train")
+    with h5io.open_dataset(path) as handle, pytest.raises(ValueError, match="damaged"):
+        h5io.verify_readable(handle, path)
+
+
+def test_schema_1_files_still_read(tmp_path: Path) -> None:
+    """A file in exactly the layout mmgen wrote before the typed header (schema 1)."""
+    path = tmp_path / "v1.h5"
+    sources = {
+        "mnist": {"name": "mnist", "class_names": ["0", "1"], "files": {},
+                  "checkpoint": "runs/cvae-mnist", "checkpoint_sha256": "ab" * 32},
+        "scan.v2": {"name": "idx:/data/scan.v2", "class_names": ["0", "1"], "files": {},
+                    "checkpoint": "runs/cvae-scan", "checkpoint_sha256": "cd" * 32},
+    }  # fmt: skip
+    attrs = {
+        "format": "mmgen", "schema_version": 1, "mmgen_version": "0.1.0", "kind": "entangled",
+        "modalities": json.dumps(["mnist", "scan.v2"]), "sources": json.dumps(sources),
+        "num_classes": 2, "class_names": json.dumps(["0", "1"]), "latent_dim": 2,
+        "has_latent": True, "seed": 4, "config": json.dumps({"n_train": 4, "radius": 2.0}),
+    }  # fmt: skip
+    with h5py.File(path, "w") as handle:
+        handle.attrs.update(attrs)
+        for split in ("train", "test"):
+            group = handle.create_group(split)
+            group.attrs["size"] = 4
+            for m in ("mnist", "scan.v2"):
+                group[f"images/{m}"] = np.full((4, 28, 28), 51, np.uint8)
+            group["labels"] = np.array([0, 1, 0, 1], np.int64)
+            group["z"] = np.zeros((4, 2), np.float32)
+            group["code_index"] = np.array([0, 0, 1, 1], np.int64)
+    read = h5io.read_header(path)
+    assert read.schema_version == 1 and read.modalities == ("mnist", "scan.v2")
+    assert read.sources["scan.v2"].checkpoint == "runs/cvae-scan" and read.environment == {}
+    assert read.config == {"n_train": 4, "radius": 2.0} and read.class_names == ("0", "1")
+    assert read.has_latent and read.seed == 4
+    data = h5io.read_split(path, "test")
+    np.testing.assert_allclose(data.images_float("scan.v2"), 0.2)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"kind": "naive"}, "naive dataset cannot have latent_dim 2"),
+        ({"latent_dim": 0}, "entangled dataset cannot have latent_dim 0"),
+        ({"class_names": ("a",)}, "num_classes is 10 but 1 class names"),
+        ({"modalities": ("mnist", "a+b")}, "invalid modality name 'a+b'"),
+        ({"seed": 2**64}, "--seed 18446744073709551616 is out of range"),
+        ({"config": {"radius": float("inf")}}, "standard JSON cannot store"),
+        ({"parent": {"path": "x"}}, "entangled dataset has no parent"),
+    ],
+)
+def test_header_validation(changes: dict, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment.replace("+", r"\+")):
+        header(**changes)
+    assert dataclasses.replace(header(), seed=5).seed == 5
+
+
+def test_modality_names_share_one_rule() -> None:
+    assert names.derive_modality_names(
+        ["mnist", "mnist", "idx:/data/my digits/", "mnist", "idx:/data/scan.v2", "idx:a+b"]
+    ) == ["mnist", "mnist-2", "my-digits", "mnist-3", "scan-v2", "a-b"]
     with pytest.raises(ValueError, match="reserved"):
-        h5io.modality_names(["mnist", "idx:/tmp/labels"])
-    with pytest.raises(ValueError, match="unique"):
-        h5io.check_modality_names(["a", "a"])
-    with pytest.raises(ValueError, match="invalid modality name 'z'"):
-        h5io.check_modality_names(["z", "a"])
+        names.derive_modality_names(["mnist", "idx:/tmp/labels"])
+    with pytest.raises(ValueError, match="distinct"):
+        names.check_modality_names(["a", "a"])
+    for bad in ("z", "images", "a+b", "scan.v2", "-x", "", "a/b", "é"):
+        with pytest.raises(ValueError, match="invalid modality name"):
+            names.check_modality_name(bad)
+    names.check_modality_names(["fashion-mnist", "mnist_2", "A9"])
 
 
 def test_torch_dataset_items(tmp_path: Path) -> None:
     path = write(tmp_path / "d.h5", [2500])
     dataset = h5io.MultimodalDataset(path, "test")
     item = dataset[3]
-    assert len(dataset) == 10 and dataset.modalities == MODALITIES
+    assert len(dataset) == 10 and dataset.modalities == list(MODALITIES)
     assert item["images"]["fashion-mnist"].shape == (1, 28, 28)
     assert item["images"]["fashion-mnist"].dtype == torch.float32
     assert torch.allclose(item["images"]["fashion-mnist"], torch.tensor(7 / 255))

@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 
 from conftest import make_checkpoint, write_idx
-from mmgen import h5io
+from mmgen import h5io, rng
 from mmgen.generate import GenerateConfig, generate_dataset
-from mmgen.shuffle import MixConfig, PairConfig, class_permutation, mix_modality, pair_sources
+from mmgen.shuffle import (
+    MixConfig,
+    PairConfig,
+    class_permutation,
+    mix_modality,
+    pair_indices,
+    pair_sources,
+)
 from mmgen.sources import load_split
 
 
@@ -44,6 +51,7 @@ def test_mix_permutes_one_modality_within_each_class(tmp_path: Path, entangled: 
     assert attrs["kind"] == "mixed" and attrs["seed"] == 5
     assert attrs["config"] == {"modality": "fashion-mnist", "seed": 5}
     assert attrs["parent"]["sha256"] == sha256(entangled)
+    assert attrs["parent"]["path"] == str(entangled.resolve())  # found from anywhere
     assert attrs["parent"]["config"] == source_attrs["config"]
     for key in ("modalities", "sources", "num_classes", "latent_dim", "has_latent"):
         assert attrs[key] == source_attrs[key]
@@ -54,6 +62,9 @@ def test_mix_permutes_one_modality_within_each_class(tmp_path: Path, entangled: 
             before = original[split]["images/fashion-mnist"][:]
             after = mixed[split]["images/fashion-mnist"][:]
             np.testing.assert_array_equal(after, before[permutation])
+            # The very permutation of the generator used before mmgen.rng: same bytes.
+            former = np.random.default_rng([5, {"train": 0, "test": 1}[split]])
+            np.testing.assert_array_equal(permutation, class_permutation(labels, former))
             np.testing.assert_array_equal(labels[permutation], labels)
             # Each class keeps its multiset of images; the pairing really changed.
             for label in range(10):
@@ -76,6 +87,24 @@ def test_mix_is_seeded_and_checks_its_input(tmp_path: Path, entangled: Path) -> 
     with pytest.raises(FileExistsError):
         mix_modality(entangled, first)
     assert not (tmp_path / "x.h5").exists()
+    for overwrite in (False, True):  # not "pass --overwrite", which would then be refused
+        with pytest.raises(ValueError, match="is the input file"):
+            mix_modality(entangled, entangled, overwrite=overwrite)
+
+
+@pytest.mark.parametrize("seed", [0, 5, 2**40, 2**63 - 1])
+def test_keyed_streams_equal_the_former_generators(seed: int) -> None:
+    """The shuffles moved to mmgen.rng without changing a byte of their output."""
+    for split in (0, 1):
+        np.testing.assert_array_equal(
+            rng.numpy_stream(seed, split).permutation(500),
+            np.random.default_rng([seed, split]).permutation(500),
+        )
+    for source, label in ((-1, 0), (0, 3), (2, 9)):
+        np.testing.assert_array_equal(
+            rng.numpy_stream(seed, 1, source + 1, label).permutation(500),
+            np.random.default_rng([seed, 1, source + 1, label]).permutation(500),
+        )
 
 
 def test_pair_keeps_classes_aligned(tmp_path: Path, fake_data_root: Path) -> None:
@@ -84,6 +113,7 @@ def test_pair_keeps_classes_aligned(tmp_path: Path, fake_data_root: Path) -> Non
     attrs = h5io.read_attrs(out)
     assert attrs["kind"] == "naive" and attrs["has_latent"] is False and attrs["latent_dim"] == 0
     assert attrs["modalities"] == ["mnist", "fashion-mnist"]
+    assert attrs["sources"]["mnist"]["root"] == str((fake_data_root / "MNIST" / "raw").resolve())
     with h5py.File(out, "r") as handle:
         for split, size in (("train", 60), ("test", 30)):
             group = handle[split]
@@ -97,6 +127,14 @@ def test_pair_keeps_classes_aligned(tmp_path: Path, fake_data_root: Path) -> Non
                 np.testing.assert_array_equal(source.images[index], group[f"images/{name}"][:])
                 assert len(set(index.tolist())) == size  # each real image used once
             assert not np.array_equal(labels, np.sort(labels))  # classes interleaved
+    # The very pairing of the generators used before mmgen.rng: same bytes.
+    train = [load_split(name, "train", data_dir=fake_data_root) for name in attrs["modalities"]]
+    former = pair_indices(
+        [d.labels for d in train], 10, lambda m, c: np.random.default_rng([1, 0, m + 1, c])
+    )
+    with h5py.File(out, "r") as handle:
+        np.testing.assert_array_equal(handle["train/source_index/mnist"][:], former[0])
+        np.testing.assert_array_equal(handle["train/source_index/fashion-mnist"][:], former[1])
     again = pair_sources(tmp_path / "n2.h5", config, data_dir=fake_data_root)
     assert sha256(again) == sha256(out)
     assert h5io.read_split(out, "train").z is None

@@ -49,7 +49,6 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
         "device_name": platform.processor() or platform.machine(),
         "cuda": torch.version.cuda or "",
         "cudnn": "",
-        "threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         # TF32 rounds float32 products to a 10-bit mantissa on Ampere and later GPUs: off by
         # default for matrix products, on by default for cuDNN's convolutions.

@@ -39,7 +39,7 @@ from mmgen.classifiers import (
 from mmgen.config import require_positive, to_dict
 from mmgen.device import environment, resolve_device
 from mmgen.errors import UsageError
-from mmgen.h5io import SplitData, read_attrs, read_split
+from mmgen.h5io import SplitData, read_header, read_split
 from mmgen.report import write_report
 from mmgen.sources import load_split
 from mmgen.train import TrainConfig, fit
@@ -163,20 +163,6 @@ def check_models(models: Sequence[str], registry: Mapping[str, Any]) -> None:
         )
 
 
-def source_spec(entry: Any, modality: str, path: Path) -> str:
-    """The source spec recorded for ``modality`` in a file's ``sources`` attribute."""
-    if isinstance(entry, str) and entry:
-        return entry
-    if isinstance(entry, Mapping):
-        for key in ("name_spec", "spec", "name", "source"):
-            if isinstance(entry.get(key), str) and entry[key]:
-                return entry[key]
-    raise UsageError(
-        f"{path} records no source for modality {modality!r} (sources attribute: {entry!r}); "
-        "regenerate the file with mmgen generate"
-    )
-
-
 def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
     """Read and check the attributes of every file; they must agree on the modality count.
 
@@ -189,29 +175,21 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
     infos: list[DatasetInfo] = []
     names: set[str] = set()
     for path in map(Path, paths):
-        attrs = read_attrs(path)
-        modalities = tuple(attrs.get("modalities") or ())
-        if len(modalities) < 2:
-            raise UsageError(
-                f"{path} has modalities {list(modalities)}; evaluate needs at least two"
-            )
-        sources = attrs.get("sources") or {}
-        if not isinstance(sources, Mapping):
-            raise UsageError(f"{path}: the sources attribute should map modality → source")
+        header = read_header(path)  # validated: no attribute is guessed
+        modalities = header.modalities
         name = _safe_name(path.stem)
         while name in names:
             name = f"{name}-{len(names) + 1}"
         names.add(name)
-        num_classes = int(attrs.get("num_classes", 10))
         infos.append(
             DatasetInfo(
                 name=name,
                 path=path,
-                kind=str(attrs.get("kind", "unknown")),
+                kind=header.kind,
                 modalities=modalities,
-                sources={m: source_spec(sources.get(m), m, path) for m in modalities},
-                has_latent=bool(attrs.get("has_latent", False)),
-                class_names=tuple(attrs.get("class_names") or map(str, range(num_classes))),
+                sources={m: header.sources[m].name for m in modalities},
+                has_latent=header.has_latent,
+                class_names=header.class_names,
                 sha256=file_sha256(path),
             )
         )

@@ -30,19 +30,18 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from mmgen import __version__, h5io, rng
+from mmgen import h5io, names, rng
 from mmgen.checkpoint import CVAECheckpoint, load_cvae
 from mmgen.config import require_positive, to_dict
-from mmgen.device import resolve_device
+from mmgen.device import environment, resolve_device
 from mmgen.errors import UsageError
-from mmgen.models.cvae import CVAE, FEATURES, GRID
-from mmgen.nn import one_hot
+from mmgen.header import DatasetHeader, ModalitySource, absolute, check_seed
+from mmgen.models.cvae import CVAE
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,7 @@ MIN_ACCEPTANCE = 1e-3  # below this, rejection sampling would take too long: an 
 # batch differently), so fixed groups keep the bytes independent of --batch-size.
 DECODE_ROWS = 1024
 DEFAULT_BATCH_SIZE = 4 * DECODE_ROWS  # tuples per step: decoded, then written on a thread
+MAX_TUPLES = 10**9  # per split: 1.5 TB of uint8 image pairs; beyond, a flag typo is likelier
 
 
 def _radial_keep(z: Tensor, radius: float) -> Tensor:
@@ -107,10 +107,16 @@ class GenerateConfig:
     block_codes: int = 256  # codes per random block; changing it changes the data
 
     def __post_init__(self) -> None:
-        require_positive("n_train (--n-train)", self.n_train)
-        require_positive("n_test (--n-test)", self.n_test)
+        for name, flag in (("n_train", "--n-train"), ("n_test", "--n-test")):
+            value = getattr(self, name)
+            require_positive(f"{name} ({flag})", value)
+            if value > MAX_TUPLES:
+                raise UsageError(f"{flag} {value} is too large; at most {MAX_TUPLES} tuples")
         require_positive("radius (--radius)", self.radius)
+        if not math.isfinite(self.radius):
+            raise UsageError(f"--radius must be a finite number of σ, got {self.radius}")
         require_positive("block_codes", self.block_codes)
+        check_seed(self.seed)
         for name, value, valid in (
             ("truncation", self.truncation, tuple(TRUNCATIONS)),
             ("labels", self.labels, LABEL_POLICIES),
@@ -231,30 +237,6 @@ def bernoulli_noise(config: GenerateConfig, split: str, block: Block, modality: 
     return torch.rand(len(block.labels), 1, *h5io.IMAGE_SHAPE, generator=generator)
 
 
-class InferenceDecoder(nn.Module):
-    """The CVAE decoder arranged for fast inference; same results up to float rounding.
-
-    Two changes make a CPU decode about 2.5× faster (docs/performance.md): activations in
-    channels-last layout (oneDNN's fast path for the transposed convolutions; the NCHW path is
-    far slower) and in-place ReLUs (no fresh buffer for the largest activation, whose page
-    faults otherwise cost as much as the convolution).
-    """
-
-    def __init__(self, model: CVAE) -> None:
-        super().__init__()
-        decoder = model.decoder
-        self.num_classes = model.config.num_classes
-        self.dense = decoder.dense
-        layers = [nn.ReLU(inplace=True) if isinstance(m, nn.ReLU) else m for m in decoder.deconv]
-        self.deconv = nn.Sequential(*layers).to(memory_format=torch.channels_last)
-
-    def forward(self, z: Tensor, labels: Tensor) -> Tensor:
-        """Codes ``(B, d)`` and classes ``(B,)`` → logits ``(B, 1, 28, 28)``."""
-        hidden = self.dense(torch.cat([z, one_hot(labels, self.num_classes, z.dtype)], dim=1))
-        hidden = hidden.view(-1, FEATURES, GRID, GRID)  # (B, 64, 14, 14)
-        return self.deconv(hidden.contiguous(memory_format=torch.channels_last))
-
-
 def to_storage(images: Tensor, dtype: str) -> np.ndarray:
     """Images ``(B, 1, 28, 28)`` in [0, 1] → ``(B, 28, 28)`` as stored (uint8: round(255·x))."""
     images = images.squeeze(1)
@@ -282,36 +264,38 @@ def check_compatible(checkpoints: list[CVAECheckpoint]) -> None:
             raise UsageError(f"the CVAEs disagree on {attribute}: {listing}; {fix}")
 
 
-def dataset_attrs(
-    config: GenerateConfig, checkpoints: list[CVAECheckpoint], modalities: list[str]
-) -> dict[str, Any]:
-    """Root attributes of an entangled file (``docs/format.md``)."""
-    sources = {}
-    for name, checkpoint in zip(modalities, checkpoints, strict=True):
-        source = checkpoint.source
-        sources[name] = {
-            "name": source.get("name"),
-            "class_names": list(source.get("class_names", [])),
-            "files": source.get("files", {}),
-            "checkpoint": str(checkpoint.path),
-            "checkpoint_sha256": checkpoint.sha256,
-        }
+def entangled_header(
+    config: GenerateConfig,
+    checkpoints: list[CVAECheckpoint],
+    modalities: list[str],
+    device: torch.device,
+) -> DatasetHeader:
+    """The header of an entangled file: every CVAE's source and exact weights (absolute paths)."""
+    sources = {
+        name: ModalitySource(
+            name=str(checkpoint.source.get("name", "")),
+            class_names=tuple(checkpoint.source.get("class_names", ())),
+            files=dict(checkpoint.source.get("files", {})),
+            checkpoint=absolute(checkpoint.path),
+            checkpoint_sha256=checkpoint.sha256,
+        )
+        for name, checkpoint in zip(modalities, checkpoints, strict=True)
+    }
     first = checkpoints[0]
     class_names = list(first.source.get("class_names", [])) or [
         str(k) for k in range(first.config.num_classes)
     ]
-    return {
-        "mmgen_version": __version__,
-        "kind": "entangled",
-        "modalities": modalities,
-        "sources": sources,
-        "num_classes": first.config.num_classes,
-        "class_names": class_names,
-        "latent_dim": first.config.latent_dim,
-        "has_latent": True,
-        "seed": config.seed,
-        "config": to_dict(config),
-    }
+    return DatasetHeader(
+        kind="entangled",
+        modalities=tuple(modalities),
+        sources=sources,
+        num_classes=first.config.num_classes,
+        class_names=tuple(class_names),
+        latent_dim=first.config.latent_dim,
+        seed=config.seed,
+        config=to_dict(config),
+        environment=environment(device),
+    )
 
 
 def draw_rows(
@@ -349,7 +333,7 @@ def draw_rows(
 @torch.inference_mode()
 def decode_rows(
     config: GenerateConfig,
-    decoders: list[InferenceDecoder],
+    models: list[CVAE],
     modalities: list[str],
     drawn: dict[str, Tensor],
     device: torch.device,
@@ -366,11 +350,11 @@ def decode_rows(
         "code_index": drawn["code_index"].numpy(),
     }
     z_device, labels_device = z.to(device), labels.to(device)
-    for index, (name, decoder) in enumerate(zip(modalities, decoders, strict=True)):
+    for index, (name, model) in enumerate(zip(modalities, models, strict=True)):
         parts = []
         for start in range(0, len(labels), DECODE_ROWS):
             stop = start + DECODE_ROWS
-            images = torch.sigmoid(decoder(z_device[start:stop], labels_device[start:stop]))
+            images = model.decode(z_device[start:stop], labels_device[start:stop])
             if config.decode == "sample":
                 noise = drawn[f"noise/{index}"][start:stop].to(device)
                 images = (noise < images).to(images.dtype)
@@ -416,25 +400,27 @@ def generate_dataset(
     config = config or GenerateConfig()
     require_positive("batch_size (--batch-size)", batch_size)
     h5io.check_output(out, overwrite)
+    if modality_names is not None:
+        names.check_modality_names(modality_names)  # before any checkpoint is read
+        if len(modality_names) != len(checkpoint_folders):
+            raise UsageError(
+                f"{len(modality_names)} modality names for {len(checkpoint_folders)} "
+                "checkpoints; give one --modality per --cvae, or none"
+            )
     torch_device = resolve_device(device)
     checkpoints = [load_cvae(folder, torch_device) for folder in checkpoint_folders]
     check_compatible(checkpoints)
     latent_dim, num_classes = checkpoints[0].config.latent_dim, checkpoints[0].config.num_classes
     if modality_names is None:
-        modalities = h5io.modality_names([str(c.source.get("name", "")) for c in checkpoints])
+        sources = [str(c.source.get("name", "")) for c in checkpoints]
+        modalities = names.derive_modality_names(sources)
     else:
-        if len(modality_names) != len(checkpoints):
-            raise UsageError(
-                f"{len(modality_names)} modality names for {len(checkpoints)} checkpoints; "
-                "give one --modality per --cvae, or none"
-            )
         modalities = list(modality_names)
-    h5io.check_modality_names(modalities)
     for split in h5io.SPLITS:
         num_codes(config, split, num_classes)  # grid: n must be a multiple of the classes
     # Fail before decoding anything when the region is too small to sample.
     sample_truncated_normal(1, latent_dim, config.truncation, config.radius, torch.Generator())
-    decoders = [InferenceDecoder(c.model).eval() for c in checkpoints]
+    models = [c.model.eval() for c in checkpoints]
     step = math.ceil(batch_size / DECODE_ROWS) * DECODE_ROWS  # tuples per step
     log.info(
         "generating %s from %d CVAEs on %s: %s",
@@ -443,11 +429,11 @@ def generate_dataset(
         torch_device,
         to_dict(config),
     )
-    attrs = dataset_attrs(config, checkpoints, modalities)
+    header = entangled_header(config, checkpoints, modalities, torch_device)
     sizes = {split: config.size(split) for split in h5io.SPLITS}
     fields = h5io.standard_fields(modalities, config.dtype, latent_dim)
     with (
-        h5io.create_dataset(out, attrs, sizes, fields, overwrite) as writer,
+        h5io.create_dataset(out, header, sizes, fields, overwrite) as writer,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmgen-writer") as pool,
     ):
         # Double buffering: the writer thread compresses chunk k while chunk k + 1 decodes.
@@ -459,7 +445,7 @@ def generate_dataset(
                 drawn = draw_rows(
                     config, latent_dim, num_classes, split, start, stop, len(modalities)
                 )
-                rows = decode_rows(config, decoders, modalities, drawn, torch_device)
+                rows = decode_rows(config, models, modalities, drawn, torch_device)
                 if pending is not None:
                     pending.result()
                 pending = pool.submit(writer.append, split, rows)

@@ -1,12 +1,9 @@
-"""The mmgen HDF5 schema in one place: constants, validation, readers and a torch Dataset.
+"""The mmgen HDF5 schema in one place: layout, validation, readers, writer and a torch Dataset.
 
 One file holds one multi-modal dataset (MNIST-E, its mixed twin MNIST-ME, or a naive pairing of
 real images). Layout (``docs/format.md`` documents every field):
 
-    /                       attrs: format="mmgen", schema_version, mmgen_version, kind,
-                                   modalities (JSON list), sources (JSON), num_classes,
-                                   class_names (JSON), latent_dim (0 when has_latent is false),
-                                   has_latent, seed, config (JSON)
+    /                       root attributes: the typed header (mmgen.header.DatasetHeader)
     /<split>/               split ∈ {"train", "test"}; attrs: size
     /<split>/images/<m>     (N, 28, 28) uint8 grey levels ×255 (or float32 in [0, 1])
     /<split>/labels         (N,) int64 class of every tuple
@@ -16,14 +13,15 @@ real images). Layout (``docs/format.md`` documents every field):
                              tuple permutation[i] of the entangled source file
     /<split>/source_index/<m> (N,) int64, naive files only: row of the source split used
 
-Mixed files add the root attribute ``parent`` (JSON): the entangled file they came from.
-Writing goes through :func:`create_dataset` (atomic, never overwrites unasked, whole
-compressed chunks only, no timestamps: the same rows give the same bytes).
+Writing goes through :func:`create_dataset` (atomic, never replaces unasked, whole compressed
+chunks only, no timestamps: the same rows give the same bytes). Reading goes through
+:func:`open_dataset`, which checks the header and the layout first.
 """
 
 from __future__ import annotations
 
-import json
+import errno
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,12 +35,35 @@ from torch.utils.data import Dataset
 
 from mmgen.atomic import atomic_path
 from mmgen.errors import UsageError
+from mmgen.header import (
+    FORMAT,
+    KINDS,
+    SCHEMA_VERSION,
+    DatasetHeader,
+    decode_attrs,
+    encode_attrs,
+    header_from_attrs,
+)
 
-FORMAT = "mmgen"
-SCHEMA_VERSION = 1
+__all__ = [
+    "FORMAT",
+    "KINDS",
+    "SCHEMA_VERSION",
+    "SPLITS",
+    "DatasetHeader",
+    "MultimodalDataset",
+    "SplitData",
+    "create_dataset",
+    "decode_attrs",
+    "encode_attrs",
+    "header_from_attrs",
+    "open_dataset",
+    "read_attrs",
+    "read_header",
+    "read_split",
+]
+
 SPLITS = ("train", "test")
-KINDS = ("entangled", "mixed", "naive")
-JSON_ATTRS = ("modalities", "sources", "class_names", "config", "parent")
 
 
 @dataclass(frozen=True)
@@ -69,11 +90,12 @@ def to_unit_float(images: np.ndarray) -> np.ndarray:
 
 
 def open_dataset(path: Path | str) -> h5py.File:
-    """Open an mmgen file for reading, with a one-line error when it is not one.
+    """Open an mmgen file for reading, after checking its header and layout.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not HDF5, not written by mmgen, or of a newer schema.
+        UsageError: the file is not HDF5, not written by mmgen, of an unknown schema, lacks a
+            root attribute, a split or a dataset (one line naming the file and what is wrong).
     """
     path = Path(path)
     if not path.is_file():
@@ -84,48 +106,80 @@ def open_dataset(path: Path | str) -> h5py.File:
         handle = h5py.File(path, "r")
     except OSError:
         raise UsageError(f"{path} is not an HDF5 file (expected one from mmgen generate)") from None
-    if handle.attrs.get("format") != FORMAT:
+    try:
+        check_layout(handle, header_from_attrs(handle.attrs, path), path)
+    except BaseException:
         handle.close()
-        raise UsageError(
-            f"{path} is an HDF5 file but not an mmgen dataset (no format='mmgen' attribute); "
-            "make one with mmgen generate or mmgen shuffle"
-        )
-    version = int(handle.attrs.get("schema_version", -1))
-    if version > SCHEMA_VERSION:
-        handle.close()
-        raise UsageError(
-            f"{path} uses schema version {version}, newer than this mmgen reads "
-            f"({SCHEMA_VERSION}); upgrade mmgen"
-        )
+        raise
     return handle
 
 
+def read_header(path: Path | str) -> DatasetHeader:
+    """The validated header of an mmgen file (see :class:`mmgen.header.DatasetHeader`)."""
+    with open_dataset(path) as handle:
+        return header_from_attrs(handle.attrs, path)
+
+
 def read_attrs(path: Path | str) -> dict[str, Any]:
-    """Root attributes of an mmgen file, with the JSON-encoded ones decoded."""
+    """Root attributes of a checked mmgen file as plain values (JSON ones decoded)."""
     with open_dataset(path) as handle:
         return decode_attrs(handle.attrs)
 
 
-def decode_attrs(attrs: h5py.AttributeManager) -> dict[str, Any]:
-    """Turn h5py root attributes into plain Python values (JSON fields decoded)."""
-    result: dict[str, Any] = {}
-    for key, value in attrs.items():
-        if isinstance(value, bytes):
-            value = value.decode()
-        if key in JSON_ATTRS:
-            value = json.loads(value)
-        elif isinstance(value, np.generic):
-            value = value.item()
-        result[key] = value
-    return result
+def expected_paths(header: DatasetHeader) -> list[str]:
+    """The datasets every split of a file with ``header`` holds."""
+    paths = [f"images/{m}" for m in header.modalities] + ["labels"]
+    if header.has_latent:
+        paths += ["z", "code_index"]
+    return paths
 
 
-def encode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Plain values → values h5py stores (JSON fields encoded as strings)."""
-    return {
-        key: json.dumps(value, sort_keys=True) if key in JSON_ATTRS else value
-        for key, value in attrs.items()
-    }
+def check_layout(handle: h5py.File, header: DatasetHeader, path: Path | str) -> None:
+    """Raise ``UsageError`` unless both splits hold every dataset, all of one length."""
+    for split in SPLITS:
+        group = handle.get(split)
+        if not isinstance(group, h5py.Group):
+            raise UsageError(
+                f"{path} has no {split!r} split (it has {sorted(handle)}); the file is damaged "
+                "or incomplete: regenerate it"
+            )
+        missing = [p for p in expected_paths(header) if not isinstance(group.get(p), h5py.Dataset)]
+        if missing:
+            raise UsageError(
+                f"{path}: the {split} split lacks {', '.join(missing)}; the file is damaged or "
+                "incomplete: regenerate it"
+            )
+        lengths = {p: group[p].shape[0] if group[p].shape else 0 for p in expected_paths(header)}
+        if len(set(lengths.values())) != 1 or not lengths["labels"]:
+            raise UsageError(f"{path}: the {split} split's datasets differ in length {lengths}")
+
+
+def read_rows(dataset: h5py.Dataset, selection: Any, path: Path | str) -> np.ndarray:
+    """``dataset[selection]``, with a one-line error naming the file when it cannot be read."""
+    try:
+        return dataset[selection]
+    except OSError as error:
+        raise UsageError(
+            f"{path}: cannot read {dataset.name} ({str(error).splitlines()[0]}); the file is "
+            "damaged: regenerate it"
+        ) from None
+
+
+def verify_readable(handle: h5py.File, path: Path | str) -> None:
+    """Read every dataset of both splits once, chunk by chunk: damage is an error here."""
+    for split in SPLITS:
+        group = handle[split]
+        for name in _dataset_paths(group):
+            dataset = group[name]
+            step = dataset.chunks[0] if dataset.chunks else len(dataset)
+            for start in range(0, len(dataset), max(step, 1)):
+                read_rows(dataset, slice(start, start + step), path)
+
+
+def _dataset_paths(group: h5py.Group) -> list[str]:
+    names: list[str] = []
+    group.visit(lambda name: names.append(name) if isinstance(group[name], h5py.Dataset) else None)
+    return names
 
 
 def read_split(path: Path | str, split: str, limit: int | None = None) -> SplitData:
@@ -139,14 +193,13 @@ def read_split(path: Path | str, split: str, limit: int | None = None) -> SplitD
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     with open_dataset(path) as handle:
-        if split not in handle:
-            raise UsageError(f"{path} has no {split!r} split (it has {sorted(handle)})")
+        header = header_from_attrs(handle.attrs, path)
         group = handle[split]
         stop = len(group["labels"]) if limit is None else min(limit, len(group["labels"]))
-        modalities = json.loads(handle.attrs["modalities"])
-        images = {m: group["images"][m][:stop] for m in modalities}
-        labels = group["labels"][:stop].astype(np.int64)
-        z = group["z"][:stop] if "z" in group else None
+        rows = slice(0, stop)
+        images = {m: read_rows(group["images"][m], rows, path) for m in header.modalities}
+        labels = read_rows(group["labels"], rows, path).astype(np.int64)
+        z = read_rows(group["z"], rows, path) if header.has_latent else None
     return SplitData(images=images, labels=labels, z=z)
 
 
@@ -183,9 +236,6 @@ class MultimodalDataset(Dataset):
 
 IMAGE_SHAPE = (28, 28)
 IMAGE_DTYPES: dict[str, np.dtype] = {"uint8": np.dtype(np.uint8), "float32": np.dtype(np.float32)}
-# Names used by the layout itself; a modality may not take them (``images/<m>`` is unambiguous,
-# but readers that flatten a tuple into one dict would collide).
-RESERVED_NAMES = ("images", "labels", "z", "code_index", "permutation", "source_index")
 CHUNK_ROWS = 1024  # rows per HDF5 chunk of every dataset (800 KB of uint8 images)
 # gzip rather than lzf: every HDF5 tool (h5dump, HDFView, netCDF, MATLAB) reads it without a
 # plugin, and at level 4 it costs a few percent of one core at generation speed
@@ -204,7 +254,10 @@ class Field:
 
 
 def standard_fields(
-    modalities: list[str], image_dtype: str, latent_dim: int, extra: tuple[Field, ...] = ()
+    modalities: list[str] | tuple[str, ...],
+    image_dtype: str,
+    latent_dim: int,
+    extra: tuple[Field, ...] = (),
 ) -> tuple[Field, ...]:
     """The datasets every split holds: images per modality, labels, and z/code_index if any."""
     if image_dtype not in IMAGE_DTYPES:
@@ -217,46 +270,14 @@ def standard_fields(
     return (*fields, *extra)
 
 
-def modality_names(source_names: list[str]) -> list[str]:
-    """Modality names from source names: HDF5-safe, unique (``mnist``, ``mnist-2``, ...).
-
-    ``idx:PATH`` sources are named after their folder. Characters other than letters, digits,
-    ``-``, ``_`` and ``.`` become ``-``.
+def check_output(path: Path | str, overwrite: bool) -> None:
+    """Check before any work that ``path`` can be written: a one-line error otherwise.
 
     Raises:
-        ValueError: a name is empty or reserved by the layout (see ``RESERVED_NAMES``).
+        IsADirectoryError: ``path`` is a folder.
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
+        PermissionError: its folder (or the nearest existing parent) is read-only.
     """
-    names: list[str] = []
-    for source in source_names:
-        base = source.removeprefix("idx:").rstrip("/").rsplit("/", 1)[-1]
-        base = "".join(c if c.isalnum() or c in "-_." else "-" for c in base).strip(".")
-        if not base or base in RESERVED_NAMES:
-            raise UsageError(
-                f"source {source!r} gives the modality name {base!r}, which is empty or reserved "
-                f"({', '.join(RESERVED_NAMES)}); name the modalities explicitly (--modality NAME)"
-            )
-        name, copy = base, 1
-        while name in names:
-            copy += 1
-            name = f"{base}-{copy}"
-        names.append(name)
-    return names
-
-
-def check_modality_names(names: list[str]) -> None:
-    """Raise ``ValueError`` unless ``names`` are unique, non-empty, HDF5-safe and not reserved."""
-    for name in names:
-        if not name or "/" in name or name in (".", "..") or name in RESERVED_NAMES:
-            raise UsageError(
-                f"invalid modality name {name!r}: it must be non-empty, contain no '/' and not "
-                f"be one of {', '.join(RESERVED_NAMES)}"
-            )
-    if len(set(names)) != len(names):
-        raise UsageError(f"modality names must be unique, got {names}")
-
-
-def check_output(path: Path | str, overwrite: bool) -> None:
-    """Refuse to replace an existing output unless ``overwrite`` (a one-line error otherwise)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(
@@ -266,6 +287,37 @@ def check_output(path: Path | str, overwrite: bool) -> None:
         raise FileExistsError(
             f"{path} already exists; pass --overwrite to replace it or choose another --out"
         )
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(
+            f"cannot write --out {path}: {folder} is read-only or not writable by this user"
+        )
+
+
+def _checked_cast(array: np.ndarray, field: Field) -> np.ndarray:
+    """``array`` as ``field.dtype``, refusing casts that would change values silently.
+
+    Floats never become integers (float images stored as uint8 would be truncated to 0 and 1:
+    convert them with round(255·x) first); integers must fit the target's range.
+    """
+    array = np.asarray(array)
+    source, target = array.dtype, field.dtype
+    if source == target:
+        return array
+    if target.kind in "iu" and source.kind in "iub":
+        if source.kind == "b" or np.can_cast(source, target) or array.size == 0:
+            return array.astype(target)
+        bounds = np.iinfo(target)
+        if bounds.min <= array.min() and array.max() <= bounds.max:
+            return array.astype(target)
+    elif target.kind == "f" and source.kind in "fiub":
+        return array.astype(target)
+    raise UsageError(
+        f"{field.path}: refusing to store {source} values as {target} (values would change); "
+        "convert them first (uint8 images are round(255·x) of x in [0, 1])"
+    )
 
 
 class SplitWriter:
@@ -275,9 +327,12 @@ class SplitWriter:
     batch their appends, and every chunk is compressed exactly once.
     """
 
-    def __init__(self, group: h5py.Group, fields: tuple[Field, ...], size: int) -> None:
+    def __init__(
+        self, group: h5py.Group, fields: tuple[Field, ...], size: int, sink: GuardedFile
+    ) -> None:
         self.size = size
         self.written = 0
+        self.sink = sink
         self.fields = {field.path: field for field in fields}
         self.datasets: dict[str, h5py.Dataset] = {}
         self.pending: dict[str, list[np.ndarray]] = {path: [] for path in self.fields}
@@ -313,7 +368,7 @@ class SplitWriter:
             field = self.fields[path]
             if array.shape[1:] != field.row_shape:
                 raise UsageError(f"{path}: rows of shape {array.shape[1:]}, expected {field}")
-            self.pending[path].append(np.asarray(array, dtype=field.dtype))
+            self.pending[path].append(_checked_cast(array, field))
         self.pending_rows += count
         chunk = min(CHUNK_ROWS, self.size)
         if self.pending_rows >= chunk:
@@ -334,32 +389,33 @@ class SplitWriter:
             self.pending[path] = [data[count:]] if count < len(data) else []
         self.written += count
         self.pending_rows -= count
+        self.sink.raise_error()  # stop at the first failed write, not after all the work
 
 
 class DatasetWriter:
-    """An mmgen file being written: root attributes plus one :class:`SplitWriter` per split."""
+    """An mmgen file being written: the header plus one :class:`SplitWriter` per split."""
 
     def __init__(
         self,
         handle: h5py.File,
-        attrs: dict[str, Any],
+        header: DatasetHeader,
         sizes: dict[str, int],
         fields: tuple[Field, ...] | dict[str, tuple[Field, ...]],
+        sink: GuardedFile,
     ) -> None:
-        missing = sorted(set(REQUIRED_ATTRS) - set(attrs))
-        if missing:
-            raise UsageError(f"root attributes {missing} are missing")
-        header = {"format": FORMAT, "schema_version": SCHEMA_VERSION}
-        for key, value in encode_attrs({**header, **attrs}).items():
-            handle.attrs[key] = value
+        if set(sizes) != set(SPLITS):
+            raise UsageError(f"a dataset has the splits {list(SPLITS)}, got {sorted(sizes)}")
+        header.write(handle)
         self.splits: dict[str, SplitWriter] = {}
-        for split, size in sizes.items():
-            if split not in SPLITS:
-                raise UsageError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+        for split in SPLITS:
             group = handle.create_group(split)
-            group.attrs["size"] = size
+            group.attrs["size"] = sizes[split]
             split_fields = fields[split] if isinstance(fields, dict) else fields
-            self.splits[split] = SplitWriter(group, split_fields, size)
+            paths = {f.path for f in split_fields}
+            missing = [p for p in expected_paths(header) if p not in paths]
+            if missing:
+                raise UsageError(f"the fields of split {split} lack {missing} (see the header)")
+            self.splits[split] = SplitWriter(group, split_fields, sizes[split], sink)
 
     def append(self, split: str, rows: dict[str, np.ndarray]) -> None:
         """Append rows to ``split`` (see :meth:`SplitWriter.append`)."""
@@ -370,48 +426,108 @@ class DatasetWriter:
             writer.close()
 
 
-REQUIRED_ATTRS = (
-    "mmgen_version",
-    "kind",
-    "modalities",
-    "sources",
-    "num_classes",
-    "class_names",
-    "latent_dim",
-    "has_latent",
-    "seed",
-    "config",
-)
+class GuardedFile:
+    """The file object HDF5 writes through: a failed write is recorded, never shown to HDF5.
+
+    Why: with h5py 3.16 / HDF5 2.0, once a write of a file fails (a full disk: ENOSPC), closing
+    the file fails too and releasing the h5py objects afterwards crashes the process with a
+    segmentation fault, so the user saw exit 139 instead of an error. Through this object
+    HDF5 always sees success; the first ``OSError`` is kept, later writes are dropped (the file
+    is discarded anyway), and :meth:`raise_error` raises it once HDF5 is out of the way. HDF5
+    does not read back what it writes into a new file, so dropped writes are never read.
+    """
+
+    def __init__(self, path: Path, target: Path) -> None:
+        self.raw = open(path, "r+b", buffering=0)  # noqa: SIM115 - closed by close()
+        self.target = target  # the final path, for the error message
+        self.error: OSError | None = None
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        return self.raw.readinto(buffer)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.raw.read(size)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):
+                    done += self.raw.write(view[done:])
+                return len(view)
+            except OSError as error:
+                self.error = error
+        self.raw.seek(len(view), os.SEEK_CUR)
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return self.raw.truncate(size)
+            except OSError as error:
+                self.error = error
+        return self.raw.tell() if size is None else size
+
+    def flush(self) -> None:
+        """Nothing is buffered here (an unbuffered raw file)."""
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def raise_error(self) -> None:
+        """Raise the first failed write as a one-line ``OSError`` naming the output."""
+        if self.error is not None:
+            code = self.error.errno or errno.EIO
+            raise OSError(
+                code,
+                f"could not write {self.target}: {os.strerror(code)}; nothing was written "
+                "(free some space or choose another --out)",
+            )
 
 
 @contextmanager
 def create_dataset(
     path: Path | str,
-    attrs: dict[str, Any],
+    header: DatasetHeader,
     sizes: dict[str, int],
     fields: tuple[Field, ...] | dict[str, tuple[Field, ...]],
     overwrite: bool = False,
 ) -> Iterator[DatasetWriter]:
     """Write an mmgen file that appears at ``path`` only once complete.
 
-    The file is written to a temporary sibling and renamed when the block ends without error;
-    on any error the temporary is removed and an existing ``path`` is left untouched.
+    The file is written to a temporary sibling and moved onto ``path`` when the block ends
+    without error; on any error the temporary is removed and an existing ``path`` is left
+    untouched. Without ``overwrite`` the final move fails if ``path`` appeared meanwhile (two
+    runs writing one output: one fails instead of both reporting success).
 
     Args:
         path: the output file.
-        attrs: root attributes (``REQUIRED_ATTRS``; JSON ones as plain values).
+        header: the root attributes (validated when built).
         sizes: rows per split, e.g. ``{"train": 60000, "test": 10000}``.
         fields: the datasets of every split (:func:`standard_fields`), or a dict per split.
         overwrite: replace an existing ``path``; otherwise that is a ``FileExistsError``.
 
     Example:
-        >>> with create_dataset("out.h5", attrs, {"train": 10}, fields) as writer:
-        ...     writer.append("train", {"images/mnist": images, "labels": labels})
+        >>> with create_dataset("out.h5", header, {"train": 10, "test": 5}, fields) as writer:
+        ...     writer.append("train", {"images/mnist": images, "labels": labels, ...})
     """
     check_output(path, overwrite)
     if any(size <= 0 for size in sizes.values()):
         raise UsageError(f"every split needs at least one tuple, got sizes {sizes}")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
-        writer = DatasetWriter(handle, attrs, sizes, fields)
-        yield writer
-        writer.close()
+    with atomic_path(path, replace=overwrite) as tmp:
+        sink = GuardedFile(tmp, Path(path))
+        try:
+            with h5py.File(sink, "w") as handle:
+                writer = DatasetWriter(handle, header, sizes, fields, sink)
+                yield writer
+                writer.close()
+        finally:
+            sink.close()
+        sink.raise_error()

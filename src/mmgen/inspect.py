@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from mmgen import h5io, plots
-from mmgen.checkpoint import load_cvae
+from mmgen.checkpoint import CVAECheckpoint, load_cvae
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
+from mmgen.header import DatasetHeader
 
 log = logging.getLogger(__name__)
 
@@ -30,58 +31,53 @@ class DatasetSummary:
     """The facts ``mmgen inspect`` prints about a file."""
 
     path: Path
-    kind: str  # entangled | mixed | naive
-    modalities: list[str]
-    sources: dict[str, str]  # modality → source name
+    header: DatasetHeader  # the validated root attributes
     sizes: dict[str, int]  # split → tuples
     class_counts: dict[str, list[int]]  # split → tuples per class
-    num_classes: int
-    latent_dim: int  # 0 without true codes
     image_dtype: str
-    seed: int
-    attrs: dict[str, Any]  # every root attribute, JSON ones decoded
 
     def format(self) -> str:
         """A few human-readable lines."""
+        header = self.header
+        sources = ", ".join(f"{m} (source {header.sources[m].name})" for m in header.modalities)
         lines = [
-            f"{self.path}: {self.kind} dataset, schema {self.attrs.get('schema_version')}, "
-            f"written by mmgen {self.attrs.get('mmgen_version')}",
-            "modalities: " + ", ".join(f"{m} (source {self.sources[m]})" for m in self.modalities),
-            f"classes: {self.num_classes}; latent size: "
-            + (str(self.latent_dim) if self.latent_dim else "none (no true code stored)"),
-            f"images: {self.image_dtype}; seed: {self.seed}",
+            f"{self.path}: {header.kind} dataset, schema {header.schema_version}, "
+            f"written by mmgen {header.mmgen_version}",
+            "modalities: " + sources,
+            f"classes: {header.num_classes}; latent size: "
+            + (str(header.latent_dim) if header.has_latent else "none (no true code stored)"),
+            f"images: {self.image_dtype}; seed: {header.seed}",
         ]
         for split, size in self.sizes.items():
             counts = self.class_counts[split]
             lines.append(f"{split}: {size} tuples, per class {min(counts)}..{max(counts)}")
-        config = self.attrs.get("config", {})
+        config = header.config
         lines.append("config: " + ", ".join(f"{k}={v}" for k, v in sorted(config.items())))
         return "\n".join(lines)
 
 
 def summarize(path: Path | str) -> DatasetSummary:
-    """Read what a file holds without loading its images."""
+    """Read what a file holds, checking that every dataset of both splits can be read.
+
+    Raises:
+        UsageError: the file is not a complete mmgen file, or a dataset is damaged.
+    """
     with h5io.open_dataset(path) as handle:
-        attrs = h5io.decode_attrs(handle.attrs)
-        splits = [s for s in h5io.SPLITS if s in handle]
-        sizes = {s: len(handle[s]["labels"]) for s in splits}
-        counts = {
-            s: np.bincount(handle[s]["labels"][:], minlength=attrs["num_classes"]).tolist()
-            for s in splits
-        }
-        image_dtype = handle[splits[0]]["images"][attrs["modalities"][0]].dtype.name
+        header = h5io.header_from_attrs(handle.attrs, path)
+        h5io.verify_readable(handle, path)
+        sizes = {s: len(handle[s]["labels"]) for s in h5io.SPLITS}
+        counts = {}
+        for split in h5io.SPLITS:
+            labels = handle[split]["labels"][:]
+            if labels.min() < 0 or labels.max() >= header.num_classes:
+                raise UsageError(
+                    f"{path}: the {split} labels lie in {labels.min()}..{labels.max()}, "
+                    f"outside the file's classes 0..{header.num_classes - 1}"
+                )
+            counts[split] = np.bincount(labels, minlength=header.num_classes).tolist()
+        image_dtype = handle["train"]["images"][header.modalities[0]].dtype.name
     return DatasetSummary(
-        path=Path(path),
-        kind=attrs["kind"],
-        modalities=attrs["modalities"],
-        sources={m: str(s.get("name")) for m, s in attrs["sources"].items()},
-        sizes=sizes,
-        class_counts=counts,
-        num_classes=attrs["num_classes"],
-        latent_dim=attrs["latent_dim"],
-        image_dtype=image_dtype,
-        seed=attrs["seed"],
-        attrs=attrs,
+        path=Path(path), header=header, sizes=sizes, class_counts=counts, image_dtype=image_dtype
     )
 
 
@@ -127,17 +123,17 @@ def draw_dataset(
         raise UsageError(
             f"need --per-class > 0 and a sweep of at least 2 steps, got {per_class}, {sweep_steps}"
         )
+    if split not in h5io.SPLITS:
+        raise UsageError(f"unknown --split {split!r}; choose one of {', '.join(h5io.SPLITS)}")
     with h5io.open_dataset(path) as handle:
-        attrs = h5io.decode_attrs(handle.attrs)
-        if split not in handle:
-            raise UsageError(f"{path} has no {split!r} split; choose one of {sorted(handle)}")
-        modalities, num_classes = attrs["modalities"], attrs["num_classes"]
+        header = h5io.header_from_attrs(handle.attrs, path)
+        modalities, num_classes = list(header.modalities), header.num_classes
         if not 0 <= sweep_class < num_classes:
             raise UsageError(
                 f"--sweep-class {sweep_class} is not a class of {path}; choose 0..{num_classes - 1}"
             )
-        labels = handle[split]["labels"][:]
-        names = attrs.get("class_names") or [str(k) for k in range(num_classes)]
+        labels = h5io.read_rows(handle[split]["labels"], slice(None), path)
+        names = header.class_names
         class_rows, class_labels = [], []
         for label in range(num_classes):
             index = np.flatnonzero(labels == label)[:per_class]
@@ -149,7 +145,7 @@ def draw_dataset(
         sweep_rows, sweep_title = None, ""
         if cvae_folders:
             sweep_rows, sweep_title = _decoded_sweep(
-                attrs, cvae_folders, sweep_class, sweep_steps, device
+                header, cvae_folders, sweep_class, sweep_steps, device
             )
         elif "z" in handle[split]:
             index = np.flatnonzero(labels == sweep_class)
@@ -159,9 +155,9 @@ def draw_dataset(
                 picks = ranked[np.linspace(0, len(ranked) - 1, sweep_steps).round().astype(int)]
                 images = _read_rows(handle, split, modalities, picks)  # (S, M, 28, 28)
                 sweep_rows = [images[:, m] for m in range(len(modalities))]
-                kept = "" if attrs["kind"] == "entangled" else " (z of the unpermuted modalities)"
+                kept = "" if header.kind == "entangled" else " (z of the unpermuted modalities)"
                 sweep_title = f"class {sweep_class}: stored {split} tuples sorted by z[0]{kept}"
-    title = f"{Path(path).name} ({attrs['kind']}), {split}: " + " | ".join(modalities)
+    title = f"{Path(path).name} ({header.kind}), {split}: " + " | ".join(modalities)
     plots.dataset_figure(
         class_rows,
         class_labels,
@@ -175,24 +171,60 @@ def draw_dataset(
 
 
 def _decoded_sweep(
-    attrs: dict[str, Any],
+    header: DatasetHeader,
     cvae_folders: list[Path | str],
     sweep_class: int,
     steps: int,
     device: str,
 ) -> tuple[list[np.ndarray], str]:
     """Decode codes ``(t, 0, ..., 0)``, t from -r to r, of one class with every CVAE."""
-    modalities = attrs["modalities"]
+    modalities = header.modalities
     if len(cvae_folders) != len(modalities):
         raise UsageError(
             f"{len(cvae_folders)} --cvae checkpoints for {len(modalities)} modalities "
             f"({', '.join(modalities)}); give one per modality, in that order"
         )
     checkpoints = [load_cvae(folder, resolve_device(device)) for folder in cvae_folders]
-    latent_dim = checkpoints[0].config.latent_dim
-    radius = float(attrs.get("config", {}).get("radius", 2.0))
-    z = torch.zeros(steps, latent_dim)
+    check_checkpoints(header, checkpoints)
+    radius = float(header.config.get("radius", 2.0))
+    z = torch.zeros(steps, header.latent_dim or checkpoints[0].config.latent_dim)
     z[:, 0] = torch.linspace(-radius, radius, steps)
     labels = torch.full((steps,), sweep_class, dtype=torch.int64)
     rows = [c.decode(z, labels).squeeze(1).cpu().numpy() for c in checkpoints]
     return rows, f"class {sweep_class}: decoded along z[0] from {-radius:g} to {radius:g}"
+
+
+def check_checkpoints(header: DatasetHeader, checkpoints: list[CVAECheckpoint]) -> None:
+    """Raise ``UsageError`` unless the CVAEs fit the file: shapes, and the recorded weights.
+
+    Where the file records a checkpoint's SHA-256 (entangled and mixed files), the CVAE given
+    for modality m must be exactly the one that decoded m; a naive file records none, so any
+    CVAEs of the file's latent size and class count can draw its sweep.
+    """
+    expected_latent = header.latent_dim or checkpoints[0].config.latent_dim
+    for attribute, expected in (
+        ("latent_dim", expected_latent),
+        ("num_classes", header.num_classes),
+    ):
+        values = {str(c.path): getattr(c.config, attribute) for c in checkpoints}
+        if any(value != expected for value in values.values()):
+            listing = ", ".join(f"{path} has {value}" for path, value in values.items())
+            raise UsageError(
+                f"the --cvae checkpoints do not fit the file's {attribute} {expected}: {listing}"
+            )
+    recorded = {m: header.sources[m].checkpoint_sha256 for m in header.modalities}
+    for modality, checkpoint in zip(header.modalities, checkpoints, strict=True):
+        expected = recorded[modality]
+        if not expected or checkpoint.sha256 == expected:
+            continue
+        owner = [m for m, sha in recorded.items() if sha == checkpoint.sha256]
+        hint = (
+            f"it decoded modality {owner[0]!r}: give the --cvae options in the order "
+            f"{', '.join(header.modalities)}"
+            if owner
+            else f"the file was made with {header.sources[modality].checkpoint or 'another'}"
+        )
+        raise UsageError(
+            f"--cvae {checkpoint.path} is not the CVAE that decoded modality {modality!r} "
+            f"(SHA-256 of its weights differs from the file's record); {hint}"
+        )

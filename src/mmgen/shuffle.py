@@ -16,6 +16,7 @@ Both are seeded with NumPy generators keyed by ``(seed, split, ...)`` (METHOD.md
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from mmgen import __version__, h5io
+from mmgen import __version__, h5io, names, rng
 from mmgen.checkpoint import file_sha256
 from mmgen.config import require_positive, to_dict
+from mmgen.device import environment
 from mmgen.errors import UsageError
+from mmgen.header import SCHEMA_VERSION, DatasetHeader, ModalitySource, absolute, check_seed
 from mmgen.sources import SourceData, get_source, load_split
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,9 @@ class MixConfig:
 
     modality: str = ""  # the modality permuted within each class; "" means the last one
     seed: int = 0  # keys the permutation of (split, class)
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class PairConfig:
             )
         if self.limit is not None:
             require_positive("limit (--limit)", self.limit)
+        check_seed(self.seed)
         for spec in self.sources:
             get_source(spec)  # an unknown name fails here, before any file is searched
 
@@ -104,50 +111,42 @@ def mix_modality(
         FileExistsError: ``out`` exists and ``overwrite`` is false.
     """
     config = config or MixConfig()
-    h5io.check_output(out, overwrite)
     if Path(source).resolve() == Path(out).resolve():
         raise UsageError(f"--out {out} is the input file; write the mixed file elsewhere")
+    h5io.check_output(out, overwrite)
     with h5io.open_dataset(source) as handle:
-        attrs = h5io.decode_attrs(handle.attrs)
-        if attrs["kind"] != "entangled":
+        parent = h5io.header_from_attrs(handle.attrs, source)
+        if parent.kind != "entangled":
             raise UsageError(
-                f"{source} is a {attrs['kind']} file; mmgen shuffle permutes an entangled file "
+                f"{source} is a {parent.kind} file; mmgen shuffle permutes an entangled file "
                 "from mmgen generate"
             )
-        modalities = attrs["modalities"]
+        modalities = parent.modalities
         modality = config.modality or modalities[-1]
         if modality not in modalities:
             raise UsageError(
                 f"unknown --modality {modality!r}; {source} has {', '.join(modalities)}"
             )
         config = MixConfig(modality=modality, seed=config.seed)
-        splits = [split for split in h5io.SPLITS if split in handle]
+        splits = list(h5io.SPLITS)
         image_dtype = handle[splits[0]]["images"][modalities[0]].dtype.name
         extra = (h5io.Field(f"permutation/{modality}", np.dtype(np.int64)),)
-        fields = h5io.standard_fields(modalities, image_dtype, attrs["latent_dim"], extra)
-        parent = {
-            key: attrs[key] for key in ("kind", "seed", "config", "mmgen_version") if key in attrs
-        }
-        parent.update(path=str(source), sha256=file_sha256(source))
-        new_attrs = {
-            **{k: v for k, v in attrs.items() if k not in ("format", "schema_version")},
-            "mmgen_version": __version__,
-            "kind": "mixed",
-            "seed": config.seed,
-            "config": to_dict(config),
-            "parent": parent,
-        }
+        fields = h5io.standard_fields(modalities, image_dtype, parent.latent_dim, extra)
+        header = mixed_header(parent, config, source)
         sizes = {split: len(handle[split]["labels"]) for split in splits}
-        with h5io.create_dataset(out, new_attrs, sizes, fields, overwrite) as writer:
+        with h5io.create_dataset(out, header, sizes, fields, overwrite) as writer:
             for split in splits:
                 group = handle[split]
-                rng = np.random.default_rng([config.seed, SPLIT_KEYS[split]])
-                permutation = class_permutation(group["labels"][:], rng)
-                permuted = group["images"][modality][:]  # the whole split's images of `modality`
+                permutation = class_permutation(
+                    h5io.read_rows(group["labels"], slice(None), source),
+                    rng.numpy_stream(config.seed, SPLIT_KEYS[split]),
+                )
+                # The whole split's images of `modality`.
+                permuted = h5io.read_rows(group["images"][modality], slice(None), source)
                 for start in range(0, sizes[split], COPY_ROWS):
                     stop = min(start + COPY_ROWS, sizes[split])
                     rows = {
-                        field.path: group[field.path][start:stop]
+                        field.path: h5io.read_rows(group[field.path], slice(start, stop), source)
                         for field in fields
                         if field.path not in (f"images/{modality}", f"permutation/{modality}")
                     }
@@ -158,6 +157,27 @@ def mix_modality(
                         on_progress(stop - start)
     log.info("wrote %s (modality %s permuted within classes)", out, modality)
     return Path(out)
+
+
+def mixed_header(parent: DatasetHeader, config: MixConfig, source: Path | str) -> DatasetHeader:
+    """The header of the mixed twin of ``parent``: its sources and classes, a new config."""
+    return dataclasses.replace(
+        parent,
+        kind="mixed",
+        seed=config.seed,
+        config=to_dict(config),
+        parent={
+            "path": absolute(source),
+            "sha256": file_sha256(source),
+            "kind": parent.kind,
+            "seed": parent.seed,
+            "config": dict(parent.config),
+            "mmgen_version": parent.mmgen_version,
+        },
+        environment=environment("cpu"),
+        mmgen_version=__version__,
+        schema_version=SCHEMA_VERSION,
+    )
 
 
 def pair_indices(
@@ -210,7 +230,7 @@ def pair_sources(
     """
     config = config or PairConfig()
     h5io.check_output(out, overwrite)
-    modalities = h5io.modality_names(list(config.sources))
+    modalities = names.derive_modality_names(list(config.sources))
     data: dict[str, list[SourceData]] = {
         split: [
             load_split(spec, split, data_dir=data_dir, download=download, limit=config.limit)
@@ -232,9 +252,7 @@ def pair_sources(
         pairs[split] = pair_indices(
             [d.labels for d in split_data],
             num_classes,
-            lambda source, label, key=key: np.random.default_rng(
-                [config.seed, key, source + 1, label]
-            ),
+            lambda source, label, key=key: rng.numpy_stream(config.seed, key, source + 1, label),
         )
         if len(pairs[split][0]) == 0:
             raise UsageError(
@@ -242,30 +260,29 @@ def pair_sources(
                 "pair sources with the same class set (or raise --limit)"
             )
     sources = {
-        name: {
-            "name": train.name,
-            "class_names": list(train.class_names),
-            "files": {**train.files, **test.files},
-            "root": train.root,
-        }
+        name: ModalitySource(
+            name=train.name,
+            class_names=tuple(train.class_names),
+            files={**train.files, **test.files},
+            root=absolute(train.root),
+        )
         for name, train, test in zip(modalities, data["train"], data["test"], strict=True)
     }
-    attrs = {
-        "mmgen_version": __version__,
-        "kind": "naive",
-        "modalities": modalities,
-        "sources": sources,
-        "num_classes": num_classes,
-        "class_names": list(data["train"][0].class_names),
-        "latent_dim": 0,
-        "has_latent": False,
-        "seed": config.seed,
-        "config": to_dict(config),
-    }
+    header = DatasetHeader(
+        kind="naive",
+        modalities=tuple(modalities),
+        sources=sources,
+        num_classes=num_classes,
+        class_names=tuple(data["train"][0].class_names),
+        latent_dim=0,
+        seed=config.seed,
+        config=to_dict(config),
+        environment=environment("cpu"),
+    )
     extra = tuple(h5io.Field(f"source_index/{m}", np.dtype(np.int64)) for m in modalities)
     fields = h5io.standard_fields(modalities, "uint8", 0, extra)
     sizes = {split: len(p[0]) for split, p in pairs.items()}
-    with h5io.create_dataset(out, attrs, sizes, fields, overwrite) as writer:
+    with h5io.create_dataset(out, header, sizes, fields, overwrite) as writer:
         for split, split_data in data.items():
             for start in range(0, sizes[split], COPY_ROWS):
                 stop = min(start + COPY_ROWS, sizes[split])

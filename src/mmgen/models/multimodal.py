@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from mmgen.config import require_positive
 from mmgen.errors import UsageError
+from mmgen.names import check_modality_names
 from mmgen.nn import ACTIVATIONS, GaussianHead, initialize, mlp
 from mmgen.objectives import (
     beta_elbo,
@@ -39,7 +40,6 @@ from mmgen.objectives import (
 
 IMAGE_SHAPE = (1, 28, 28)
 INPUT_DIM = 28 * 28  # D: pixels of one modality
-RESERVED_NAMES = ("labels", "z")  # batch keys that are not modalities
 Subset = tuple[str, ...]
 
 
@@ -95,18 +95,7 @@ class MultimodalConfig:
         modalities = tuple(self.modalities)
         if len(modalities) < 2:
             raise UsageError(f"a multi-modal VAE needs at least 2 modalities, got {modalities}")
-        if len(set(modalities)) != len(modalities):
-            raise UsageError(f"modality names must be distinct, got {modalities}")
-        for name in modalities:
-            if not isinstance(name, str) or not name or any(c in name for c in "+."):
-                raise UsageError(
-                    f"modality name {name!r} must be a non-empty string without '+' or '.'"
-                )
-            if name in RESERVED_NAMES:
-                raise UsageError(
-                    f"modality name {name!r} is reserved for batch entries {RESERVED_NAMES}; "
-                    "rename the modality"
-                )
+        check_modality_names(modalities)  # the same rule as dataset files (mmgen.names)
         require_positive("latent_dim", self.latent_dim)
         require_positive("fusion_width", self.fusion_width)
         for width in (*self.encoder_widths, *self.decoder_widths):
