@@ -1,8 +1,13 @@
 """``mmgen train-cvae`` as a library call: train one β-CVAE on one uni-modal source.
 
-Trains on the source's train split, evaluates on its test split after every epoch, and keeps a
-checkpoint folder up to date (``mmgen.checkpoint``) so that a run can be resumed. At the end it
-draws ``samples.png`` (a row per class) and ``latent.png`` (Korthals et al., Fig. 1 top right).
+Trains on the source's train split, evaluates on its test split after every epoch, and saves
+the model folder (``mmgen.checkpoint``, kind ``"cvae"``) after every epoch as one unit, so that a
+kill at any instant leaves a complete checkpoint to resume from. The last epoch's unit also holds
+``samples.png`` (a row per class), ``latent.png`` (Korthals et al., Fig. 1 top right) and
+``curves.png``. The folder is locked for the whole run: a second writer is refused at once.
+
+Resuming continues the saved run only: every setting but the number of epochs must be the saved
+one (``refuse_changes``), so that a resumed run gives the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
