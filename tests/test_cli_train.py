@@ -220,12 +220,19 @@ def wait_for_epoch_lines(process: subprocess.Popen, count: int = 1) -> list[floa
     return times
 
 
-def test_sigterm_ends_train_cvae_cleanly_and_says_how_to_resume(tmp_path, fake_data_root) -> None:
+def test_a_second_writer_fails_and_sigterm_ends_the_first_cleanly(tmp_path, fake_data_root) -> None:
+    """One running train-cvae: a second one into its folder is refused in one line; SIGTERM
+    then ends the first like Ctrl-C, leaves no temporary and says how to resume."""
     out = tmp_path / "c"
     process = cli(*train_args(out, fake_data_root, "--epochs", "50"))
-    assert wait_for_epoch_lines(process)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        assert wait_for_epoch_lines(process)
+        second = invoke(*train_args(out, fake_data_root, "--epochs", "1", "--quiet"))
+        assert_one_line_error(second, f"another process is writing {out}")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
     assert process.returncode == 130, stderr
     assert "Interrupted (SIGTERM)" in stderr and "--resume" in stderr, stderr
     assert "Traceback" not in stderr
@@ -271,15 +278,3 @@ def test_resume_after_kills_at_random_points_equals_an_uninterrupted_run(
     for name, value in resumed.model.state_dict().items():
         assert torch.equal(value, expected[name]), name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "killed", "straight"]
-
-
-def test_two_writers_into_one_folder_the_second_fails_in_one_line(tmp_path, fake_data_root) -> None:
-    out = tmp_path / "c"
-    first = cli(*train_args(out, fake_data_root, "--epochs", "50"))
-    try:
-        assert wait_for_epoch_lines(first)
-        second = invoke(*train_args(out, fake_data_root, "--epochs", "1", "--quiet"))
-        assert_one_line_error(second, f"another process is writing {out}")
-    finally:
-        first.kill()
-        first.communicate(timeout=60)
