@@ -158,6 +158,24 @@ def test_foreign_or_broken_folders_are_one_clear_error(
         load_cvae(folder)
 
 
+def test_a_config_that_does_not_fit_the_weights_is_one_clear_error(tmp_path: Path) -> None:
+    config = small_config("cvae")
+    save(tmp_path / "m", "cvae", model_kinds()["cvae"](config), config, {"source": {}})
+    record = json.loads((tmp_path / "m" / "model.json").read_text())
+    record["config"]["latent_dim"] = 5
+    (tmp_path / "m" / "model.json").write_text(json.dumps(record))
+    with pytest.raises(UsageError, match="config and weights disagree"):
+        load_cvae(tmp_path / "m")
+
+
+def test_a_record_without_weights_is_one_clear_error(tmp_path: Path) -> None:
+    config = small_config("classifier")
+    save(tmp_path / "c", "classifier", model_kinds()["classifier"](config), config, {})
+    (tmp_path / "c" / "weights.pt").unlink()
+    with pytest.raises(UsageError, match="model.json but no weights.pt"):
+        load(tmp_path / "c")
+
+
 def test_weights_of_another_program_are_refused(tmp_path: Path) -> None:
     torch.save({"net": {"w": torch.zeros(2)}}, tmp_path / "weights.pt")
     with pytest.raises(UsageError, match="not written by mmgen"):
