@@ -244,6 +244,8 @@ def read_folder(
                 f"{folder} holds an unknown model kind {record['kind']!r}; this mmgen knows "
                 f"{sorted(model_kinds())}"
             )
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise UsageError(f"{folder} has {MODEL_FILE} but no {WEIGHTS_FILE}; {hint}")
         state = read_weights(folder / WEIGHTS_FILE, what, hint)
         if "state_dict" not in state:
             raise UsageError(f"{folder / WEIGHTS_FILE} holds no state_dict; {hint}")
