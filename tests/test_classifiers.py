@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
+import legacy_folders
 from mmgen import classifiers
 from mmgen.classifiers import ClassifierConfig, load_or_train_classifier, train_classifier
 from mmgen.config import load_json
@@ -21,8 +24,10 @@ def test_trains_on_a_fake_source_then_loads_from_the_cache(
     assert not first.loaded
     assert first.test_accuracy > 0.8  # each fake class is an obvious block
     assert (first.path / classifiers.WEIGHTS_FILE).is_file()
-    info = load_json(first.path / classifiers.INFO_FILE)
-    assert info["test_accuracy"] == first.test_accuracy
+    record = load_json(first.path / "model.json")
+    assert record["kind"] == "classifier" and record["config"]["num_classes"] == 10
+    info = record["run"]
+    assert info["test_accuracy"] == first.test_accuracy and info["device"] == "cpu"
     assert set(info["files"]) == {
         "train-images-idx3-ubyte",
         "train-labels-idx1-ubyte",
@@ -71,6 +76,24 @@ def test_a_damaged_cache_entry_is_retrained(tmp_path, fake_data_root, caplog) ->
 def test_missing_source_files_raise_with_the_fix(tmp_path, isolated_data_env) -> None:
     with pytest.raises(FileNotFoundError, match="--data-dir"):
         load_or_train_classifier("mnist", tmp_path / "nothing", tmp_path / "cache", QUICK, "cpu")
+
+
+def test_a_first_format_cache_entry_still_loads(tmp_path, fake_data_root, monkeypatch) -> None:
+    cache = tmp_path / "cache"
+    first = load_or_train_classifier("mnist", fake_data_root, cache, QUICK, device="cpu")
+    # Rewrite the entry as the first releases wrote it: weights.pt with the config, info.json.
+    info = {key: value for key, value in first.info.items() if key != "environment"}
+    shutil.rmtree(first.path)
+    legacy_folders.write_classifier(first.path, first.model, 10, QUICK, info)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a first-format cache entry must load, not retrain")
+
+    monkeypatch.setattr(classifiers, "train_classifier", no_training)
+    again = load_or_train_classifier("mnist", fake_data_root, cache, QUICK, device="cpu")
+    assert again.loaded and again.test_accuracy == first.test_accuracy
+    images = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(again.classify(images), first.classify(images), rtol=0, atol=0)
 
 
 def test_config_rejects_bad_values() -> None:

@@ -1,57 +1,184 @@
 """Atomic outputs: a file or folder appears at its path only when it is complete.
 
-A temporary sibling ``.<name>.tmp-<host>-<pid>-XXXX`` is written and then moved onto the path.
-A run that is killed cannot remove its temporary, so every later run on the same path removes
-the temporaries of processes of this host that no longer exist.
+A file is written into a hidden temporary sibling ``.<name>.tmp-<pid>-<random>`` and renamed
+onto its path (one ``os.replace``, atomic on POSIX).
+
+A folder cannot be replaced by one rename when the old one is not empty, so it is swapped in
+two renames, under a lock (``.<name>.lock``) held by the writer:
+
+    1. write the new folder completely into ``.<name>.tmp-<pid>-<random>/`` and sync it;
+    2. rename the old folder to ``.<name>.old-<pid>-<random>/``;
+    3. rename the new folder onto ``<name>``;
+    4. remove the ``.old-`` folder.
+
+Invariant: at every instant, either ``<name>`` is a complete folder, or (a kill between steps 2
+and 3) ``<name>`` is missing and the ``.old-`` sibling is the complete previous folder.
+``recover`` restores that previous folder and removes every leftover temporary, so a kill at any
+instant leaves either the previous or the next complete folder; every later write of the path
+runs ``recover`` first. Temporaries carry the writer's process id, so that a file's leftovers
+are removed only once their writer is dead.
+
+``signals_as_interrupts`` turns SIGTERM and SIGHUP into ``KeyboardInterrupt`` so that the
+clean-up code above runs for them as it does for Ctrl-C (only SIGKILL cannot be caught; its
+leftovers are what ``recover`` is for).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
+import logging
 import os
 import re
+import secrets
 import shutil
-import socket
-import tempfile
+import signal
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from mmgen.errors import UsageError
 
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:16] or "host"
+log = logging.getLogger(__name__)
+
+# Locks this process holds, by lock path: (file descriptor, nesting depth). flock locks belong to
+# an open file, so a nested acquisition by the same process must reuse it instead of reopening.
+_HELD_LOCKS: dict[str, tuple[int, int]] = {}
 
 
-def _alive(pid: int) -> bool:
+def _sibling(path: Path, tag: str) -> Path:
+    """A fresh hidden sibling name ``.<name>.<tag>-<pid>-<random>``."""
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _leftovers(path: Path, tag: str) -> list[tuple[Path, int | None]]:
+    """Hidden ``tag`` siblings of ``path`` with their writer's pid (None: an older mmgen's)."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{tag}-(?:(\d+)-)?[0-9a-z_]+")
+    found = []
+    if not path.parent.is_dir():
+        return found
+    for entry in path.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match:
+            found.append((entry, int(match.group(1)) if match.group(1) else None))
+    return found
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether process ``pid`` runs (unknown writers count as alive: they may)."""
+    if pid is None:
+        return True
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's live process
+    except PermissionError:  # it exists, under another user
         return True
     return True
 
 
-def remove_stale_temporaries(path: Path | str) -> list[Path]:
-    """Remove the temporaries of ``path`` left by killed runs of this host; return them."""
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def recover(path: Path | str, locked: bool = False) -> None:
+    """Bring ``path`` back to a complete state after a killed writer; remove its leftovers.
+
+    Restores ``path`` from its ``.old-`` sibling when a kill landed between the two renames of a
+    folder swap, then removes temporaries whose writer is dead (every temporary when ``locked``:
+    the caller holds the path's lock, so no other writer can be at work).
+
+    Args:
+        path: the output path (file or folder).
+        locked: the caller holds ``folder_lock(path)``.
+    """
     path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp-{_host()}-(\d+)-")
-    removed = []
-    for candidate in path.parent.glob(f".{_glob_escape(path.name)}.tmp-*"):
-        match = pattern.match(candidate.name)
-        if match is None or _alive(int(match.group(1))):
-            continue
-        if candidate.is_dir():
-            shutil.rmtree(candidate, ignore_errors=True)
+    olds = sorted(
+        (entry for entry, pid in _leftovers(path, "old") if locked or not _alive(pid)),
+        key=lambda entry: entry.stat().st_mtime,
+    )
+    if olds and not path.exists():
+        newest = olds.pop()
+        # An older mmgen moved the folder *into* a fresh ``.old-`` folder.
+        nested = newest / path.name
+        os.replace(nested if nested.is_dir() else newest, path)
+        log.warning("recovered %s from an interrupted save", path)
+        _remove(newest)
+    for entry in olds:
+        _remove(entry)
+    for entry, pid in _leftovers(path, "tmp"):
+        if locked or not _alive(pid):
+            _remove(entry)
+
+
+def _sync_tree(folder: Path) -> None:
+    """Flush every file of ``folder`` and the folder itself to disk (so a crash keeps them)."""
+    for entry in folder.rglob("*"):
+        if entry.is_file():
+            with open(entry, "rb") as handle:
+                os.fsync(handle.fileno())
+    _sync_dir(folder)
+
+
+def _sync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _named(error: OSError, path: Path) -> OSError:
+    """The same OS error, naming the output ``path`` instead of a hidden temporary."""
+    return type(error)(error.errno, f"cannot write {path}: {error.strerror}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str, directory: bool = False, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; move it onto ``path`` when the block succeeds.
+
+    On any exception (Ctrl-C, SIGTERM and SIGHUP under ``signals_as_interrupts`` included) the
+    temporary is removed and ``path`` is left as it was. Leftovers of killed writers of ``path``
+    are removed first.
+
+    Args:
+        path: the final location.
+        directory: write a folder: it is swapped in as a whole under ``folder_lock(path)``
+            (see the module docstring for the invariant).
+        replace: replace an existing file at ``path``. When false the final step fails with
+            ``FileExistsError`` if ``path`` exists by then (a hard link, which never replaces),
+            so of two runs writing the same path one fails instead of both reporting success.
+
+    Raises:
+        OSError: the path is not writable; the message names ``path``, not the temporary.
+    """
+    path = Path(path)
+    if directory:
+        with atomic_folder(path) as tmp:
+            yield tmp
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        recover(path)
+        tmp = _sibling(path, "tmp")
+        tmp.touch(mode=0o644, exist_ok=False)
+    except OSError as error:
+        raise _named(error, path) from None
+    try:
+        yield tmp
+        if replace:
+            os.replace(tmp, path)
         else:
-            candidate.unlink(missing_ok=True)
-        removed.append(candidate)
-    return removed
-
-
-def _glob_escape(name: str) -> str:
-    """``name`` with glob's special characters taken literally."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
+            _publish_no_replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _publish_no_replace(tmp: Path, path: Path) -> None:
@@ -66,7 +193,7 @@ def _publish_no_replace(tmp: Path, path: Path) -> None:
     except OSError as error:
         if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
             raise
-        # File systems without hard links: the existence check and rename are not atomic.
+        # File systems without hard links: the existence check and the rename are not atomic.
         if path.exists():
             raise FileExistsError(f"{path} appeared while this run was writing it") from None
         os.rename(tmp, path)
@@ -74,48 +201,155 @@ def _publish_no_replace(tmp: Path, path: Path) -> None:
     tmp.unlink()
 
 
-@contextmanager
-def atomic_path(path: Path | str, directory: bool = False, replace: bool = True) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; move it onto ``path`` when the block succeeds.
+@contextlib.contextmanager
+def atomic_folder(path: Path | str) -> Iterator[Path]:
+    """Yield an empty temporary folder; swap it in as ``path`` when the block succeeds.
 
-    The temporary lives in the same folder, so the final move is atomic on POSIX. On any
-    exception the temporary is removed and ``path`` is left as it was.
-
-    Args:
-        path: the final location.
-        directory: create a temporary folder instead of reserving a file name.
-        replace: replace an existing ``path``. When false (files only) the final step fails
-            with ``FileExistsError`` if ``path`` exists by then, so of two runs writing the same
-            path one fails instead of both reporting success.
+    Holds ``folder_lock(path)`` (waiting for another writer) from the recovery of earlier
+    leftovers to the end of the swap.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    prefix = f".{path.name}.tmp-{_host()}-{os.getpid()}-"
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
-    try:
-        yield tmp
-        if directory and path.exists():
-            # os.replace cannot replace a non-empty folder: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            if not directory:
-                os.chmod(tmp, 0o644)
-            if replace or directory:
+    with folder_lock(path, wait=True):
+        recover(path, locked=True)
+        tmp = _sibling(path, "tmp")
+        try:
+            tmp.mkdir()
+        except OSError as error:
+            raise _named(error, path) from None
+        try:
+            yield tmp
+        except OSError as error:
+            recover(path, locked=True)
+            if str(tmp) in str(error.filename or ""):
+                raise _named(error, path) from None
+            raise
+        except BaseException:
+            recover(path, locked=True)
+            raise
+        try:
+            _sync_tree(tmp)
+            if path.exists():
+                old = _sibling(path, "old")
+                os.replace(path, old)
                 os.replace(tmp, path)
+                _sync_dir(path.parent)
+                shutil.rmtree(old, ignore_errors=True)
             else:
-                _publish_no_replace(tmp, path)
-    except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-        raise
+                os.replace(tmp, path)
+                _sync_dir(path.parent)
+        except OSError as error:
+            recover(path, locked=True)
+            raise _named(error, path) from None
+        except BaseException:
+            recover(path, locked=True)  # puts the previous folder back if it was moved aside
+            raise
+
+
+def lock_path(path: Path | str) -> Path:
+    """The lock file of output ``path``: a hidden sibling ``.<name>.lock``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextlib.contextmanager
+def folder_lock(path: Path | str, wait: bool = False) -> Iterator[None]:
+    """Hold the write lock of ``path`` for the block; re-entrant within one process.
+
+    The lock is an ``flock`` on ``.<name>.lock``, which the kernel releases when its holder
+    dies, even by SIGKILL; the file is removed on release. Creating it also tells, before any
+    work, whether the folder's parent is writable.
+
+    Args:
+        path: the folder to write.
+        wait: wait for another process's lock instead of failing.
+
+    Raises:
+        UsageError: another process holds the lock (and ``wait`` is false).
+        OSError: the lock cannot be created (parent missing or not writable); names ``path``.
+    """
+    path = Path(path)
+    lock = lock_path(path)
+    key = str(lock.absolute())
+    if key in _HELD_LOCKS:
+        fd, depth = _HELD_LOCKS[key]
+        _HELD_LOCKS[key] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            fd, depth = _HELD_LOCKS[key]
+            _HELD_LOCKS[key] = (fd, depth - 1)
+        return
+    fd = _acquire(lock, path, wait)
+    _HELD_LOCKS[key] = (fd, 1)
+    try:
+        yield
+    finally:
+        del _HELD_LOCKS[key]
+        # Unlink before unlocking: a waiter that opened this file re-checks its inode (_acquire).
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _acquire(lock: Path, path: Path, wait: bool) -> int:
+    """Open and ``flock`` ``lock``; retry when the file was replaced while waiting."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _named(error, path) from None
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise _named(error, path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UsageError(
+                    f"another process is writing {path} (it holds {lock}); wait for it to "
+                    "finish or choose another output folder"
+                ) from None
+            raise
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # the holder removed this file on release: lock the new one
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program was so that clean-up code runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """Raise ``Terminated`` (a ``KeyboardInterrupt``) on SIGTERM and SIGHUP inside the block.
+
+    For command-line entry points: temporaries are removed and locks released by the usual
+    ``except``/``finally`` code instead of being left behind by the default handlers, which end
+    the process at once. Does nothing outside the main thread (signals go to the main thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

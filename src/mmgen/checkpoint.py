@@ -1,33 +1,86 @@
-"""CVAE checkpoint folders: save, load, and decode ``(z, class) → images`` in one call.
+"""Model folders: one format, one ``save`` and one ``load`` for every model mmgen trains.
 
-A checkpoint folder holds:
+A model folder (format version 2; docs/format.md, "Model folders") holds:
 
-    config.json    model config, training config, source identity, mmgen version, epochs done
-    weights.pt     tensors and plain values only (``torch.load(weights_only=True)`` reads it):
-                   model and optimizer state, epoch, generator seed
-    history.json   per-epoch training and test losses
-    curves.png, samples.png, latent.png   figures (written by ``mmgen.plots``)
+    model.json    {"format": "mmgen-model", "format_version": 2, "kind": ..., "config": ...,
+                   "run": {what trained it, epochs done, device, mmgen and torch versions}}
+    weights.pt    {"state_dict": ..., "optimizer": ... (resumable runs only)}: tensors and plain
+                  values, so ``torch.load(weights_only=True)`` reads it
+    ...           files of the kind: the CVAE adds history.json, samples.png, latent.png,
+                  curves.png
+
+The kinds are ``"cvae"`` (Korthals et al., Table 2), the multi-modal VAEs of
+``mmgen.models.registry.MODELS`` and ``"classifier"``; ``model_kinds()`` maps each to the function
+that rebuilds it from its config. A folder is written as one unit (``mmgen.atomic``): a kill at
+any instant leaves the previous or the next complete folder, never a mix of the two.
+
+Folders of mmgen's first format (version 1: a per-kind ``config.json`` or ``info.json`` beside a
+``weights.pt`` holding the config) still load.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmgen import __version__
-from mmgen.atomic import atomic_path
+from mmgen.atomic import atomic_folder
 from mmgen.config import from_dict, load_json, save_json, to_dict
+from mmgen.device import environment
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig
 
-CONFIG_FILE = "config.json"
+FORMAT = "mmgen-model"
+FORMAT_VERSION = 2  # 1: the per-kind layouts of the first mmgen releases (still read)
+MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 HISTORY_FILE = "history.json"
+LEGACY_CONFIG_FILE = "config.json"  # version 1: CVAE and multi-modal VAE folders
+LEGACY_INFO_FILE = "info.json"  # version 1: classifier cache folders
+CVAE_HINT = "make one with mmgen train-cvae --out FOLDER"
+
+
+@functools.cache
+def model_kinds() -> dict[str, Callable[[dict[str, Any]], nn.Module]]:
+    """Every kind of model folder → the function that builds a fresh model from its config.
+
+    Imported on first use: the model modules themselves save through this module.
+    """
+    from mmgen.classifiers import classifier_from_config
+    from mmgen.models.registry import MODELS
+
+    kinds: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+        "cvae": lambda config: CVAE(from_dict(CVAEConfig, config)),
+        "classifier": classifier_from_config,
+    }
+    for name, (config_class, model_class) in MODELS.items():
+        kinds[name] = functools.partial(_build, config_class, model_class)
+    return kinds
+
+
+def _build(config_class: type, model_class: type[nn.Module], config: dict[str, Any]) -> nn.Module:
+    return model_class(from_dict(config_class, config))
+
+
+@dataclass
+class SavedModel:
+    """A model read back from its folder, with everything that identifies it."""
+
+    kind: str  # a key of model_kinds()
+    model: nn.Module  # in eval mode, on the device asked for
+    config: dict[str, Any]  # rebuilds the model through model_kinds()[kind]
+    run: dict[str, Any]  # the run record: what trained it, epochs done, device, versions
+    path: Path
+    sha256: str  # of weights.pt: names the exact weights (datasets record it)
+    optimizer: dict[str, Any] | None  # optimiser state of a resumable run, else None
+    format_version: int
 
 
 def file_sha256(path: Path | str, block: int = 1 << 20) -> str:
@@ -39,15 +92,234 @@ def file_sha256(path: Path | str, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def run_record(device: torch.device | str, **fields: Any) -> dict[str, Any]:
+    """A run record: ``fields`` (source, limit, optimiser, epochs done, ...) and where it ran."""
+    return {**fields, "device": str(device), "environment": environment(device)}
+
+
+def save(
+    folder: Path | str,
+    kind: str,
+    model: nn.Module,
+    config: dict[str, Any],
+    run: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    write_files: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write a model folder as one unit (the previous folder at ``folder`` is replaced).
+
+    Args:
+        folder: the model folder.
+        kind: a key of ``model_kinds()``.
+        model: the model; its state dict is stored on the CPU.
+        config: the config that rebuilds it (``model_kinds()[kind](config)``).
+        run: the run record (``run_record``); the mmgen and torch versions are added.
+        optimizer: stored too when given, so that the run can be resumed.
+        write_files: writes the kind's other files into the folder being built.
+
+    Returns:
+        ``folder``.
+    """
+    if kind not in model_kinds():
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(model_kinds())}")
+    folder = Path(folder)
+    state: dict[str, Any] = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    }
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "config": config,
+        "run": {**run, "mmgen_version": __version__, "torch_version": torch.__version__},
+    }
+    with atomic_folder(folder) as tmp:
+        torch.save(state, tmp / WEIGHTS_FILE)
+        if write_files is not None:
+            write_files(tmp)
+        # Last: a folder with model.json is complete (the swap makes this hold for readers too).
+        save_json(tmp / MODEL_FILE, record)
+    return folder
+
+
+def load(
+    folder: Path | str,
+    device: str | torch.device = "cpu",
+    kinds: Sequence[str] | None = None,
+    what: str = "an mmgen model folder",
+    hint: str = "save one with mmgen.checkpoint.save",
+) -> SavedModel:
+    """Rebuild the model of any model folder (either format), in eval mode on ``device``.
+
+    Args:
+        folder: the model folder.
+        device: where to put the model.
+        kinds: the kinds the caller accepts (default: every kind).
+        what: what the folder should be, for error messages.
+        hint: how to make one, for error messages.
+
+    Raises:
+        FileNotFoundError: no folder, or no model in it.
+        UsageError: a damaged, incomplete or foreign folder, or a kind not in ``kinds``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist (expected {what}); {hint}")
+    kind, config, run, state, version = read_folder(folder, what, hint)
+    if kinds is not None and kind not in kinds:
+        raise UsageError(f"{folder} holds a {kind} model, not {what}; {hint}")
+    try:
+        model = model_kinds()[kind](config)
+        model.load_state_dict(state["state_dict"])
+    except (TypeError, KeyError, ValueError, RuntimeError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(
+            f"{folder} does not rebuild a {kind} model: its config and weights disagree "
+            f"({first_line})"
+        ) from None
+    return SavedModel(
+        kind=kind,
+        model=model.to(device).eval(),
+        config=config,
+        run=run,
+        path=folder,
+        sha256=file_sha256(folder / WEIGHTS_FILE),
+        optimizer=state.get("optimizer"),
+        format_version=version,
+    )
+
+
+def holds_model(folder: Path | str) -> bool:
+    """Whether ``folder`` holds a complete model folder (of either format)."""
+    folder = Path(folder)
+    if (folder / MODEL_FILE).is_file():
+        return True
+    weights = (folder / WEIGHTS_FILE).is_file()
+    return weights and any(
+        (folder / name).is_file() for name in (LEGACY_CONFIG_FILE, LEGACY_INFO_FILE)
+    )
+
+
+def saved_epochs(folder: Path | str) -> int | None:
+    """The epochs done by the run saved in ``folder`` (read from its JSON only), if recorded."""
+    folder = Path(folder)
+    for name, keys in (
+        (MODEL_FILE, ("run", "epochs_done")),
+        (LEGACY_CONFIG_FILE, ("epochs_done",)),
+    ):
+        if (folder / name).is_file():
+            value: Any = load_json(folder / name)
+            for key in keys:
+                value = value.get(key) if isinstance(value, dict) else None
+            return value
+    return None
+
+
+def read_folder(
+    folder: Path, what: str = "an mmgen model folder", hint: str = ""
+) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], int]:
+    """``(kind, config, run record, weights state, format version)`` of a model folder.
+
+    The weights state is ``{"state_dict": ..., "optimizer": ...}`` whatever the format.
+    """
+    if (folder / MODEL_FILE).is_file():
+        record = load_json(folder / MODEL_FILE)
+        if record.get("format") != FORMAT:
+            raise UsageError(
+                f"{folder / MODEL_FILE} was not written by mmgen (no format {FORMAT!r}); {hint}"
+            )
+        version = record.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise UsageError(
+                f"{folder} has model-folder format {version!r}; this mmgen ({__version__}) reads "
+                f"up to {FORMAT_VERSION}: upgrade mmgen"
+            )
+        missing = [key for key in ("kind", "config", "run") if key not in record]
+        if missing:
+            raise UsageError(f"{folder / MODEL_FILE} lacks {missing}; {hint}")
+        if record["kind"] not in model_kinds():
+            raise UsageError(
+                f"{folder} holds an unknown model kind {record['kind']!r}; this mmgen knows "
+                f"{sorted(model_kinds())}"
+            )
+        if not (folder / WEIGHTS_FILE).is_file():
+            raise UsageError(f"{folder} has {MODEL_FILE} but no {WEIGHTS_FILE}; {hint}")
+        state = read_weights(folder / WEIGHTS_FILE, what, hint)
+        if "state_dict" not in state:
+            raise UsageError(f"{folder / WEIGHTS_FILE} holds no state_dict; {hint}")
+        return record["kind"], record["config"], record["run"], state, version
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder} is not {what} (no {MODEL_FILE} or {WEIGHTS_FILE}); {hint}"
+        )
+    return _read_legacy(folder, read_weights(folder / WEIGHTS_FILE, what, hint), what, hint)
+
+
+def _read_legacy(
+    folder: Path, state: dict[str, Any], what: str, hint: str
+) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], int]:
+    """The first format: the kind is told by the keys of ``weights.pt``."""
+    weights = {"state_dict": state.get("model"), "optimizer": state.get("optimizer")}
+    if "model_config" in state:  # a CVAE: config.json holds the run, history.json the curves
+        if not (folder / LEGACY_CONFIG_FILE).is_file():
+            raise UsageError(
+                f"{folder} holds an incomplete CVAE checkpoint ({WEIGHTS_FILE} without "
+                f"{LEGACY_CONFIG_FILE}: an older mmgen was stopped while saving); train it again "
+                "without --resume"
+            )
+        meta = load_json(folder / LEGACY_CONFIG_FILE)
+        if "source" not in meta:
+            raise UsageError(
+                f"{folder / LEGACY_CONFIG_FILE} has no 'source': {folder} is not {what}; {hint}"
+            )
+        run = {key: value for key, value in meta.items() if key != "model"}
+        return "cvae", state["model_config"], run, weights, 1
+    if isinstance(state.get("model"), str) and "state_dict" in state and "config" in state:
+        run = {"mmgen_version": state.get("mmgen_version")}
+        return state["model"], state["config"], run, {"state_dict": state["state_dict"]}, 1
+    if "num_classes" in state and "config" in state and "model" in state:
+        info = folder / LEGACY_INFO_FILE
+        run = load_json(info) if info.is_file() else {}
+        config = {"num_classes": state["num_classes"], **state["config"]}
+        return "classifier", config, run, weights, 1
+    raise UsageError(
+        f"{folder} is not {what}: its {WEIGHTS_FILE} was not written by mmgen "
+        f"(keys {sorted(map(str, state))[:6]}); {hint}"
+    )
+
+
+def read_weights(path: Path, what: str = "an mmgen model folder", hint: str = "") -> dict:
+    """A ``weights.pt`` read with ``weights_only=True``; a damaged file is one clear error."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file (struct, zip, pickle)
+        # torch's own message suggests weights_only=False, which would run arbitrary code from
+        # the file: name only the error's type.
+        raise UsageError(
+            f"{path} is damaged or was not written by mmgen ({type(error).__name__}); it is not "
+            f"{what}{'; ' + hint if hint else ''}"
+        ) from None
+    if not isinstance(state, dict):
+        raise UsageError(f"{path} holds a {type(state).__name__}, not {what}")
+    return state
+
+
+# --- the CVAE (mmgen train-cvae) --------------------------------------------------------------
+
+
 @dataclass
 class CVAECheckpoint:
     """A trained CVAE with everything that identifies it."""
 
     model: CVAE
     config: CVAEConfig
-    metadata: dict[str, Any]  # the whole config.json: training config, source, epochs, version
+    metadata: dict[str, Any]  # the run record: source, train config, limit, epochs done, versions
     path: Path
     sha256: str  # checksum of weights.pt: names the exact decoder that produced a dataset
+    history: list[dict[str, float]]  # one record per epoch (history.json)
+    optimizer: dict[str, Any] | None = None  # optimiser state, for --resume
 
     @property
     def source(self) -> dict[str, Any]:
@@ -72,68 +344,47 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     metadata: dict[str, Any],
     history: list[dict[str, float]],
+    write_files: Callable[[Path], None] | None = None,
 ) -> None:
-    """Write config, weights and history into ``folder``, each file atomically."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "model_config": to_dict(model.config),
-        "mmgen_version": __version__,
-        "epoch": int(metadata.get("epochs_done", 0)),
-    }
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        torch.save(state, tmp)
-    save_json(folder / HISTORY_FILE, {"epochs": history})
-    save_json(
-        folder / CONFIG_FILE,
-        {**metadata, "model": to_dict(model.config), "mmgen_version": __version__},
-    )
-
-
-def read_weights(
-    folder: Path | str,
-    what: str = "a CVAE checkpoint",
-    hint: str = "make one with mmgen train-cvae --out FOLDER",
-) -> dict[str, Any]:
-    """The raw weights file of a model folder (plain tensors; safe ``weights_only`` load).
+    """Write a CVAE model folder as one unit: weights, run record, history (and figures).
 
     Args:
         folder: the model folder.
-        what: what the folder should be, for the error message.
-        hint: how to make one, for the error message.
+        model: the CVAE.
+        optimizer: its optimiser, for ``--resume`` (or ``None``).
+        metadata: the run record (``source`` at least; ``epochs_done``, ``train``, ``limit``).
+        history: one record per epoch done.
+        write_files: writes further files (the figures) into the folder being built.
     """
-    path = Path(folder) / WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not {what} (no {WEIGHTS_FILE}); {hint}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for damaged files
-        raise UsageError(f"{path} is damaged or not {what} ({error})") from None
+    if "source" not in metadata:
+        raise ValueError("a CVAE run record needs its 'source' (the data it was trained on)")
+
+    def write(tmp: Path) -> None:
+        save_json(tmp / HISTORY_FILE, {"epochs": history})
+        if write_files is not None:
+            write_files(tmp)
+
+    save(folder, "cvae", model, to_dict(model.config), metadata, optimizer, write)
 
 
 def load_cvae(folder: Path | str, device: str | torch.device = "cpu") -> CVAECheckpoint:
-    """Load a trained CVAE from a checkpoint folder, ready to decode.
+    """Load a trained CVAE from its folder (either format), ready to decode.
 
     Example:
         >>> cvae = load_cvae("runs/cvae-mnist")
         >>> images = cvae.decode(torch.zeros(10, 2), torch.arange(10))  # (10, 1, 28, 28)
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"CVAE checkpoint folder {folder} does not exist")
-    state = read_weights(folder)
-    metadata = load_json(folder / CONFIG_FILE)
-    config = from_dict(CVAEConfig, state["model_config"])
-    model = CVAE(config)
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
+    saved = load(folder, device, kinds=("cvae",), what="a CVAE checkpoint", hint=CVAE_HINT)
+    if "source" not in saved.run:
+        raise UsageError(f"{folder}'s run record has no 'source': not a CVAE checkpoint of mmgen")
+    history_path = saved.path / HISTORY_FILE
+    history = load_json(history_path)["epochs"] if history_path.is_file() else []
     return CVAECheckpoint(
-        model=model,
-        config=config,
-        metadata=metadata,
-        path=folder,
-        sha256=file_sha256(folder / WEIGHTS_FILE),
+        model=saved.model,  # type: ignore[arg-type]
+        config=from_dict(CVAEConfig, saved.config),
+        metadata=saved.run,
+        path=saved.path,
+        sha256=saved.sha256,
+        history=history,
+        optimizer=saved.optimizer,
     )

@@ -7,11 +7,13 @@ penultimate layer is also the feature space of the Fréchet distance (Heusel et 
 
 One small CNN per source (two 3×3 convolutions with max-pooling, a 128-unit layer, a linear
 read-out) reaches about 99 % on MNIST and about 90 % on Fashion-MNIST in a few epochs. Trained
-classifiers are cached on disk, one folder per source, keyed by the SHA-256 of the source's four
-files together with the classifier config, so a second evaluation loads instead of training:
+classifiers are cached on disk, one model folder (``mmgen.checkpoint``, kind ``"classifier"``)
+per source, keyed by the SHA-256 of the source's four files together with the classifier config,
+so a second evaluation loads instead of training:
 
-    <cache>/<source>-<key>/weights.pt   state dict + config (``torch.load(weights_only=True)``)
-    <cache>/<source>-<key>/info.json    source identity, config, test accuracy, history
+    <cache>/<source>-<key>/model.json   config (+ num_classes); run record: key, source identity,
+                                        test accuracy, history, device, versions
+    <cache>/<source>-<key>/weights.pt   state dict (``torch.load(weights_only=True)``)
 
 ``<cache>`` is ``$XDG_CACHE_HOME/mmgen/classifiers`` (``~/.cache/mmgen/classifiers``) unless a
 folder is given.
@@ -32,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmgen import __version__, rng
-from mmgen.atomic import atomic_path
-from mmgen.config import from_dict, load_json, require_positive, save_json, to_dict
+from mmgen import checkpoint, rng
+from mmgen.checkpoint import run_record
+from mmgen.config import from_dict, require_positive, to_dict
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.nn import build
@@ -44,8 +46,7 @@ from mmgen.train import TrainConfig, fit
 log = logging.getLogger(__name__)
 
 ARCHITECTURE_VERSION = 2  # bump when the network or its training changes: old caches go stale
-WEIGHTS_FILE = "weights.pt"
-INFO_FILE = "info.json"
+WEIGHTS_FILE = checkpoint.WEIGHTS_FILE
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class TrainedClassifier:
     source: str  # source spec, e.g. "mnist"
     class_names: tuple[str, ...]
     test_accuracy: float  # accuracy on the real test split: the ceiling of coherence figures
-    info: dict[str, Any]  # the info.json record: identity, config, history, version
+    info: dict[str, Any]  # the run record: key, identity, config, history, versions
     path: Path  # cache folder
     loaded: bool  # True when read from the cache, False when trained now
 
@@ -234,27 +235,21 @@ def load_or_train_classifier(
 
     log.info("training the %s classifier (%d epochs)", source, config.epochs)
     model, history = train_classifier(train, test, config, torch_device, on_step)
-    info = {
-        "key": key,
-        "source": source,
-        "class_names": list(train.class_names),
-        "files": {**train.files, **test.files},
-        "train": train.identity(),
-        "test": test.identity(),
-        "config": to_dict(config),
-        "architecture": ARCHITECTURE_VERSION,
-        "mmgen_version": __version__,
-        "test_accuracy": history[-1]["test_accuracy"],
-        "history": history,
-    }
-    with atomic_path(folder, directory=True) as tmp:
-        state = {
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "num_classes": train.num_classes,
-            "config": to_dict(config),
-        }
-        torch.save(state, tmp / WEIGHTS_FILE)
-        save_json(tmp / INFO_FILE, info)
+    info = run_record(
+        torch_device,
+        key=key,
+        source=source,
+        class_names=list(train.class_names),
+        files={**train.files, **test.files},
+        train=train.identity(),
+        test=test.identity(),
+        config=to_dict(config),
+        architecture=ARCHITECTURE_VERSION,
+        test_accuracy=history[-1]["test_accuracy"],
+        history=history,
+    )
+    model_config = {"num_classes": train.num_classes, **to_dict(config)}
+    checkpoint.save(folder, "classifier", model, model_config, info)
     log.info(
         "%s classifier: test accuracy %.4f, cached in %s", source, info["test_accuracy"], folder
     )
@@ -268,21 +263,25 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "source"
 
 
+def classifier_from_config(config: dict[str, Any]) -> ImageClassifier:
+    """A fresh classifier from its model-folder config: ``num_classes`` + ``ClassifierConfig``."""
+    fields = dict(config)
+    num_classes = fields.pop("num_classes")
+    return ImageClassifier(num_classes, from_dict(ClassifierConfig, fields))
+
+
 def _load_cached(
     folder: Path, key: str, num_classes: int, device: torch.device
 ) -> tuple[ImageClassifier, dict[str, Any]] | None:
-    """The cached model and info when ``folder`` holds a complete, matching entry."""
-    if not (folder / WEIGHTS_FILE).is_file() or not (folder / INFO_FILE).is_file():
+    """The cached model and its run record when ``folder`` holds a complete, matching entry."""
+    if not checkpoint.holds_model(folder):
         return None
     try:
-        info = load_json(folder / INFO_FILE)
-        state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        model = ImageClassifier(state["num_classes"], from_dict(ClassifierConfig, state["config"]))
-        model.load_state_dict(state["model"])
-    except Exception as error:  # a damaged entry is rebuilt, not fatal
+        saved = checkpoint.load(folder, device, kinds=("classifier",), what="a classifier")
+    except (OSError, ValueError) as error:  # a damaged entry is rebuilt, not fatal
         log.warning("ignoring the damaged classifier cache %s (%s); retraining", folder, error)
         return None
-    if info.get("key") != key or state["num_classes"] != num_classes:
+    if saved.run.get("key") != key or saved.config.get("num_classes") != num_classes:
         log.warning("classifier cache %s does not match its key; retraining", folder)
         return None
-    return model.to(device).eval(), info
+    return saved.model, saved.run  # type: ignore[return-value]

@@ -1,8 +1,13 @@
 """``mmgen train-cvae`` as a library call: train one β-CVAE on one uni-modal source.
 
-Trains on the source's train split, evaluates on its test split after every epoch, and keeps a
-checkpoint folder up to date (``mmgen.checkpoint``) so that a run can be resumed. At the end it
-draws ``samples.png`` (a row per class) and ``latent.png`` (Korthals et al., Fig. 1 top right).
+Trains on the source's train split, evaluates on its test split after every epoch, and saves
+the model folder (``mmgen.checkpoint``, kind ``"cvae"``) after every epoch as one unit, so that a
+kill at any instant leaves a complete checkpoint to resume from. The last epoch's unit also holds
+``samples.png`` (a row per class), ``latent.png`` (Korthals et al., Fig. 1 top right) and
+``curves.png``. The folder is locked for the whole run: a second writer is refused at once.
+
+Resuming continues the saved run only: every setting but the number of epochs must be the saved
+one (``refuse_changes``), so that a resumed run gives the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,15 +21,19 @@ from typing import Any
 import torch
 
 from mmgen import plots, rng
+from mmgen.atomic import folder_lock, recover
 from mmgen.checkpoint import (
-    CONFIG_FILE,
+    HISTORY_FILE,
+    LEGACY_CONFIG_FILE,
+    MODEL_FILE,
     WEIGHTS_FILE,
     CVAECheckpoint,
+    holds_model,
     load_cvae,
-    read_weights,
+    run_record,
     save_checkpoint,
 )
-from mmgen.config import from_dict, load_json, to_dict
+from mmgen.config import to_dict
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig, build_cvae
@@ -34,6 +43,11 @@ from mmgen.train import TrainConfig, fit, make_optimizer
 log = logging.getLogger(__name__)
 
 SAMPLES_PER_CLASS = 10
+FIGURES = ("samples.png", "latent.png", "curves.png")
+# What a CVAE folder may hold: a fresh run replaces a folder of these, and of nothing else.
+CHECKPOINT_FILE_NAMES = frozenset(
+    {MODEL_FILE, WEIGHTS_FILE, HISTORY_FILE, LEGACY_CONFIG_FILE, *FIGURES}
+)
 
 
 def training_tensors(data: SourceData, device: torch.device) -> dict[str, torch.Tensor]:
@@ -79,33 +93,61 @@ def train_cvae(
     train_config = train_config or TrainConfig()
     if limit is not None and limit <= 0:
         raise UsageError(f"--limit must be > 0, got {limit}")
-    has_checkpoint = (out / WEIGHTS_FILE).is_file()
-    if has_checkpoint and not resume:
-        raise FileExistsError(
-            f"{out} already holds a checkpoint; pass --resume to continue it "
-            "or choose another --out"
-        )
-    if resume and not has_checkpoint:
-        raise FileNotFoundError(f"--resume: {out} holds no checkpoint to resume ({WEIGHTS_FILE})")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; give a folder for the checkpoint")
-
     torch_device = resolve_device(device)
-    previous: dict[str, Any] = load_json(out / CONFIG_FILE) if resume else {}
-    if resume:
-        source, limit = previous["source"]["name_spec"], previous["limit"]
-        model_config = from_dict(CVAEConfig, previous["model"])
-        saved_train = from_dict(TrainConfig, previous["train"])
-        train_config = replace(saved_train, epochs=train_config.epochs)
-        if train_config.epochs < previous["epochs_done"]:
-            raise UsageError(
-                f"--epochs {train_config.epochs} is fewer than the {previous['epochs_done']} "
-                f"epochs already done in {out}"
-            )
+    # The lock comes first: it refuses a second writer and tells whether --out's parent is
+    # writable before any data is read or any epoch is trained.
+    with folder_lock(out):
+        recover(out, locked=True)
+        previous = previous_run(out, resume)
+        if previous is not None:
+            refuse_changes(previous, out, source, limit, model_config, train_config, torch_device)
+            if train_config.epochs < previous.metadata["epochs_done"]:
+                raise UsageError(
+                    f"--epochs {train_config.epochs} is fewer than the "
+                    f"{previous.metadata['epochs_done']} epochs already done in {out}"
+                )
+        return _train(
+            out,
+            source,
+            model_config,
+            train_config,
+            data_dir,
+            limit,
+            torch_device,
+            download,
+            previous,
+            on_step,
+            on_epoch_end,
+        )
 
+
+def _train(
+    out: Path,
+    source: str,
+    model_config: CVAEConfig,
+    train_config: TrainConfig,
+    data_dir: Path | str | None,
+    limit: int | None,
+    torch_device: torch.device,
+    download: bool,
+    previous: CVAECheckpoint | None,
+    on_step: Callable[[dict[str, float]], None] | None,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+) -> CVAECheckpoint:
+    """The body of ``train_cvae`` once the request is checked and ``out`` is locked."""
     train_data = load_split(source, "train", data_dir=data_dir, download=download, limit=limit)
     test_data = load_split(source, "test", data_dir=data_dir, download=download, limit=limit)
     model_config = replace(model_config, num_classes=train_data.num_classes)
+    source_record = {
+        **train_data.identity(),
+        "name_spec": source,
+        "class_names": list(train_data.class_names),
+        "test_files": test_data.identity()["files"],
+    }
+    if previous is not None:
+        refuse_other_files(previous, source_record, out)
 
     # channels_last lets oneDNN run the 64-channel convolutions without layout conversions:
     # about 5× the training throughput of the default layout on a 2-core CPU (docs/performance.md).
@@ -115,39 +157,148 @@ def train_cvae(
     optimizer = make_optimizer(model.parameters(), train_config)
     history: list[dict[str, float]] = []
     start_epoch = 0
-    if resume:
-        state = read_weights(out)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history = load_json(out / "history.json")["epochs"]
-        start_epoch = previous["epochs_done"]
-
-    metadata = {
-        "source": {
-            **train_data.identity(),
-            "name_spec": source,
-            "class_names": list(train_data.class_names),
-            "test_files": test_data.identity()["files"],
-        },
-        "train": to_dict(train_config),
-        "limit": limit,
-        "device": str(torch_device),
-    }
-
-    def checkpoint(epochs_done: int, record: dict[str, float]) -> None:
-        history.append(record)
-        save_checkpoint(out, model, optimizer, {**metadata, "epochs_done": epochs_done}, history)
-        if on_epoch_end is not None:
-            on_epoch_end(epochs_done, record)
+    if previous is not None:
+        model.load_state_dict(previous.model.state_dict())
+        if previous.optimizer is None:
+            raise UsageError(f"{out} holds no optimiser state, so it cannot be resumed")
+        optimizer.load_state_dict(previous.optimizer)
+        history = list(previous.history)
+        start_epoch = previous.metadata["epochs_done"]
 
     train = training_tensors(train_data, torch_device)
     test = training_tensors(test_data, torch_device)
+
+    def checkpoint(epochs_done: int, record: dict[str, float] | None) -> None:
+        if record is not None:
+            history.append(record)
+        run = run_record(
+            torch_device,
+            source=source_record,
+            limit=limit,
+            train=to_dict(train_config),
+            epochs_done=epochs_done,
+        )
+
+        def figures(folder: Path) -> None:
+            draw_figures(
+                folder, model, test, train_data.class_names, train_config.seed, source, history
+            )
+
+        # The last epoch's folder carries the figures: one unit with the weights they show.
+        last = epochs_done == train_config.epochs
+        save_checkpoint(out, model, optimizer, run, history, figures if last else None)
+        if on_epoch_end is not None and record is not None:
+            on_epoch_end(epochs_done, record)
+
     if start_epoch < train_config.epochs:
         fit(model, train, test, train_config, optimizer, start_epoch, on_step, checkpoint)
     elif not history:
         raise UsageError(f"nothing to do: {out} is already trained for {start_epoch} epochs")
-    draw_figures(out, model, test, train_data.class_names, train_config.seed, source)
+    else:
+        checkpoint(start_epoch, None)  # the figures of a finished run, drawn again
     return load_cvae(out, torch_device)
+
+
+# The flag of each setting that ``--resume`` compares (fields without a flag are named as is).
+FLAGS = {
+    "source": "--source",
+    "limit": "--limit",
+    "device": "--device",
+    "latent_dim": "--latent-dim",
+    "beta": "--beta",
+    "batch_norm_mu": "--batch-norm-mu",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "seed": "--seed",
+}
+
+
+def previous_run(out: Path, resume: bool) -> CVAECheckpoint | None:
+    """The checkpoint in ``out`` to resume (``None`` for a fresh run), or a clear refusal.
+
+    A fresh run may replace an empty folder or the incomplete leftovers of an older mmgen, but
+    never a checkpoint (that needs ``--resume``) nor a folder of other files.
+    """
+    if holds_model(out):
+        if not resume:
+            raise FileExistsError(
+                f"{out} already holds a checkpoint; pass --resume to continue it "
+                "or choose another --out"
+            )
+        return load_cvae(out)
+    if resume:
+        if (out / WEIGHTS_FILE).is_file():
+            raise UsageError(
+                f"--resume: {out} holds an incomplete checkpoint ({WEIGHTS_FILE} only: an older "
+                "mmgen was stopped while saving); run without --resume to start again"
+            )
+        raise FileNotFoundError(f"--resume: {out} holds no checkpoint to resume ({MODEL_FILE})")
+    if out.is_dir():
+        foreign = sorted(
+            entry.name for entry in out.iterdir() if entry.name not in CHECKPOINT_FILE_NAMES
+        )
+        if foreign:
+            raise FileExistsError(
+                f"--out {out} holds files that are not a checkpoint ({', '.join(foreign[:3])}); "
+                "a checkpoint folder is replaced as a whole: choose a new or empty folder"
+            )
+        log.warning("replacing the incomplete checkpoint in %s", out)
+    return None
+
+
+def refuse_changes(
+    previous: CVAECheckpoint,
+    out: Path,
+    source: str,
+    limit: int | None,
+    model_config: CVAEConfig,
+    train_config: TrainConfig,
+    device: torch.device,
+) -> None:
+    """Raise ``UsageError`` naming every setting of the request that differs from the saved run.
+
+    Only ``--epochs`` may change: anything else would not continue the same run, and would not
+    give the weights of an uninterrupted run.
+    """
+    saved = previous.metadata
+    missing = [key for key in ("source", "train", "epochs_done") if key not in saved]
+    if missing or "name_spec" not in saved["source"]:
+        raise UsageError(f"{out} cannot be resumed: its run record lacks {missing or 'name_spec'}")
+    pairs = {
+        "source": (source, saved["source"]["name_spec"]),
+        "limit": (limit, saved.get("limit")),
+        "device": (str(device), saved.get("device")),
+    }
+    requested_model = to_dict(model_config)
+    for name, value in to_dict(previous.config).items():
+        if name != "num_classes":  # taken from the source, compared through it
+            pairs[name] = (requested_model[name], value)
+    requested_train = to_dict(train_config)
+    for name, value in saved["train"].items():
+        if name != "epochs":
+            pairs[name] = (requested_train.get(name), value)
+    differences = [
+        f"{FLAGS.get(name, name)} {asked} (saved: {kept})"
+        for name, (asked, kept) in pairs.items()
+        if asked != kept
+    ]
+    if differences:
+        raise UsageError(
+            f"--resume: the request differs from the run saved in {out}: "
+            f"{'; '.join(differences)}. Repeat the saved settings (only --epochs may change)"
+        )
+
+
+def refuse_other_files(previous: CVAECheckpoint, source: dict[str, Any], out: Path) -> None:
+    """Raise ``UsageError`` when the source's files are not those the saved run trained on."""
+    saved = previous.metadata["source"]
+    for key in ("files", "test_files"):
+        if key in saved and saved[key] != source[key]:
+            raise UsageError(
+                f"--resume: the files of source {source['name_spec']} differ from those the run "
+                f"in {out} was trained on ({source['root']}); point --data-dir at the original "
+                "files"
+            )
 
 
 @torch.no_grad()
@@ -158,8 +309,9 @@ def draw_figures(
     class_names: tuple[str, ...],
     seed: int,
     title: str,
+    history: list[dict[str, float]],
 ) -> None:
-    """Write ``samples.png``, ``latent.png`` and ``curves.png`` into the checkpoint folder."""
+    """Write ``samples.png``, ``latent.png`` and ``curves.png`` into ``out``."""
     model.eval()
     device = test["images"].device
     num_classes = model.config.num_classes
@@ -188,5 +340,4 @@ def draw_figures(
         out / "latent.png",
         f"{title}: test-set latent means μ(x, C)",
     )
-    history = load_json(out / "history.json")["epochs"]
     plots.training_curves(history, out / "curves.png", f"{title}: β-CVAE training")

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
+from mmgen.atomic import signals_as_interrupts
+from mmgen.checkpoint import holds_model, saved_epochs
 from mmgen.cli.common import (
     DataDirOption,
     DeterministicOption,
@@ -23,6 +25,20 @@ from mmgen.cli.common import (
 from mmgen.cvae_training import train_cvae
 from mmgen.models.cvae import CVAEConfig
 from mmgen.train import TrainConfig
+
+EXIT_INTERRUPTED = 130  # the shell's code for a run ended by a signal (128 + SIGINT)
+
+
+def interrupted_message(out: Path, interrupt: KeyboardInterrupt) -> str:
+    """What an interrupted run left in ``out``: its last complete checkpoint, or nothing."""
+    what = f" ({interrupt})" if str(interrupt) else ""
+    if holds_model(out):
+        return (
+            f"Interrupted{what}; {out} holds the last complete checkpoint "
+            f"({saved_epochs(out)} epochs): continue it with the same command and --resume"
+        )
+    return f"Interrupted{what}; no checkpoint was written to {out}."
+
 
 model_defaults = CVAEConfig()
 train_defaults = TrainConfig()
@@ -67,8 +83,9 @@ def train_cvae_command(
 ) -> None:
     """Train a β-CVAE (Korthals et al., Table 2) on one source and write a checkpoint folder.
 
-    The folder holds config.json, weights.pt, history.json, samples.png (a row per class),
-    latent.png (test-set latent means by class) and curves.png.
+    The folder holds model.json (config and run record), weights.pt, history.json, samples.png
+    (a row per class), latent.png (test-set latent means by class) and curves.png. It is saved
+    after every epoch, as one unit; --resume continues it with the same settings.
     """
     configure_logging(verbose)
     model_config = CVAEConfig(latent_dim=latent_dim, beta=beta, batch_norm_mu=batch_norm_mu)
@@ -102,19 +119,26 @@ def train_cvae_command(
             )
 
     try:
-        checkpoint = train_cvae(
-            out,
-            source,
-            model_config,
-            train_config,
-            data_dir=data_dir,
-            limit=limit,
-            device=getattr(device, "value", device),
-            resume=resume,
-            download=download,
-            on_step=on_step,
-            on_epoch_end=on_epoch_end,
-        )
+        # SIGTERM and SIGHUP end the run like Ctrl-C: temporaries removed, the lock released.
+        with signals_as_interrupts():
+            checkpoint = train_cvae(
+                out,
+                source,
+                model_config,
+                train_config,
+                data_dir=data_dir,
+                limit=limit,
+                device=getattr(device, "value", device),
+                resume=resume,
+                download=download,
+                on_step=on_step,
+                on_epoch_end=on_epoch_end,
+            )
+    except KeyboardInterrupt as interrupt:
+        for bar in bars.values():
+            bar.close()
+        typer.echo(interrupted_message(out, interrupt), err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         for bar in bars.values():
             bar.close()

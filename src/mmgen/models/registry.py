@@ -1,12 +1,6 @@
 """The multi-modal VAEs by name, and their model folders (save / load).
 
-A model folder holds:
-
-    config.json   {"model": registry name, "config": model config, "mmgen_version": ...}
-    weights.pt    tensors and plain values only (``torch.load(weights_only=True)`` reads it):
-                  {"model": name, "config": model config, "state_dict": ..., "mmgen_version": ...}
-
-The config is stored in both, so the weights file alone rebuilds the model.
+A model is saved as a model folder of ``mmgen.checkpoint`` whose kind is its registry name.
 """
 
 from __future__ import annotations
@@ -18,19 +12,15 @@ from typing import Any
 
 import torch
 
-from mmgen import __version__, rng
-from mmgen.atomic import atomic_path
-from mmgen.checkpoint import read_weights
-from mmgen.config import from_dict, save_json, to_dict
+from mmgen import checkpoint, rng
+from mmgen.checkpoint import run_record
+from mmgen.config import to_dict
 from mmgen.errors import UsageError
 from mmgen.models.jmvae import JMVAE, JMVAEKL, JMVAEZero
 from mmgen.models.m2vae import M2VAE
 from mmgen.models.multimodal import MultimodalConfig, MultimodalVAE
 from mmgen.models.tvae import TVAE
 from mmgen.nn import build
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.pt"
 
 MODELS: dict[str, tuple[type[MultimodalConfig], type[MultimodalVAE]]] = {
     cls.name: (cls.config_class, cls) for cls in (JMVAE, JMVAEZero, JMVAEKL, TVAE, M2VAE)
@@ -77,29 +67,25 @@ def model_name(model: MultimodalVAE) -> str:
     raise ValueError(f"{type(model).__name__} is not a registered model; see {sorted(MODELS)}")
 
 
-def save_model(folder: Path | str, model: MultimodalVAE) -> None:
-    """Write ``model`` into ``folder`` (created if needed), each file atomically."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    name = model_name(model)
-    config = to_dict(model.config)
-    state = {
-        "model": name,
-        "config": config,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "mmgen_version": __version__,
-    }
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        torch.save(state, tmp)
-    save_json(folder / CONFIG_FILE, {"model": name, "config": config, "mmgen_version": __version__})
+def save_model(folder: Path | str, model: MultimodalVAE, run: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as a model folder (``mmgen.checkpoint``), as one unit.
+
+    Args:
+        folder: the model folder (replaced when it exists).
+        model: a model of ``MODELS``.
+        run: its run record (``mmgen.checkpoint.run_record``: data, optimiser, epochs done).
+    """
+    record = run if run is not None else run_record(next(model.parameters()).device)
+    return checkpoint.save(folder, model_name(model), model, to_dict(model.config), record)
 
 
 def load_model(folder: Path | str, device: str | torch.device = "cpu") -> MultimodalVAE:
-    """Rebuild a model saved by ``save_model``, in eval mode on ``device``."""
-    state = read_weights(
-        folder, "a multi-modal model folder", "save one with mmgen.models.registry.save_model"
+    """Rebuild a model saved by ``save_model`` (either format), in eval mode on ``device``."""
+    saved = checkpoint.load(
+        folder,
+        device,
+        kinds=tuple(MODELS),
+        what="a multi-modal model folder",
+        hint="save one with mmgen.models.registry.save_model",
     )
-    config_class, model_class = model_entry(state["model"])
-    model = model_class(from_dict(config_class, state["config"]))
-    model.load_state_dict(state["state_dict"])
-    return model.to(device).eval()
+    return saved.model  # type: ignore[return-value]
