@@ -27,9 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import best_rate, count_flops, machine_description, matmul_peak_gflops  # noqa: E402
 
+from mmgen import rng  # noqa: E402
 from mmgen.checkpoint import save_checkpoint  # noqa: E402
 from mmgen.generate import DECODE_ROWS, to_storage  # noqa: E402
-from mmgen.models.cvae import CVAE, FEATURES, GRID, CVAEConfig  # noqa: E402
+from mmgen.models.cvae import CVAE, FEATURES, GRID, CVAEConfig, build_cvae  # noqa: E402
 from mmgen.nn import one_hot  # noqa: E402
 
 CHILD = """
@@ -48,9 +49,9 @@ print(json.dumps({"seconds": seconds, "maxrss_kib": peak_kib}))
 def make_checkpoints(folder: Path) -> list[str]:
     paths = []
     for seed, name in enumerate(("mnist", "fashion-mnist")):
-        torch.manual_seed(seed)
         metadata = {"source": {"name": name, "class_names": [], "files": {}}, "epochs_done": 0}
-        save_checkpoint(folder / name, CVAE(CVAEConfig()), None, metadata, [])
+        model = build_cvae(CVAEConfig(), rng.stream(seed, "init"))
+        save_checkpoint(folder / name, model, None, metadata, [])
         paths.append(str(folder / name))
     return paths
 
@@ -65,9 +66,8 @@ def nchw_decode(model: CVAE, z: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 def decode_rates(device: torch.device, peak: float) -> dict[str, float]:
     """Images/s and GFLOP/s of an NCHW decode and of the generate path (the model's decode)."""
-    torch.manual_seed(0)
-    model = CVAE(CVAEConfig()).to(device).eval()
-    z = torch.randn(DECODE_ROWS, 2, device=device)
+    model = build_cvae(CVAEConfig(), rng.stream(0, "init")).to(device).eval()
+    z = torch.randn(DECODE_ROWS, 2, generator=rng.stream(0, "bench-z")).to(device)
     labels = torch.arange(DECODE_ROWS, device=device) % 10
     flops_per_image = count_flops(lambda: model.decode_logits(z[:64], labels[:64])) / 64
     results = {"flops_per_image": flops_per_image}
@@ -136,8 +136,7 @@ def compression(tmp: Path, device: torch.device) -> dict[str, dict[str, float]]:
         origin = "decoded by random CVAEs"
         images = []
         for seed in range(2):
-            torch.manual_seed(seed)
-            model = CVAE(CVAEConfig()).to(device).eval()
+            model = build_cvae(CVAEConfig(), rng.stream(seed, "init")).to(device).eval()
             with torch.inference_mode():
                 z = torch.randn(10_000, 2, device=device)
                 labels = torch.arange(10_000, device=device) % 10

@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 import torch
 
+from mmgen import rng
 from mmgen.checkpoint import save_checkpoint
-from mmgen.models.cvae import CVAE, CVAEConfig
+from mmgen.models.cvae import CVAEConfig, build_cvae
 
 # The tests run tiny tensors, for which thread start-up costs more than it saves (about 3× the
 # suite's time on the 2-core CI machines).
@@ -142,8 +143,8 @@ def make_checkpoint(
     folder: Path, source: str, latent_dim: int = 2, num_classes: int = 10, seed: int = 0
 ) -> Path:
     """A randomly initialised CVAE checkpoint whose decoder output visibly depends on ``z``."""
-    torch.manual_seed(seed)
-    model = CVAE(CVAEConfig(latent_dim=latent_dim, num_classes=num_classes))
+    config = CVAEConfig(latent_dim=latent_dim, num_classes=num_classes)
+    model = build_cvae(config, rng.stream(seed, "init"))
     with torch.no_grad():  # a fresh decoder is nearly constant; sharpen it so z matters
         for layer in (model.decoder.dense[0], model.decoder.dense[2]):
             layer.weight.mul_(4.0)
