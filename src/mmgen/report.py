@@ -29,9 +29,9 @@ RECOVERY_NOTE = (
     "Probes fitted per class on the train split's posterior means, scored on the test split: "
     "R² = 1 − Σ‖z − ẑ‖² / Σ‖z − z̄‖² (1: the code is recovered; about 0: nothing beyond the "
     "class). `S → z`: the encoder of S against the stored code (in a mixed file, the code of "
-    "the non-permuted modalities); `S → z[b]`: against the code of the permuted modality b's "
-    "own tuples (mixed files only). On MNIST-ME the permuted modality's encoder should recover "
-    "z[b] and not z."
+    "the non-permuted modalities); `S → z[x]`: against the code that the permuted modality x "
+    "of each tuple was decoded from (mixed files only). On MNIST-ME the encoder of x should "
+    "recover z[x] and not z."
 )
 _SEPARATORS = re.compile(r"(\|\||->|\||\+)")
 
