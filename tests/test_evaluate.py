@@ -15,6 +15,7 @@ from mmgen.cli import app
 from mmgen.config import from_dict, to_dict
 from mmgen.evaluate import EvaluateConfig, inspect_datasets
 from mmgen.h5io import FORMAT, SCHEMA_VERSION, encode_attrs
+from mmgen.probes import K_GRID
 from mmgen.report import letter_key
 
 runner = CliRunner()
@@ -105,7 +106,14 @@ def test_evaluate_end_to_end(tmp_path, tiny_files, fake_data_root) -> None:
         "mnist+fashion||fashion",
         "mnist||fashion",
     }
-    assert set(m2vae["latent_recovery"]) == {"mnist+fashion", "mnist", "fashion"}
+    recovery = m2vae["latent_recovery"]
+    assert set(recovery) == {"mnist+fashion", "mnist", "fashion"}
+    for targets in recovery.values():
+        assert set(targets) == {"z"}  # an entangled file: the stored code only
+        fits = targets["z"]
+        assert set(fits) == {"class_affine", "class_knn"}
+        assert all(np.isfinite(fit["r2"]) for fit in fits.values())
+        assert fits["class_knn"]["k"] in K_GRID
     assert np.isfinite(m2vae["log_likelihood"])
     assert list(models["jmvae"]["elbo"]) == ["mnist+fashion"]  # plain JMVAE: the full set only
     assert models["jmvae"]["coherence"]["cross"] == {}
@@ -115,7 +123,8 @@ def test_evaluate_end_to_end(tmp_path, tiny_files, fake_data_root) -> None:
 
     markdown = (out / "report.md").read_text()
     for heading in ("Test ELBO", "Importance-weighted", "Cross coherence", "Joint coherence",
-                    "Jensen", "naive Bayes", "Latent recovery", "Fréchet"):  # fmt: skip
+                    "Jensen", "naive Bayes", "per-class affine probe",
+                    "per-class k-nearest-neighbour probe", "Fréchet"):  # fmt: skip
         assert heading in markdown
     assert "| model | figure | mnist-e | naive |" in markdown
     assert "Classifier ceilings" in markdown
@@ -132,6 +141,32 @@ def test_evaluate_end_to_end(tmp_path, tiny_files, fake_data_root) -> None:
     assert all(c["loaded_from_cache"] for c in second["classifiers"].values())
     # Same seed, same data: the same figures.
     assert second["datasets"]["mnist-e"]["models"]["m2vae"]["elbo"] == m2vae["elbo"]
+
+
+def test_latent_recovery_of_a_mixed_file_adds_the_permuted_modality_s_code(
+    tmp_path, tiny_files, fake_data_root
+) -> None:
+    mixed = write_mmgen_file(tmp_path / "mnist-me.h5", "mixed")
+    with h5py.File(mixed, "a") as handle:
+        for split, size in SIZES.items():
+            # Within each class (labels cycle with period 10): tuple i's fashion image came
+            # from tuple i + 10.
+            handle[split].create_dataset("permutation/fashion", data=(np.arange(size) + 10) % size)
+    out = tmp_path / "report"
+    result = invoke("evaluate", tiny_files[0], mixed, "--models", "m2vae", "--out", out,
+                    "--data-dir", fake_data_root, "--cache-dir", tmp_path / "c",
+                    *QUICK)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    datasets = json.loads((out / "report.json").read_text())["datasets"]
+    recovery = datasets["mnist-me"]["models"]["m2vae"]["latent_recovery"]
+    assert set(recovery["fashion"]) == {"z", "z[fashion]"}
+    assert set(datasets["mnist-e"]["models"]["m2vae"]["latent_recovery"]["fashion"]) == {"z"}
+    markdown = (out / "report.md").read_text()
+    knn_table = markdown.split("k-nearest-neighbour probe")[1]
+    # The row of the permuted modality's own code: n/a for the entangled file.
+    row = next(line for line in knn_table.splitlines() if line.startswith("| m2vae | b → z[b] |"))
+    assert row.split("|")[3].strip() == "n/a"
+    assert "(k=" in row.split("|")[4]
 
 
 def test_missing_file_is_one_clear_error(tmp_path) -> None:

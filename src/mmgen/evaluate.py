@@ -6,8 +6,8 @@ MNIST-E, on its mixed twin MNIST-ME and on a naive pairing of real images, and m
 side (METHOD.md §5): subset test ELBOs, the importance-weighted ``log p(M)``, conditionals
 ``log p(m | rest)``, cross and joint coherence through real-data classifiers (with their test
 accuracy as the ceiling), posterior agreement (KL, JSD, naive Bayes on latent means), recovery
-of the stored true codes, and the quality of the file's own images (classifier accuracy and
-Fréchet distance to the real test images).
+of the true codes by per-class probes (``mmgen.probes``), and the quality of the file's own
+images (classifier accuracy and Fréchet distance to the real test images).
 
 Outputs in ``out``: ``report.json`` (every figure, the config and seeds), ``report.md`` (tables),
 ``latent-<model>.png`` (the test set through every encoder, datasets side by side; the paper's
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmgen import __version__, metrics, plots, rng
+from mmgen import __version__, metrics, plots, probes, rng
 from mmgen.checkpoint import file_sha256
 from mmgen.classifiers import (
     ClassifierConfig,
@@ -246,17 +246,18 @@ def evaluate_model(
     test: Mapping[str, Tensor],
     classifiers: Mapping[str, TrainedClassifier],
     config: EvaluateConfig,
-    true_z: tuple[Tensor, Tensor] | None,
+    codes: Mapping[str, tuple[Tensor, Tensor]] | None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Every METHOD.md §5 metric of one trained model on one dataset.
 
     Args:
         model: a trained ``MultimodalVAE`` (eval mode, on the tensors' device).
-        train: the training split (for the naive-Bayes and linear fits).
+        train: the training split (for the naive-Bayes fit and the latent-recovery probes).
         test: the test split, where everything is measured.
         classifiers: modality → its real-data classifier.
         config: sample counts and the seed.
-        true_z: ``(train z, test z)`` when the file stores the true codes, else ``None``.
+        codes: the true codes of ``probes.read_codes`` (``z``; in a mixed file also the
+            permuted modality's own ``z[m]``), ``(train, test)`` each, else ``None``.
 
     Returns:
         The JSON-ready figures and the test-set posterior means per encoder (for the plots).
@@ -323,15 +324,15 @@ def evaluate_model(
         )
         for s in subsets
     }
-    if true_z is None:
-        recovery: dict[str, float] | str = NO_TRUE_Z
-    else:
-        recovery = {
-            name(s): metrics.linear_fit_r2(
-                train_means[s], true_z[0], test_posteriors[s][0], true_z[1]
-            )
-            for s in subsets
-        }
+    recovery: dict[str, Any] | str = NO_TRUE_Z
+    if codes is not None:
+        recovery = probes.latent_recovery(
+            {name(s): train_means[s] for s in subsets},
+            train["labels"],
+            {name(s): test_posteriors[s][0] for s in subsets},
+            test["labels"],
+            codes,
+        )
     figures = {
         "elbo": elbo,
         "log_likelihood": float(joint.mean()),
@@ -449,9 +450,7 @@ def evaluate_datasets(
             ),
             "models": {},
         }
-        true_z = None
-        if info.has_latent and train_split.z is not None and test_split.z is not None:
-            true_z = (torch.from_numpy(train_split.z), torch.from_numpy(test_split.z))
+        codes = probes.read_codes(info.path, len(train_split), len(test_split))
         for model_name in config.models:
             tasks.start(f"{info.name}: train {model_name}")
             # The same initialisation on every dataset.
@@ -459,7 +458,7 @@ def evaluate_datasets(
             history = fit(model, train, test, config.train_config(), on_step=on_step)
             model.eval()
             tasks.start(f"{info.name}: measure {model_name}")
-            figures, means = evaluate_model(model, train, test, classifiers, config, true_z)
+            figures, means = evaluate_model(model, train, test, classifiers, config, codes)
             latents[model_name][info.name] = means
             curves = f"curves-{info.name}-{model_name}.png"
             plots.training_curves(history, out / curves, f"{model_name} on {info.name}")

@@ -18,8 +18,8 @@ the model was trained with):
 
 Coherence and agreement: cross and joint coherence through real-data classifiers (Shi et al.,
 MMVAE, §4), KL and Jensen–Shannon divergences between the posteriors of different subsets,
-a Gaussian naive-Bayes classifier on latent means (Korthals et al., M²VAE), the R² of a linear
-map from posterior means to the true codes, and the Fréchet distance (Heusel et al., eq. 6).
+a Gaussian naive-Bayes classifier on latent means (Korthals et al., M²VAE), and the Fréchet
+distance (Heusel et al., eq. 6). Latent recovery has its own module, ``mmgen.probes``.
 
 Memory: the sampling bounds decode at most ``max_elements`` codes at once (mmvae evaluates
 ``12000 // K`` data points per batch); the draws depend on the seed, ``K`` and ``max_elements``
@@ -464,38 +464,6 @@ def gaussian_naive_bayes_accuracy(
         scores.append(log_prior + log_normal(test_features, mean, var.log()))
     predicted = classes[torch.stack(scores, dim=1).argmax(1)]
     return accuracy(predicted, test_labels.to(predicted.device))
-
-
-def linear_fit_r2(
-    train_inputs: Tensor, train_targets: Tensor, test_inputs: Tensor, test_targets: Tensor
-) -> float:
-    """Held-out R² of the least-squares affine map ``inputs → targets``.
-
-    Fit ``Y ≈ [X, 1] W`` on the training pairs; on the test pairs
-    ``R² = 1 − Σ(y − ŷ)² / Σ(y − ȳ)²`` per target dimension, averaged over dimensions. 1 for an
-    exact affine relation, about 0 (or below) when the inputs carry no information.
-    """
-
-    for inputs, targets, split in (
-        (train_inputs, train_targets, "train"),
-        (test_inputs, test_targets, "test"),
-    ):
-        if len(inputs) != len(targets):
-            raise ValueError(
-                f"{split} inputs and targets need the same number of rows, got {len(inputs)} "
-                f"and {len(targets)}"
-            )
-
-    def design(x: Tensor) -> Tensor:
-        x = x.double()
-        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
-
-    weights = torch.linalg.lstsq(design(train_inputs).cpu(), train_targets.double().cpu()).solution
-    predicted = design(test_inputs).cpu() @ weights
-    truth = test_targets.double().cpu()
-    residual = (truth - predicted).pow(2).sum(0)
-    total = (truth - truth.mean(0)).pow(2).sum(0)
-    return float((1.0 - residual / total).mean())
 
 
 def gaussian_frechet_distance(
