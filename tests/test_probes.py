@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mmgen import h5io, probes
+from mmgen.header import DatasetHeader, ModalitySource
 from mmgen.rng import stream
 from mmgen.shuffle import MixConfig, mix_modality
 
@@ -201,23 +202,25 @@ def test_code_keys_round_trip() -> None:
 
 
 # ----- the codes of a mixed file -------------------------------------------------------------
-def write_entangled(path: Path, sizes: dict[str, int]) -> Path:
-    """An entangled file whose images carry their own code: pixels (0, 0) and (0, 1) hold z."""
+def write_entangled(path: Path, sizes: dict[str, int], kind: str = "entangled") -> Path:
+    """An entangled file whose images carry their own code: pixels (0, 0) and (0, 1) hold z.
+
+    With ``kind="naive"`` the file stores no codes (the images still carry them).
+    """
     modalities = ["a", "b"]
-    attrs = {
-        "mmgen_version": "test",
-        "kind": "entangled",
-        "modalities": modalities,
-        "sources": {m: "mnist" for m in modalities},
-        "num_classes": NUM_CLASSES,
-        "class_names": [str(c) for c in range(NUM_CLASSES)],
-        "latent_dim": 2,
-        "has_latent": True,
-        "seed": 0,
-        "config": {},
-    }
-    fields = h5io.standard_fields(modalities, "float32", 2)
-    with h5io.create_dataset(path, attrs, sizes, fields) as writer:
+    latent_dim = 0 if kind == "naive" else 2
+    header = DatasetHeader(
+        kind=kind,
+        modalities=tuple(modalities),
+        sources={m: ModalitySource("mnist") for m in modalities},
+        num_classes=NUM_CLASSES,
+        class_names=tuple(str(c) for c in range(NUM_CLASSES)),
+        latent_dim=latent_dim,
+        seed=0,
+        config={},
+    )
+    fields = h5io.standard_fields(modalities, "float32", latent_dim)
+    with h5io.create_dataset(path, header, sizes, fields) as writer:
         for split, size in sizes.items():
             rng = np.random.default_rng([4, size])
             z = rng.uniform(size=(size, 2)).astype(np.float32)
@@ -226,6 +229,8 @@ def write_entangled(path: Path, sizes: dict[str, int]) -> Path:
             rows = {"images/a": images, "images/b": images, "z": z}
             rows["labels"] = np.arange(size) % NUM_CLASSES
             rows["code_index"] = np.arange(size)
+            if not latent_dim:
+                del rows["z"], rows["code_index"]
             writer.append(split, rows)
     return path
 
@@ -249,10 +254,7 @@ def test_the_permuted_modality_s_code_is_the_one_its_image_was_decoded_from(tmp_
 
 
 def test_a_file_without_codes_has_no_targets(tmp_path) -> None:
-    path = write_entangled(tmp_path / "e.h5", {"train": 20, "test": 10})
-    with h5py.File(path, "a") as handle:
-        for split in ("train", "test"):
-            del handle[split]["z"]
+    path = write_entangled(tmp_path / "naive.h5", {"train": 20, "test": 10}, kind="naive")
     assert probes.read_codes(path, 20, 10) is None
 
 
