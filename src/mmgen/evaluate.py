@@ -42,21 +42,13 @@ from mmgen.errors import UsageError
 from mmgen.h5io import SplitData, read_attrs, read_split
 from mmgen.report import write_report
 from mmgen.sources import load_split
-from mmgen.train import TrainConfig, epoch_generator
+from mmgen.rng import stream as random_stream
+from mmgen.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("jmvae", "jmvae-zero", "jmvae-kl", "tvae", "m2vae")
 NO_TRUE_Z = "n/a: file has no true z"
-# Offsets of the metric generators in ``epoch_generator``'s key space, far from training epochs
-# (which count up from 0) and from their evaluation draws (which count down from -1).
-METRIC_STREAMS = {
-    "elbo": 500_001,
-    "iw": 500_002,
-    "conditional": 500_003,
-    "joint_coherence": 500_004,
-    "jsd": 500_005,
-}
 TaskCallback = Callable[[int, int, str], None]  # (tasks done, total, next task's description)
 StepCallback = Callable[[dict[str, float]], None]
 
@@ -236,15 +228,26 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
 
 
 def split_tensors(data: SplitData, modalities: Sequence[str], device: torch.device) -> dict:
-    """A split as the models' batch: ``{m: (N, 1, 28, 28) float in [0, 1], "labels": (N,)}``."""
-    batch = {m: torch.from_numpy(data.images_float(m)).unsqueeze(1).to(device) for m in modalities}
+    """A split as the models' batch: ``{m: (N, 1, 28, 28) float in [0, 1], "labels": (N,)}``.
+
+    The stored images (uint8 ×255 or float32) cross to the device as they are and are converted
+    there, once: a quarter of the bytes of a host-side float copy for uint8 files.
+    """
+    batch = {}
+    for m in modalities:
+        images = torch.from_numpy(data.images[m]).to(device).unsqueeze(1)  # (N, 1, 28, 28)
+        batch[m] = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
     batch["labels"] = torch.from_numpy(data.labels).to(device)
     return batch
 
 
-def metric_generator(seed: int, stream: str, device: torch.device) -> torch.Generator:
-    """The generator of one metric, keyed by (seed, metric): independent of evaluation order."""
-    return epoch_generator(seed, METRIC_STREAMS[stream], device)
+def metric_generator(seed: int, name: str, device: torch.device) -> torch.Generator:
+    """The generator of one metric on ``device``: the stream ``(seed, "metric", name)``.
+
+    Keyed by name (``mmgen.rng``), so it is independent of the evaluation order and of every
+    training stream.
+    """
+    return random_stream(seed, "metric", name, device=device)
 
 
 def data_quality(
