@@ -213,13 +213,18 @@ def iw_comparison(device: torch.device, k: int, points: int, rounds: int) -> dic
 
 # ----- part 2: the whole measurement phase ----------------------------------------------------
 def measurement_phase(
-    device: torch.device, test_tuples: int, train_tuples: int, datasets: int, joint_samples: int
+    device: torch.device,
+    test_tuples: int,
+    train_tuples: int,
+    datasets: int,
+    joint_samples: int,
+    k: int,
 ) -> dict[str, dict[str, float]]:
     """Seconds of ``evaluate_model`` per dataset and model at the reference settings."""
     from mmgen.classifiers import ClassifierConfig, ImageClassifier, TrainedClassifier
     from mmgen.evaluate import DEFAULT_MODELS, EvaluateConfig, evaluate_model
 
-    config = EvaluateConfig(device=str(device), joint_samples=joint_samples)
+    config = EvaluateConfig(device=str(device), joint_samples=joint_samples, k=k)
     classifiers = {}
     for index, modality in enumerate(MODALITIES):
         with torch.random.fork_rng(devices=[]):
@@ -251,10 +256,15 @@ def phase_child(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     start = time.perf_counter()
     seconds = measurement_phase(
-        device, args.phase_child, args.train_tuples, args.datasets, args.joint_samples
+        device, args.phase_child, args.train_tuples, args.datasets, args.joint_samples, args.k
     )
     record = {
         "test_tuples": args.phase_child,
+        "k": args.k,
+        "joint_samples": args.joint_samples,
+        "train_tuples": args.train_tuples,
+        "datasets": args.datasets,
+        "threads": torch.get_num_threads(),
         "seconds": time.perf_counter() - start,
         "per_model_seconds": seconds,
         "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -271,7 +281,8 @@ def whole_phase(args: argparse.Namespace) -> list[dict]:
         child = subprocess.run(
             [sys.executable, __file__, "--device", args.device, "--phase-child", str(size),
              "--train-tuples", str(args.train_tuples), "--datasets", str(args.datasets),
-             "--joint-samples", str(args.joint_samples), "--threads", str(args.threads)],
+             "--joint-samples", str(args.joint_samples), "--threads", str(args.threads),
+             "--k", str(args.phase_k or args.k)],
             stdout=subprocess.PIPE, text=True, check=True,
         )  # fmt: skip
         records.append(json.loads(child.stdout.strip().splitlines()[-1]))
@@ -290,6 +301,8 @@ def main() -> None:
     parser.add_argument("--train-tuples", type=int, default=10_000)
     parser.add_argument("--datasets", type=int, default=3)
     parser.add_argument("--joint-samples", type=int, default=10_000)
+    parser.add_argument("--phase-k", type=int, help="K of part 2 (default: --k)")
+    parser.add_argument("--skip-iw", action="store_true", help="part 2 only")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--phase-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -306,18 +319,19 @@ def main() -> None:
         "machine": machine_description(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "iw": iw_comparison(device, args.k, args.points, args.rounds),
     }
-    iw = report["iw"]
-    print(json.dumps(report, indent=2), flush=True)
-    print(
-        f"K = {iw['k']}: per-point {iw['points_per_s']['per_point']:.1f}, previous "
-        f"{iw['points_per_s']['previous']:.1f}, mmgen {iw['points_per_s']['mmgen']:.1f} points/s; "
-        f"mmgen = {iw['mmgen_vs_previous']:.2f}x previous, {iw['mmgen_vs_per_point']:.2f}x "
-        f"per-point, {100 * iw['fraction_of_limit']['mmgen']:.0f} % of the limit "
-        f"({iw['limit_points_per_s']:.0f} points/s)",
-        flush=True,
-    )
+    if not args.skip_iw:
+        report["iw"] = iw = iw_comparison(device, args.k, args.points, args.rounds)
+        print(json.dumps(report, indent=2), flush=True)
+        print(
+            f"K = {iw['k']}: per-point {iw['points_per_s']['per_point']:.1f}, previous "
+            f"{iw['points_per_s']['previous']:.1f}, mmgen {iw['points_per_s']['mmgen']:.1f} "
+            f"points/s; mmgen = {iw['mmgen_vs_previous']:.2f}x previous, "
+            f"{iw['mmgen_vs_per_point']:.2f}x per-point, "
+            f"{100 * iw['fraction_of_limit']['mmgen']:.0f} % of the limit "
+            f"({iw['limit_points_per_s']:.0f} points/s)",
+            flush=True,
+        )
     if args.phase_tuples:
         report["phase"] = whole_phase(args)
         largest = max(report["phase"], key=lambda r: r["test_tuples"])
