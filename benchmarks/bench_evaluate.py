@@ -325,9 +325,9 @@ def main() -> None:
         phase_child(args)
         return
     if args.quick:
-        args.points, args.rounds = 24, 2
+        args.points, args.rounds = 16, 2
         args.phase_tuples, args.train_tuples, args.datasets = [100], 200, 1
-        args.joint_samples = 500
+        args.joint_samples, args.phase_k = 500, 100
     device = torch.device(args.device)
     report: dict = {
         "machine": machine_description(device),
