@@ -471,7 +471,7 @@ def test_prior_log_likelihood_is_the_documented_estimate_of_any_chunking() -> No
         assert float(value[i]) == pytest.approx(float(expected), abs=2e-3)
     head = metrics.prior_log_likelihood(model, _head(images, 2), ("a", "b"), 2500, seeded(10))
     torch.testing.assert_close(head, value[:2], rtol=0, atol=1e-4)
-    codes = metrics._prior_codes(seeded(10), 2500, 1, torch.device("cpu"))
+    codes = metrics.prior_codes(seeded(10), 2500, 1, torch.device("cpu"))
     one_at_a_time = metrics.mixture_log_likelihood(
         model, images, ("a", "b"), codes, points_per_chunk=1
     )

@@ -338,10 +338,14 @@ def mixture_log_likelihood(
     return total
 
 
-def _prior_codes(
+def prior_codes(
     generator: torch.Generator, num_samples: int, latent_dim: int, device: torch.device
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Blocks of ``z_j ~ N(0, I)`` with log-weight ``−log N_w`` (draws keyed by block)."""
+    """Blocks of ``PRIOR_CHUNK`` codes ``z_j ~ N(0, I)``, each with log-weight ``−log N_w``.
+
+    The blocks are drawn in order from ``generator`` (as before issue 7, so ``N_w`` prior draws
+    are the same numbers whatever the number of data points); for ``mixture_log_likelihood``.
+    """
     log_weight = torch.tensor(-math.log(num_samples), device=device)
     for done in range(0, num_samples, PRIOR_CHUNK):
         count = min(PRIOR_CHUNK, num_samples - done)
@@ -363,7 +367,7 @@ def prior_log_likelihood(
     (``mixture_log_likelihood``: each decoded once, every point scored by a matrix product).
     """
     _require_positive_samples("prior samples N_w", num_samples)
-    codes = _prior_codes(generator, num_samples, model.config.latent_dim, _device(images))
+    codes = prior_codes(generator, num_samples, model.config.latent_dim, _device(images))
     return mixture_log_likelihood(model, images, modalities, codes)
 
 
