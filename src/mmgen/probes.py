@@ -42,6 +42,7 @@ from mmgen.h5io import open_dataset
 __all__ = [
     "CHUNK_ENTRIES",
     "K_GRID",
+    "LOO_QUERIES",
     "PROBES",
     "RIDGE",
     "choose_k",
@@ -56,6 +57,8 @@ __all__ = [
 
 # Candidate neighbour counts of the kNN probe; the leave-one-out error on train picks one.
 K_GRID = (1, 2, 4, 8, 16, 32, 64, 128)
+# Training points per class whose leave-one-out error chooses k (see choose_k).
+LOO_QUERIES = 1000
 # Ridge of the per-class least squares, relative to the mean eigenvalue of the class's input
 # scatter: it only matters when the scatter is singular (a collapsed latent dimension, a class
 # with fewer than d + 1 training points), where it picks the smallest-norm map instead of failing.
@@ -185,16 +188,18 @@ def class_affine(
 
 
 def _nearest(
-    queries: Tensor, points: Tensor, count: int, exclude_self: bool = False
+    queries: Tensor, points: Tensor, count: int, self_index: Tensor | None = None
 ) -> Iterator[tuple[int, Tensor]]:
     """``(first row, (rows, count) indices)`` of each query chunk's nearest ``points``, nearest
-    first; with ``exclude_self`` (queries are the points) a point is not its own neighbour."""
+    first. ``self_index[i]`` (when given) is query ``i``'s own row in ``points``: a point is
+    not its own neighbour. Distances are float32: only their order matters."""
+    points = points.float()
     rows = max(1, CHUNK_ENTRIES // len(points))
     for start in range(0, len(queries), rows):
-        distances = torch.cdist(queries[start : start + rows], points)  # (rows, n)
-        if exclude_self:
-            index = torch.arange(len(distances), device=distances.device)
-            distances[index, index + start] = torch.inf
+        distances = torch.cdist(queries[start : start + rows].float(), points)  # (rows, n)
+        if self_index is not None:
+            own = self_index[start : start + rows]
+            distances[torch.arange(len(own), device=distances.device), own] = torch.inf
         yield start, distances.topk(count, dim=1, largest=False).indices
 
 
@@ -203,13 +208,16 @@ def choose_k(
     train_labels: Tensor,
     train_codes: Tensor,
     grid: tuple[int, ...] = K_GRID,
+    queries_per_class: int = LOO_QUERIES,
 ) -> int:
     """The ``k`` of ``grid`` with the smallest leave-one-out error of the per-class kNN on train.
 
-    Every training point is predicted from the ``k`` nearest *other* training points of its
+    Training points are predicted from the ``k`` nearest *other* training points of their
     class (all of them when the class has fewer), and the squared errors are summed over all
-    classes; ties go to the smaller ``k``. Classes with a single point have no neighbour and
-    are left out.
+    classes; ties go to the smaller ``k``. At most ``queries_per_class`` evenly spaced points
+    of each class are predicted (against every point of the class): the error of eight
+    candidates is estimated well from a thousand points, at a sixth of the cost of all 6,000.
+    Classes with a single point have no neighbour and are left out.
     """
     train_means, train_codes = train_means.double(), train_codes.double()
     train_labels = train_labels.to(train_means.device)
@@ -221,11 +229,13 @@ def choose_k(
         if available < 1:
             continue
         counts = torch.tensor([min(k, available) for k in grid], device=means.device)
-        for start, neighbours in _nearest(means, means, available, exclude_self=True):
+        step = -(-len(means) // queries_per_class)  # ceil: evenly spaced, deterministic
+        own = torch.arange(0, len(means), step, device=means.device)
+        for start, neighbours in _nearest(means[own], means, available, self_index=own):
             # Running sums over the neighbours, nearest first: the k-NN mean for every k at once.
             sums = codes[neighbours].cumsum(1)  # (rows, available, d)
             predicted = sums[:, counts - 1] / counts[None, :, None]  # (rows, len(grid), d)
-            truth = codes[start : start + len(neighbours), None]
+            truth = codes[own[start : start + len(neighbours)], None]
             errors += (predicted - truth).pow(2).sum((0, 2))
     return grid[int(errors.argmin())]
 
