@@ -104,7 +104,7 @@ def multivae_dataset(
     """
     split_data = read_split(path, split, limit)
     data = {
-        m: torch.from_numpy(split_data.images_float(m))  # (N, 28, 28) → (N, 1, 28, 28)
+        m: torch.from_numpy(split_data.images_float(m)).unsqueeze(1)  # (N, 28, 28) → (N, 1, 28, 28)
         for m in split_data.images
     }
     z = None if split_data.z is None else torch.from_numpy(np.asarray(split_data.z, np.float32))
