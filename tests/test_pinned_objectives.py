@@ -8,6 +8,10 @@ sign of α or β, dropping a term or swapping two weights changes the loss by fa
 (the KLs involved are checked to be non-trivial).
 
     ELBO_S(T) = E_{q(z|S)}[Σ_{m∈T} log p(m|z)] − β·KL(q(z|S) ‖ N(0, I)),  one draw z ~ q(z|S)
+
+Today's aggregators (MVAE, MMVAE, MoPoE) are recomputed from their uni-modal experts alone: the
+product of experts from the precision formula of METHOD.md §4 and the mixture density by
+``torch.distributions.MixtureSameFamily``, never through the models' fusion code.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from mmgen import rng
 from mmgen.models.multimodal import MultimodalVAE
@@ -56,13 +60,45 @@ class Hand:
         x = self.batch[modality].flatten(1)
         return (x * F.logsigmoid(logits) + (1 - x) * F.logsigmoid(-logits)).sum(1)
 
-    def elbo(self, subset: Subset, scored: Subset) -> torch.Tensor:
-        """ELBO_S(T) with one draw z = μ + σ·ε, ε ~ N(0, I) from the shared stream."""
-        q = self.q(subset)
+    def elbo(self, subset: Subset, scored: Subset, q: Normal | None = None) -> torch.Tensor:
+        """ELBO_S(T) with one draw z = μ + σ·ε, ε ~ N(0, I) from the shared stream.
+
+        ``q`` replaces the model's ``q(z|S)`` (the aggregators' hand-made products).
+        """
+        q = self.q(subset) if q is None else q
+        z = self.draw(q)
+        return sum(self.log_p(m, z) for m in scored) - BETA * self.kl(q, standard(q))
+
+    def draw(self, q: Normal) -> torch.Tensor:
+        """z = μ + σ·ε with ε from the shared stream."""
         eps = torch.randn(q.loc.shape, generator=self.generator, dtype=q.loc.dtype)
-        z = q.loc + q.scale * eps
-        prior = Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))
-        return sum(self.log_p(m, z) for m in scored) - BETA * self.kl(q, prior)
+        return q.loc + q.scale * eps
+
+    def expert(self, modality: str) -> Normal:
+        """The uni-modal expert q(z|m), straight from the model's network of m."""
+        flat = {modality: self.batch[modality].flatten(1)}
+        mu, logvar = self.model.encoders[modality](flat)
+        return Normal(mu, (0.5 * logvar).exp())
+
+    def poe(self, subset: Subset) -> Normal:
+        """PoE(S) = N(0, I)·Π_{m∈S} q(z|m): precision 1 + Σ σ_m⁻², mean Σ μ_m σ_m⁻² / precision."""
+        experts = [self.expert(m) for m in subset]
+        precision = 1 + sum(e.scale**-2 for e in experts)
+        mean = sum(e.loc * e.scale**-2 for e in experts) / precision
+        return Normal(mean, precision**-0.5)
+
+
+def standard(q: Normal) -> Normal:
+    """p(z) = N(0, I) of q's shape."""
+    return Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))
+
+
+def uniform_mixture(components: list[Normal]) -> MixtureSameFamily:
+    """(1/K) Σ_k q_k over diagonal Gaussians, by torch.distributions."""
+    loc = torch.stack([c.loc for c in components], dim=1)  # (B, K, d)
+    scale = torch.stack([c.scale for c in components], dim=1)
+    weights = Categorical(logits=torch.zeros(loc.shape[:2], dtype=loc.dtype))
+    return MixtureSameFamily(weights, Independent(Normal(loc, scale), 1))
 
 
 def noise() -> torch.Generator:
@@ -117,12 +153,53 @@ def m2vae(hand: Hand, modalities: Subset, stage: str) -> torch.Tensor:
     return bound(modalities)
 
 
+def mvae(hand: Hand, modalities: Subset, stage: str) -> torch.Tensor:
+    """MVAE: ELBO_M(M) + Σ_m ELBO_m(m) + ELBO_S(S) for the sampled middle subset S (|M| ≥ 3),
+    every q(z|S) = PoE(S) and every term scoring only its own modalities.
+
+    The model draws the sampled subset first (a permutation of the subsets of size 2 … |M|−1,
+    largest first, from the training stream), then one z per term in the order M, singles, S.
+    """
+    sampled = []
+    if len(modalities) == 3:  # the middle subsets are the pairs; two modalities have none
+        pairs = list(itertools.combinations(modalities, 2))
+        sampled = [pairs[int(torch.randperm(len(pairs), generator=hand.generator)[0])]]
+    subsets = [modalities, *((m,) for m in modalities), *sampled]
+    return sum(hand.elbo(s, s, q=hand.poe(s)) for s in subsets)
+
+
+def mmvae(hand: Hand, modalities: Subset, stage: str) -> torch.Tensor:
+    """MMVAE: (1/|M|) Σ_m [log p(M|z_m) + β(log p(z_m) − log q(z_m|M))], z_m ~ q(z|m),
+    q(z|M) = (1/|M|) Σ_m q(z|m) (METHOD.md §4, with β on the KL estimate)."""
+    experts = [hand.expert(m) for m in modalities]
+    mixture = uniform_mixture(experts)
+    terms = []
+    for q in experts:  # one draw per stratum, in the modalities' order
+        z = hand.draw(q)
+        log_prior = standard(q).log_prob(z).sum(-1)
+        likelihood = sum(hand.log_p(t, z) for t in modalities)
+        terms.append(likelihood + BETA * (log_prior - mixture.log_prob(z)))
+    return sum(terms) / len(modalities)
+
+
+def mopoe(hand: Hand, modalities: Subset, stage: str) -> torch.Tensor:
+    """MoPoE: (1/|P|) Σ_{S∈P} [E_{PoE(S)} log p(M|z) − β KL(PoE(S) ‖ p(z))], P the non-empty
+    subsets; the model draws one z per subset, largest subset first."""
+    order = [
+        s for k in range(len(modalities), 0, -1) for s in itertools.combinations(modalities, k)
+    ]
+    return sum(hand.elbo(s, modalities, q=hand.poe(s)) for s in order) / len(order)
+
+
 HAND: dict[str, Callable[[Hand, Subset, str], torch.Tensor]] = {
     "jmvae": jmvae,
     "jmvae-zero": jmvae,
     "jmvae-kl": jmvae_kl,
     "tvae": tvae,
     "m2vae": m2vae,
+    "mvae": mvae,
+    "mmvae": mmvae,
+    "mopoe": mopoe,
 }
 
 

@@ -19,6 +19,13 @@ the model was trained with):
   shared by every point (an estimate, not a bound; tighter than the IW bound when the grid is
   fine enough).
 
+Mixture posteriors: MMVAE's and MoPoE's ``q(z|S)`` is a uniform mixture of Gaussians, not a
+Gaussian. Every bound samples from and takes the density of ``q(z|S)`` through its components
+(``posterior_mixture``: the model's ``posterior_components`` where it has one, else the
+Gaussian of ``encode`` as one component), so the proposal and its density are exact for every
+model; ``encode`` (``posterior``) gives the mixture's mean, which the coherence, the probes and
+the plots use. KL and JSD involving a mixture are Monte-Carlo estimates.
+
 Coherence and agreement: cross and joint coherence through real-data classifiers (Shi et al.,
 MMVAE, §4), KL and Jensen–Shannon divergences between the posteriors of different subsets,
 a Gaussian naive-Bayes classifier on latent means (Korthals et al., M²VAE), and the Fréchet
@@ -49,8 +56,10 @@ from mmgen.objectives import (
     kl_normal,
     log_normal,
     log_standard_normal,
+    mixture_log_prob,
     multimodal_elbo,
     multimodal_log_likelihood,
+    sample_mixture,
 )
 
 Images = Mapping[str, Tensor]
@@ -130,6 +139,35 @@ def draw_per_point(
     return torch.stack([draw_normal(generator, shape, device) for _ in range(points)])
 
 
+def draw_mixture_per_point(
+    generator: torch.Generator, mu: Tensor, logvar: Tensor, count: int
+) -> Tensor:
+    """``count`` draws per point from the uniform mixture of ``(μ_k, σ_k²)``, ``(B, count, d)``.
+
+    Point ``i`` takes its ``ε`` (and, for ``K > 1`` components, then its component indices)
+    from the stream in order, as :func:`draw_per_point`, so no draw depends on the chunking.
+    With ``K = 1`` the draws are exactly ``μ + σ·ε`` of :func:`draw_per_point`.
+
+    Args:
+        generator: the metric's stream.
+        mu: ``(K, B, d)`` component means.
+        logvar: ``(K, B, d)`` component log-variances.
+        count: draws per point.
+    """
+    components, batch, latent_dim = mu.shape
+    if components == 1:
+        eps = draw_per_point(generator, batch, (count, latent_dim), mu.device)  # (B, count, d)
+        return mu[0].unsqueeze(1) + (0.5 * logvar[0]).exp().unsqueeze(1) * eps
+    eps, index = [], []
+    for _ in range(batch):
+        eps.append(draw_normal(generator, (count, latent_dim), mu.device))
+        index.append(torch.randint(components, (count,), generator=generator,
+                                   device=generator.device).to(mu.device))  # fmt: skip
+    eps, index = torch.stack(eps), torch.stack(index)  # (B, count, d), (B, count)
+    rows = torch.arange(batch, device=mu.device).unsqueeze(1)  # (B, 1)
+    return mu[index, rows] + (0.5 * logvar[index, rows]).exp() * eps
+
+
 def covering_subset(model, modalities: Sequence[str]) -> Subset:
     """The smallest encodable subset that holds every one of ``modalities`` (the proposal).
 
@@ -161,6 +199,31 @@ def posterior(
     return torch.cat(mus), torch.cat(logvars)
 
 
+def _components(model, images: Images, subset: Subset) -> tuple[Tensor, Tensor]:
+    """``q(z|S)`` as uniform-mixture components ``(K, B, d)``; ``K = 1`` for a Gaussian."""
+    components = getattr(model, "posterior_components", None)
+    if components is None:  # a model with the plain interface: its q(z|S) is the Gaussian
+        mu, logvar = model.encode(images, subset)
+        return mu.unsqueeze(0), logvar.unsqueeze(0)
+    return components(images, subset)
+
+
+@torch.no_grad()
+def posterior_mixture(
+    model, images: Images, subset: Sequence[str], batch_size: int = 1000
+) -> tuple[Tensor, Tensor]:
+    """The components ``(μ, log σ²)`` of ``q(z|S)`` for every data point, each ``(K, N, d)``.
+
+    ``q(z|S) = (1/K) Σ_k N(μ_k, σ_k²)``; ``K = 1`` where the model's posterior is Gaussian.
+    """
+    subset = _require_encodable(model, subset)
+    parts = [
+        _components(model, {m: images[m][start : start + batch_size] for m in subset}, subset)
+        for start in range(0, _size(images), batch_size)
+    ]
+    return torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)
+
+
 @torch.no_grad()
 def subset_elbo(
     model,
@@ -183,7 +246,8 @@ def subset_elbo(
         subset: the modalities the posterior sees.
         generator: source of the draws ``z ~ q(z|S)``.
         num_samples: draws per data point.
-        analytic_kl: closed-form KL (lower variance); ``False`` gives the Monte-Carlo form
+        analytic_kl: closed-form KL (lower variance) where ``q(z|S)`` is Gaussian; ``False``,
+            and always for a mixture ``q(z|S)``, gives the Monte-Carlo form
             ``log p(M|z) + log p(z) − log q(z|S)``, which equals the IW bound with ``K = 1``.
         batch_size: data points per encoder call.
     """
@@ -192,17 +256,17 @@ def subset_elbo(
     results = []
     for start in range(0, _size(images), batch_size):
         chunk = _chunk(images, start, start + batch_size)
-        mu, logvar = model.encode({m: chunk[m] for m in subset}, subset)  # (B, d)
-        eps = draw_per_point(generator, len(mu), (num_samples, mu.shape[1]), mu.device)
-        total = torch.zeros(len(mu), device=mu.device)
+        mu, logvar = _components(model, {m: chunk[m] for m in subset}, subset)  # (K, B, d)
+        draws = draw_mixture_per_point(generator, mu, logvar, num_samples)  # (B, S, d)
+        total = torch.zeros(mu.shape[1], device=mu.device)
         for sample in range(num_samples):
-            z = mu + (0.5 * logvar).exp() * eps[:, sample]  # (B, d)
+            z = draws[:, sample]  # (B, d)
             logits = model.decode_logits(z)
-            if analytic_kl:
-                total += multimodal_elbo(logits, chunk, mu, logvar, beta=1.0)
+            if analytic_kl and len(mu) == 1:
+                total += multimodal_elbo(logits, chunk, mu[0], logvar[0], beta=1.0)
             else:
                 log_likelihood = multimodal_log_likelihood(logits, chunk)
-                total += log_likelihood + log_standard_normal(z) - log_normal(z, mu, logvar)
+                total += log_likelihood + log_standard_normal(z) - mixture_log_prob(z, mu, logvar)
         results.append(total / num_samples)
     return torch.cat(results)
 
@@ -265,21 +329,20 @@ def importance_weighted_bound(
     results = []
     for start in range(0, _size(images), points):
         chunk = _chunk(images, start, start + points)
-        mu, logvar = model.encode({m: chunk[m] for m in proposal}, proposal)
-        mu, logvar = mu.unsqueeze(1), logvar.unsqueeze(1)  # (B, 1, d)
-        batch, _, latent_dim = mu.shape
-        eps = draw_per_point(generator, batch, (k, latent_dim), mu.device)  # (B, K, d)
+        # q(z|S) as its mixture components (K, B, d): K = 1 for a Gaussian posterior
+        mu, logvar = _components(model, {m: chunk[m] for m in proposal}, proposal)
+        _, batch, latent_dim = mu.shape
+        draws = draw_mixture_per_point(generator, mu, logvar, k)  # (B, K, d)
         log_w = torch.empty(batch, k, device=mu.device)
         for done in range(0, k, sample_chunk):
-            z = mu + (0.5 * logvar).exp() * eps[:, done : done + sample_chunk]  # (B, c, d)
+            z = draws[:, done : done + sample_chunk]  # (B, c, d)
             count = z.shape[1]
             logits = model.decode_logits(z.reshape(batch * count, latent_dim))
             log_likelihood = sum(
                 grouped_log_likelihood(logits[m].view(batch, count, -1), chunk[m]) for m in scored
             )
-            log_w[:, done : done + count] = (
-                log_likelihood + log_standard_normal(z) - log_normal(z, mu, logvar)
-            )
+            log_q = mixture_log_prob(z.transpose(0, 1), mu, logvar).transpose(0, 1)  # (B, c)
+            log_w[:, done : done + count] = log_likelihood + log_standard_normal(z) - log_q
         results.append(iw_log_mean_exp(log_w, dim=1))
     return torch.cat(results)
 
@@ -581,6 +644,42 @@ def gaussian_jsd(
     return torch.cat(results)
 
 
+def mixture_kl(
+    p: tuple[Tensor, Tensor],
+    q: tuple[Tensor, Tensor],
+    generator: torch.Generator | None,
+    num_samples: int = 64,
+) -> Tensor:
+    """Monte-Carlo ``KL(p ‖ q) = E_p[log p − log q]`` between uniform Gaussian mixtures, ``(N,)``.
+
+    ``p`` and ``q`` are components ``(μ, log σ²)``, each ``(K, N, d)`` (``K`` may differ).
+    """
+    _require_positive_samples("KL samples", num_samples)
+    z = sample_mixture(*p, num_samples, generator)  # (S, N, d)
+    return (mixture_log_prob(z, *p) - mixture_log_prob(z, *q)).mean(0)
+
+
+def mixture_jsd(
+    p: tuple[Tensor, Tensor],
+    q: tuple[Tensor, Tensor],
+    generator: torch.Generator | None,
+    num_samples: int = 64,
+) -> Tensor:
+    """Monte-Carlo Jensen–Shannon divergence between uniform Gaussian mixtures, ``(N,)``.
+
+    ``gaussian_jsd`` for posteriors given as components ``(μ, log σ²)``, each ``(K, N, d)``;
+    with one component each it draws the same samples and gives the same values.
+    """
+    _require_positive_samples("JSD samples", num_samples)
+    total = torch.zeros(p[0].shape[1], device=p[0].device)
+    for drawn_from_p, side in ((True, p), (False, q)):
+        z = sample_mixture(*side, num_samples, generator)  # (S, N, d)
+        log_p, log_q = mixture_log_prob(z, *p), mixture_log_prob(z, *q)
+        log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
+        total += 0.5 * ((log_p if drawn_from_p else log_q) - log_m).mean(0)
+    return total
+
+
 @torch.no_grad()
 def posterior_divergences(
     model,
@@ -594,19 +693,36 @@ def posterior_divergences(
 
     The M²VAE authors' agreement analysis: for subsets ``S`` before ``S'`` in
     ``encodable_subsets()`` (e.g. ``a+b`` vs ``a``, ``a+b`` vs ``b``, ``a`` vs ``b``),
-    ``KL(q(z|S) ‖ q(z|S'))`` (analytic) and ``JSD(q(z|S), q(z|S'))`` (Monte Carlo).
+    ``KL(q(z|S) ‖ q(z|S'))`` (analytic between Gaussians, Monte Carlo with ``num_samples``
+    draws where either posterior is a mixture) and ``JSD(q(z|S), q(z|S'))`` (Monte Carlo).
+
+    Args:
+        posteriors: the Gaussian ``(μ, log σ²)`` of ``posterior`` when already computed; used
+            for the subsets whose ``q(z|S)`` is Gaussian (a mixture's components are computed
+            here).
 
     Returns:
         ``"S||S'"`` → ``{"kl": …, "jsd": …}``.
     """
     subsets = [tuple(s) for s in model.encodable_subsets()]
-    if posteriors is None:
-        posteriors = {s: posterior(model, images, s, batch_size) for s in subsets}
+    components = {}
+    for s in subsets:
+        first_point = {m: images[m][:1] for m in s}  # tells a Gaussian from a mixture
+        if posteriors is not None and len(_components(model, first_point, s)[0]) == 1:
+            mu, logvar = posteriors[s]
+            components[s] = (mu.unsqueeze(0), logvar.unsqueeze(0))
+        else:
+            components[s] = posterior_mixture(model, images, s, batch_size)
     result = {}
     for first, second in itertools.combinations(subsets, 2):
-        (mu_p, logvar_p), (mu_q, logvar_q) = posteriors[first], posteriors[second]
-        kl = kl_normal(mu_p, logvar_p, mu_q, logvar_q)
-        jsd = gaussian_jsd(mu_p, logvar_p, mu_q, logvar_q, generator, num_samples)
+        p, q = components[first], components[second]
+        if len(p[0]) == len(q[0]) == 1:  # two Gaussians: the closed-form KL
+            (mu_p, logvar_p), (mu_q, logvar_q) = (t[0] for t in p), (t[0] for t in q)
+            kl = kl_normal(mu_p, logvar_p, mu_q, logvar_q)
+            jsd = gaussian_jsd(mu_p, logvar_p, mu_q, logvar_q, generator, num_samples)
+        else:
+            kl = mixture_kl(p, q, generator, num_samples)
+            jsd = mixture_jsd(p, q, generator, num_samples)
         result[f"{subset_name(first)}||{subset_name(second)}"] = {
             "kl": float(kl.mean()),
             "jsd": float(jsd.mean()),

@@ -248,3 +248,132 @@ def m2vae_objective(
         raise ValueError(f"m2vae_objective is missing the terms {missing}")
     total = sum(w * elbos[s] for s, w in elbo_weights.items())
     return total - alpha * sum(w * kls[pair] for pair, w in kl_weights.items())
+
+
+# ----- Today's aggregators (METHOD.md §4): products and mixtures of experts ------------------
+def product_of_experts(mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
+    """``PoE(S)``: the product of the prior expert ``N(0, I)`` and the Gaussian experts of ``S``.
+
+    Wu & Goodman (2018), MVAE, eq. 5 with the prior expert of their §3: for experts
+    ``N(μ_m, σ_m²)``, ``m ∈ S``,
+
+        precision  T = 1 + Σ_{m∈S} σ_m⁻²,     mean  μ = (Σ_{m∈S} μ_m σ_m⁻²) / T,
+
+    per latent dimension (the prior contributes precision 1 and mean 0).
+
+    Args:
+        mu: ``(E, B, d)`` means of the ``E`` experts of ``S``.
+        logvar: ``(E, B, d)`` their log-variances.
+
+    Returns:
+        ``(μ, log σ²)`` of the product, each ``(B, d)``.
+    """
+    precision = 1.0 + torch.exp(-logvar).sum(0)  # (B, d): the prior's 1 plus each expert's
+    mean = (mu * torch.exp(-logvar)).sum(0) / precision
+    return mean, -torch.log(precision)
+
+
+def mixture_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """``log q(z) = log (1/K) Σ_k N(z; μ_k, σ_k²)``: a uniform mixture of diagonal Gaussians.
+
+    The log-mean-exp of the component densities (Shi et al. 2019, MMVAE, eq. 3 and §3's
+    ``log q(z|x_{1:M})``); with ``K = 1`` it is exactly ``log_normal``.
+
+    Args:
+        z: ``(..., B, d)`` points, any leading sample dimensions.
+        mu: ``(K, B, d)`` component means.
+        logvar: ``(K, B, d)`` component log-variances.
+
+    Returns:
+        ``(..., B)``.
+    """
+    per_component = log_normal(z.unsqueeze(-3), mu, logvar)  # (..., K, B)
+    return iw_log_mean_exp(per_component, dim=-2)
+
+
+def sample_mixture(mu: Tensor, logvar: Tensor, count: int, generator: torch.Generator) -> Tensor:
+    """Draws from the uniform mixture of ``(μ_k, σ_k²)``: ``(count, B, d)``.
+
+    A component is drawn uniformly for each sample, then ``z = μ_k + σ_k·ε``. With ``K = 1`` no
+    component is drawn, so the draws equal ``reparameterize`` on the expanded parameters.
+
+    Args:
+        mu: ``(K, B, d)`` component means.
+        logvar: ``(K, B, d)`` component log-variances.
+        count: samples per data point.
+        generator: source of the component indices and of ``ε``.
+    """
+    components, batch, latent_dim = mu.shape
+    shape = (count, batch, latent_dim)
+    if components == 1:
+        return reparameterize(mu[0].expand(shape), logvar[0].expand(shape), generator)
+    index = torch.randint(components, (count, batch), generator=generator, device=mu.device)
+    rows = torch.arange(batch, device=mu.device).expand(count, batch)
+    return reparameterize(mu[index, rows], logvar[index, rows], generator)  # (count, B, d)
+
+
+def mixture_moments(mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and log-variance of the uniform mixture of ``(μ_k, σ_k²)``, each ``(B, d)``.
+
+    ``E[z] = mean_k μ_k``, ``Var[z] = mean_k (σ_k² + μ_k²) − E[z]²`` (law of total variance).
+    """
+    mean = mu.mean(0)
+    variance = (logvar.exp() + mu.pow(2)).mean(0) - mean.pow(2)
+    return mean, variance.clamp_min(torch.finfo(variance.dtype).tiny).log()
+
+
+def mmvae_stratified_elbo(
+    log_likelihoods: Sequence[Tensor],
+    samples: Sequence[Tensor],
+    mu: Tensor,
+    logvar: Tensor,
+    beta: float,
+) -> Tensor:
+    """MMVAE's stratified bound with a β on the KL estimate, per example ``(B,)``.
+
+    Shi et al. (2019), eq. 4 (one draw per stratum) with ``q(z|M) = (1/|M|) Σ_m q(z|m)``:
+
+        (1/|M|) Σ_m [ log p(M|z_m) + β (log p(z_m) − log q(z_m|M)) ],   z_m ~ q(z|m),
+
+    with ``log q(z|M)`` the log-mean-exp of the component densities (``mixture_log_prob``).
+    ``β = 1`` is the paper's bound.
+
+    Args:
+        log_likelihoods: per expert ``m``, ``log p(M|z_m)`` (every modality scored), ``(B,)``.
+        samples: per expert ``m``, its draw ``z_m``, ``(B, d)``, in the order of ``mu``.
+        mu: ``(|M|, B, d)`` the experts' means.
+        logvar: ``(|M|, B, d)`` their log-variances.
+        beta: weight of the KL estimate.
+    """
+    if not len(log_likelihoods) == len(samples) == len(mu):
+        raise ValueError(
+            f"one log-likelihood and one draw per expert: got {len(log_likelihoods)}, "
+            f"{len(samples)} for {len(mu)} experts"
+        )
+    terms = [
+        ll + beta * (log_standard_normal(z) - mixture_log_prob(z, mu, logvar))
+        for ll, z in zip(log_likelihoods, samples, strict=True)
+    ]
+    return torch.stack(terms).mean(0)
+
+
+def mopoe_objective(
+    log_likelihoods: Sequence[Tensor], kls: Sequence[Tensor], beta: float
+) -> Tensor:
+    """MoPoE's bound per example: the mean over subsets of ``E_{q(z|S)} log p(M|z) − β KL``.
+
+    Sutter, Daunhawer & Vogt (2021), eq. 7 with the KL of the mixture bounded by the mean of
+    its components' (their eq. 8): for every non-empty ``S ∈ P(M)``, ``q(z|S) = PoE(S)``,
+
+        (1/|P|) Σ_S [ E_{q(z|S)} log p(M|z) − β KL(q(z|S) ‖ p(z)) ].
+
+    Args:
+        log_likelihoods: per subset, ``log p(M|z_S)`` with ``z_S ~ PoE(S)``, ``(B,)``.
+        kls: per subset (same order), ``KL(PoE(S) ‖ N(0, I))``, ``(B,)``.
+        beta: weight of the KLs.
+    """
+    if len(log_likelihoods) != len(kls) or not kls:
+        raise ValueError(f"one KL per subset: got {len(log_likelihoods)} and {len(kls)} terms")
+    return torch.stack(
+        [beta_elbo(ll, kl, beta) for ll, kl in zip(log_likelihoods, kls, strict=True)]
+    ).mean(0)

@@ -212,6 +212,13 @@ class MultimodalVAE(nn.Module):
         Raises:
             ValueError: the model has no posterior for ``subset``, or an image is missing.
         """
+        subset, flat = self.encoder_inputs(images, subset)
+        return self._encode(flat, subset)
+
+    def encoder_inputs(
+        self, images: Mapping[str, Tensor], subset: Sequence[str]
+    ) -> tuple[Subset, dict[str, Tensor]]:
+        """``subset`` checked and put in canonical order, and its images flat ``(B, 784)``."""
         subset = self.canonical_subset(subset)
         if subset not in self.encodable_subsets():
             raise ValueError(
@@ -221,11 +228,23 @@ class MultimodalVAE(nn.Module):
         missing = [m for m in subset if m not in images]
         if missing:
             raise ValueError(f"encode from {subset} needs images of {missing}")
-        return self._encode({m: images[m].flatten(1) for m in subset}, subset)  # (B, 784) each
+        return subset, {m: images[m].flatten(1) for m in subset}  # (B, 784) each
 
     def _encode(self, flat: Mapping[str, Tensor], subset: Subset) -> tuple[Tensor, Tensor]:
         """Run the encoder of ``subset`` on flat images (``subset`` already validated)."""
         return self.encoders[subset_key(subset)](flat)
+
+    def posterior_components(
+        self, images: Mapping[str, Tensor], subset: Sequence[str]
+    ) -> tuple[Tensor, Tensor]:
+        """``q(z|S)`` as a uniform mixture of ``K`` Gaussians: ``(μ, log σ²)``, each ``(K, B, d)``.
+
+        What the metrics sample from and take densities of (``mmgen.objectives.sample_mixture``,
+        ``mixture_log_prob``). Here ``K = 1``, the Gaussian of ``encode``; MMVAE and MoPoE,
+        whose ``q(z|S)`` is a mixture, override it (``encode`` then gives its mean and variance).
+        """
+        mu, logvar = self.encode(images, subset)
+        return mu.unsqueeze(0), logvar.unsqueeze(0)
 
     def decode_logits(self, z: Tensor) -> dict[str, Tensor]:
         """Codes ``(B, d)`` → logits ``(B, 1, 28, 28)`` of every modality."""

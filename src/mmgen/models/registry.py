@@ -18,12 +18,16 @@ from mmgen.config import to_dict
 from mmgen.errors import UsageError
 from mmgen.models.jmvae import JMVAE, JMVAEKL, JMVAEZero
 from mmgen.models.m2vae import M2VAE
+from mmgen.models.mmvae import MMVAE
+from mmgen.models.mopoe import MoPoE
 from mmgen.models.multimodal import MultimodalConfig, MultimodalVAE
+from mmgen.models.mvae import MVAE
 from mmgen.models.tvae import TVAE
 from mmgen.nn import build
 
 MODELS: dict[str, tuple[type[MultimodalConfig], type[MultimodalVAE]]] = {
-    cls.name: (cls.config_class, cls) for cls in (JMVAE, JMVAEZero, JMVAEKL, TVAE, M2VAE)
+    cls.name: (cls.config_class, cls)
+    for cls in (JMVAE, JMVAEZero, JMVAEKL, TVAE, M2VAE, MVAE, MMVAE, MoPoE)
 }
 
 

@@ -1,0 +1,191 @@
+"""An mmgen file in MultiVae (Senellart et al., the reference multimodal-VAE library).
+
+Needs the optional extra: ``pip install 'mmgen-entangled[multivae]'``. Three traps a new
+user meets when handing an mmgen file to MultiVae, and what this module does about each:
+
+1. **Image shape.** mmgen stores images ``(N, 28, 28)``; a MultiVae model declared with
+   ``input_dims = (1, 28, 28)`` decodes ``(B, 1, 28, 28)``, and its likelihood silently
+   broadcasts ``(B, 1, 28, 28)`` against ``(B, 28, 28)`` into ``(B, B, 28, 28)``: the loss grows
+   with the batch size and raises no error. ``multivae_dataset`` returns ``(N, 1, 28, 28)``.
+2. **Probabilities for logits.** MultiVae's default MLP decoder ends in a sigmoid, while its
+   ``"bernoulli"`` likelihood reads the decoder output as logits; and PyTorch's ``Bernoulli``
+   refuses grey-level targets. ``logit_decoders`` end without a sigmoid, and
+   ``use_grey_level_bernoulli`` scores grey levels ``x ∈ [0, 1]`` as mmgen does (METHOD.md,
+   "Notation"): ``log p(x|z) = Σ_pixels [x log σ(l) + (1 − x) log(1 − σ(l))]``.
+3. **uint8.** mmgen may store grey levels as uint8 ×255; MultiVae needs floats in [0, 1].
+   ``multivae_dataset`` converts (``mmgen.h5io.to_unit_float``).
+
+Example (MultiVae's JMVAE on MNIST-E; ``MVAE`` and ``MoPoE`` take the same arguments)::
+
+    from multivae.models import JMVAE, JMVAEConfig
+    from multivae.trainers import BaseTrainer, BaseTrainerConfig
+    from mmgen.integrations.multivae import (
+        logit_decoders, model_settings, multivae_dataset, use_grey_level_bernoulli)
+
+    train = multivae_dataset("mnist-e.h5", "train")
+    config = JMVAEConfig(**model_settings(train, latent_dim=2))
+    model = use_grey_level_bernoulli(JMVAE(config, decoders=logit_decoders(train, 2)))
+    BaseTrainer(model, train, training_config=BaseTrainerConfig(num_epochs=10)).train()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmgen.h5io import read_split
+
+try:
+    from multivae.data.datasets.base import DatasetOutput, MultimodalBaseDataset
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn.base_architectures import BaseDecoder
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "mmgen.integrations.multivae needs MultiVae: pip install 'mmgen-entangled[multivae]'"
+    ) from error
+
+IMAGE_SHAPE = (1, 28, 28)  # channels × height × width, as MultiVae's input_dims
+
+__all__ = [
+    "MmgenMultiVaeDataset",
+    "LogitDecoder",
+    "grey_level_bernoulli_log_prob",
+    "logit_decoders",
+    "model_settings",
+    "multivae_dataset",
+    "use_grey_level_bernoulli",
+]
+
+
+class MmgenMultiVaeDataset(MultimodalBaseDataset):
+    """A ``MultimodalBaseDataset`` of an mmgen split that also keeps the true codes ``z``.
+
+    ``data``: modality → float32 ``(N, 1, 28, 28)`` grey levels in [0, 1]; ``labels``: ``(N,)``
+    int64 classes; ``z``: ``(N, d)`` float32 true latent codes, or ``None`` (a naive pairing
+    stores none). Items are MultiVae's ``DatasetOutput(data=..., labels=...)`` plus ``z`` where
+    the file has it (MultiVae's models read ``data`` and ignore the rest).
+    """
+
+    def __init__(self, data: dict[str, Tensor], labels: Tensor, z: Tensor | None) -> None:
+        super().__init__(data, labels)
+        self.z = z
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modality names, in the file's order."""
+        return list(self.data)
+
+    def __getitem__(self, index: Any) -> DatasetOutput:
+        item = super().__getitem__(index)
+        if self.z is not None:
+            item["z"] = self.z[index]
+        return item
+
+
+def multivae_dataset(
+    path: Path | str, split: str = "train", limit: int | None = None
+) -> MmgenMultiVaeDataset:
+    """One split of an mmgen file as a MultiVae dataset: float images ``(N, 1, 28, 28)``.
+
+    Args:
+        path: an HDF5 file written by ``mmgen generate`` or ``mmgen shuffle``.
+        split: ``"train"`` or ``"test"``.
+        limit: read only the first ``limit`` tuples.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        mmgen.errors.UsageError: not an mmgen file, or an unknown split.
+    """
+    split_data = read_split(path, split, limit)
+    data = {
+        m: torch.from_numpy(split_data.images_float(m)).unsqueeze(1)  # (N, 28, 28) → (N, 1, 28, 28)
+        for m in split_data.images
+    }
+    z = None if split_data.z is None else torch.from_numpy(np.asarray(split_data.z, np.float32))
+    return MmgenMultiVaeDataset(data, torch.from_numpy(split_data.labels), z)
+
+
+def model_settings(dataset: MmgenMultiVaeDataset, latent_dim: int, **extra: Any) -> dict[str, Any]:
+    """Keyword arguments of any MultiVae model config for ``dataset``'s modalities.
+
+    ``n_modalities``, ``input_dims`` (every modality ``(1, 28, 28)``), ``latent_dim`` and
+    ``decoders_dist = "bernoulli"`` (the likelihood's family; ``use_grey_level_bernoulli`` then
+    makes it accept grey levels), merged with ``extra`` (e.g. ``beta``, ``alpha``).
+    """
+    modalities = dataset.modalities
+    return {
+        "n_modalities": len(modalities),
+        "input_dims": {m: IMAGE_SHAPE for m in modalities},
+        "latent_dim": latent_dim,
+        "decoders_dist": dict.fromkeys(modalities, "bernoulli"),
+        **extra,
+    }
+
+
+class LogitDecoder(BaseDecoder):
+    """An MLP decoder ``z → logits (…, 1, 28, 28)`` for MultiVae, with no final sigmoid.
+
+    MultiVae's default ``Decoder_AE_MLP`` (one hidden layer of 512, ReLU) without its sigmoid,
+    so that its output is what the Bernoulli likelihood expects: logits.
+    """
+
+    def __init__(self, latent_dim: int, hidden_widths: Sequence[int] = (512,)) -> None:
+        super().__init__()
+        sizes = [latent_dim, *hidden_widths]
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], int(np.prod(IMAGE_SHAPE))))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> ModelOutput:
+        logits = self.net(z)
+        return ModelOutput(reconstruction=logits.reshape(*z.shape[:-1], *IMAGE_SHAPE))
+
+
+def logit_decoders(
+    dataset: MmgenMultiVaeDataset, latent_dim: int, hidden_widths: Sequence[int] = (512,)
+) -> dict[str, LogitDecoder]:
+    """One ``LogitDecoder`` per modality of ``dataset``, for a MultiVae model's ``decoders``."""
+    return {m: LogitDecoder(latent_dim, hidden_widths) for m in dataset.modalities}
+
+
+def grey_level_bernoulli_log_prob(logits: Tensor, target: Tensor) -> Tensor:
+    """Per-pixel ``x log σ(l) + (1 − x) log(1 − σ(l))`` for grey levels ``x`` in [0, 1].
+
+    mmgen's likelihood (``mmgen.objectives.bernoulli_log_likelihood`` before its sum over
+    pixels), in MultiVae's ``recon_log_probs`` form: element-wise, MultiVae sums. Unlike
+    ``torch.distributions.Bernoulli`` it accepts non-binary targets. The shapes must match:
+    a broadcast here is the silent batch-size scaling this module exists to prevent.
+    """
+    if logits.shape != target.shape:
+        raise ValueError(
+            f"decoder output {tuple(logits.shape)} and images {tuple(target.shape)} differ in "
+            "shape; build the dataset with mmgen.integrations.multivae.multivae_dataset, "
+            "which gives images (N, 1, 28, 28)"
+        )
+    return -F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+
+def use_grey_level_bernoulli(model: nn.Module) -> nn.Module:
+    """Make a MultiVae model score every modality with ``grey_level_bernoulli_log_prob``.
+
+    MultiVae builds ``model.recon_log_probs`` (modality → element-wise log-likelihood) from the
+    config's ``decoders_dist`` names and has no name for a grey-level Bernoulli, so this
+    replaces the entries. Call it again after ``load_from_folder``, which rebuilds them from
+    the names. Returns ``model``.
+    """
+    log_probs = getattr(model, "recon_log_probs", None)
+    if not isinstance(log_probs, dict):
+        raise TypeError(
+            f"{type(model).__name__} has no recon_log_probs dict; pass a MultiVae model"
+        )
+    for modality in list(log_probs):
+        log_probs[modality] = grey_level_bernoulli_log_prob
+    return model
