@@ -333,7 +333,7 @@ def importance_weighted_bound(
         mu, logvar = _components(model, {m: chunk[m] for m in proposal}, proposal)
         _, batch, latent_dim = mu.shape
         draws = draw_mixture_per_point(generator, mu, logvar, k)  # (B, K, d)
-        log_w = torch.empty(batch, k, device=mu.device)
+        log_w = torch.empty(batch, k, device=mu.device, dtype=mu.dtype)
         for done in range(0, k, sample_chunk):
             z = draws[:, done : done + sample_chunk]  # (B, c, d)
             count = z.shape[1]
@@ -621,27 +621,15 @@ def gaussian_jsd(
     """Monte-Carlo Jensen–Shannon divergence between diagonal Gaussians, shape ``(N,)``.
 
     ``JSD(p, q) = ½ E_p[log p − log m] + ½ E_q[log q − log m]``, ``m = ½(p + q)``; in nats,
-    between 0 and ``log 2``. Each point draws its ``2 × num_samples`` codes in one call, and
-    ``points_per_chunk`` points are processed at once: memory ``(S, chunk, d)``, not
-    ``(S, N, d)``, and no dependence on the chunking.
+    between 0 and ``log 2``: :func:`mixture_jsd` with one component each.
     """
-    _require_positive_samples("JSD samples", num_samples)
-    results = []
-    for start in range(0, len(mu_p), points_per_chunk):
-        stop = start + points_per_chunk
-        p = (mu_p[start:stop], logvar_p[start:stop])
-        q = (mu_q[start:stop], logvar_q[start:stop])
-        shape = (2, num_samples, p[0].shape[1])
-        eps = draw_per_point(generator, len(p[0]), shape, p[0].device)  # (n, 2, S, d)
-        total = torch.zeros(len(p[0]), device=p[0].device)
-        for side, (mu, logvar) in enumerate((p, q)):
-            z = mu.unsqueeze(1) + (0.5 * logvar).exp().unsqueeze(1) * eps[:, side]  # (n, S, d)
-            log_p = log_normal(z, p[0].unsqueeze(1), p[1].unsqueeze(1))
-            log_q = log_normal(z, q[0].unsqueeze(1), q[1].unsqueeze(1))
-            log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
-            total += 0.5 * ((log_q if side else log_p) - log_m).mean(1)
-        results.append(total)
-    return torch.cat(results)
+    return mixture_jsd(
+        (mu_p.unsqueeze(0), logvar_p.unsqueeze(0)),
+        (mu_q.unsqueeze(0), logvar_q.unsqueeze(0)),
+        generator,
+        num_samples,
+        points_per_chunk,
+    )
 
 
 def mixture_kl(
@@ -662,22 +650,37 @@ def mixture_kl(
 def mixture_jsd(
     p: tuple[Tensor, Tensor],
     q: tuple[Tensor, Tensor],
-    generator: torch.Generator | None,
+    generator: torch.Generator,
     num_samples: int = 64,
+    points_per_chunk: int = POINTS_PER_CHUNK,
 ) -> Tensor:
     """Monte-Carlo Jensen–Shannon divergence between uniform Gaussian mixtures, ``(N,)``.
 
-    ``gaussian_jsd`` for posteriors given as components ``(μ, log σ²)``, each ``(K, N, d)``;
-    with one component each it draws the same samples and gives the same values.
+    ``JSD(p, q) = ½ E_p[log p − log m] + ½ E_q[log q − log m]``, ``m = ½(p + q)``, for
+    posteriors given as components ``(μ, log σ²)``, each ``(K, N, d)`` (``K = 1``: Gaussians).
+    Point by point, ``num_samples`` codes are drawn from ``p`` and then from ``q``
+    (:func:`draw_mixture_per_point`), so no value depends on ``points_per_chunk``, which only
+    bounds the memory: ``(S, chunk, d)``, not ``(S, N, d)``.
     """
     _require_positive_samples("JSD samples", num_samples)
-    total = torch.zeros(p[0].shape[1], device=p[0].device)
-    for drawn_from_p, side in ((True, p), (False, q)):
-        z = sample_mixture(*side, num_samples, generator)  # (S, N, d)
-        log_p, log_q = mixture_log_prob(z, *p), mixture_log_prob(z, *q)
-        log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
-        total += 0.5 * ((log_p if drawn_from_p else log_q) - log_m).mean(0)
-    return total
+    results = []
+    for start in range(0, p[0].shape[1], points_per_chunk):
+        stop = start + points_per_chunk
+        chunk_p = (p[0][:, start:stop], p[1][:, start:stop])
+        chunk_q = (q[0][:, start:stop], q[1][:, start:stop])
+        draws: tuple[list[Tensor], list[Tensor]] = ([], [])
+        for point in range(chunk_p[0].shape[1]):
+            for side, (mu, logvar) in enumerate((chunk_p, chunk_q)):
+                one = (mu[:, point : point + 1], logvar[:, point : point + 1])
+                draws[side].append(draw_mixture_per_point(generator, *one, num_samples)[0])
+        total = torch.zeros(chunk_p[0].shape[1], dtype=p[0].dtype, device=p[0].device)
+        for side, samples in enumerate(draws):
+            z = torch.stack(samples, dim=1)  # (S, chunk, d)
+            log_p, log_q = mixture_log_prob(z, *chunk_p), mixture_log_prob(z, *chunk_q)
+            log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
+            total += 0.5 * ((log_q if side else log_p) - log_m).mean(0)
+        results.append(total)
+    return torch.cat(results)
 
 
 @torch.no_grad()
