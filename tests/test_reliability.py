@@ -308,6 +308,22 @@ def test_a_second_evaluate_into_a_folder_being_written_fails(ws, tmp_path) -> No
     assert not out.exists()
 
 
+def test_evaluate_overwrite_replaces_the_whole_report_folder(ws, tmp_path) -> None:
+    """--overwrite swaps in the new report as a whole: no figure of the first run stays."""
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "latent-old-model.png").write_bytes(b"a figure of the first run")
+    (out / "report.json").write_text("{}\n")
+    result = invoke("evaluate", *ws.evaluate_args(ws.entangled), "--out", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not (out / "latent-old-model.png").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.json", "report.md", *report["figures"].values(), "curves-e-jmvae.png"]
+    )
+    assert litter(tmp_path) == []
+
+
 def test_non_finite_figures_are_written_as_standard_json(tmp_path) -> None:
     path = tmp_path / "r.json"
     save_json(path, {"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": -float("inf")}})
