@@ -18,6 +18,10 @@ instant leaves either the previous or the next complete folder; every later writ
 runs ``recover`` first. Temporaries carry the writer's process id, so that a file's leftovers
 are removed only once their writer is dead.
 
+``new_folder`` is the folder swap for an output made by a long run (an evaluate report): it
+claims the path first (lock without waiting, no existing folder unless overwriting), so that a
+mistake or an unwritable path fails before any work, and publishes the whole folder at the end.
+
 ``signals_as_interrupts`` turns SIGTERM and SIGHUP into ``KeyboardInterrupt`` so that the
 clean-up code above runs for them as it does for Ctrl-C (only SIGKILL cannot be caught; its
 leftovers are what ``recover`` is for).
@@ -288,7 +292,8 @@ def new_folder(path: Path | str, overwrite: bool = False, flag: str = "--out") -
     Raises:
         UsageError: ``path`` exists (without ``overwrite``), is a file, or another process
             is writing it.
-        OSError: the parent of ``path`` cannot be created or written; names ``path``.
+        OSError: the parent of ``path`` cannot be created or written (creating the lock file
+            tells, before any work); names ``path``.
     """
     path = Path(path)
 
@@ -305,8 +310,6 @@ def new_folder(path: Path | str, overwrite: bool = False, flag: str = "--out") -
     with folder_lock(path):
         recover(path, locked=True)
         refuse_existing()  # again: another run may have published it meanwhile
-        if not os.access(path.parent, os.W_OK):
-            raise _named(PermissionError(errno.EACCES, os.strerror(errno.EACCES)), path)
         with atomic_folder(path) as staging:
             yield staging
 
