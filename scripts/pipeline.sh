@@ -50,7 +50,7 @@ done
 mmgen evaluate "$out/mnist-e.h5" "$out/mnist-me.h5" "$out/m-mnist.h5" \
     --models jmvae,jmvae-zero,jmvae-kl,tvae,m2vae --epochs "$MM_EPOCHS" --k "$K" \
     --prior-samples "$PRIOR_SAMPLES" --joint-samples "$JOINT_SAMPLES" \
-    --classifier-epochs "$CLASSIFIER_EPOCHS" --seed "$SEED" --out "$out/report" \
+    --classifier-epochs "$CLASSIFIER_EPOCHS" --seed "$SEED" --out "$out/report" --overwrite \
     $(limit_flag --limit "$MM_LIMIT") $(limit_flag --test-limit "$TEST_LIMIT")
 
 echo "Done: $out/report/report.md, figures in $out/ (inspect) and $out/report/ (evaluate)"

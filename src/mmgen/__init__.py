@@ -4,11 +4,28 @@ Implements Korthals et al., *Deep generative models for learning coherent latent
 representations from multi-modal data* (M²VAE, MNIST-E) and the JMVAE family of Suzuki et al.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("mmgen-entangled")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+import functools
+
+
+@functools.cache
+def _version() -> str:
+    # importlib.metadata costs a tenth of a second: read it on first use, not while the command
+    # line starts (a Ctrl-C in that window would be a traceback, not the CLI's one line).
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mmgen-entangled")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.0.0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    # ``mmgen.__version__`` and ``from mmgen import __version__``, computed lazily (PEP 562).
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["__version__"]

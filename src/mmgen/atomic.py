@@ -18,6 +18,10 @@ instant leaves either the previous or the next complete folder; every later writ
 runs ``recover`` first. Temporaries carry the writer's process id, so that a file's leftovers
 are removed only once their writer is dead.
 
+``new_folder`` is the folder swap for an output made by a long run (an evaluate report): it
+claims the path first (lock without waiting, no existing folder unless overwriting), so that a
+mistake or an unwritable path fails before any work, and publishes the whole folder at the end.
+
 ``signals_as_interrupts`` turns SIGTERM and SIGHUP into ``KeyboardInterrupt`` so that the
 clean-up code above runs for them as it does for Ctrl-C (only SIGKILL cannot be caught; its
 leftovers are what ``recover`` is for).
@@ -139,6 +143,23 @@ def _named(error: OSError, path: Path) -> OSError:
     return type(error)(error.errno, f"cannot write {path}: {error.strerror}")
 
 
+def _output_error(error: OSError, tmp: Path, path: Path) -> OSError:
+    """``error``, raised while a block wrote ``tmp``, as the user should read it.
+
+    Errors about the output (naming the temporary, or no file at all, like a full disk inside
+    a library's writer) are renamed after ``path``, the name the user gave; errors naming
+    another file (an input that could not be read) or already naming ``path`` are kept.
+    """
+    if error.filename is not None and tmp.name not in str(error.filename):
+        return error
+    text = error.strerror or ""
+    if str(tmp) in text:  # a writer inside the block already named a file under the temporary
+        return type(error)(error.errno, text.replace(str(tmp), str(path)))
+    if not text or str(path) in text:
+        return error
+    return _named(error, path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str, directory: bool = False, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; move it onto ``path`` when the block succeeds.
@@ -176,6 +197,12 @@ def atomic_path(path: Path | str, directory: bool = False, replace: bool = True)
             os.replace(tmp, path)
         else:
             _publish_no_replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        renamed = _output_error(error, tmp, path)
+        if renamed is error:
+            raise
+        raise renamed from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -220,9 +247,10 @@ def atomic_folder(path: Path | str) -> Iterator[Path]:
             yield tmp
         except OSError as error:
             recover(path, locked=True)
-            if str(tmp) in str(error.filename or ""):
-                raise _named(error, path) from None
-            raise
+            renamed = _output_error(error, tmp, path)
+            if renamed is error:
+                raise
+            raise renamed from None
         except BaseException:
             recover(path, locked=True)
             raise
@@ -243,6 +271,47 @@ def atomic_folder(path: Path | str) -> Iterator[Path]:
         except BaseException:
             recover(path, locked=True)  # puts the previous folder back if it was moved aside
             raise
+
+
+@contextlib.contextmanager
+def new_folder(path: Path | str, overwrite: bool = False, flag: str = "--out") -> Iterator[Path]:
+    """Claim output folder ``path`` before any work; yield a staging folder published as a unit.
+
+    For outputs made by a long run (an evaluate report: figures, report.json, report.md): the
+    checks run first, so that a mistake costs nothing; everything is written into the yielded
+    staging folder; when the block succeeds the staging folder replaces ``path`` in one swap
+    (``atomic_folder``), so ``path`` holds either the previous folder or the complete new one,
+    never new figures beside an old report. The lock is taken without waiting and held until the
+    swap: a second writer of ``path`` fails at once instead of both reporting success.
+
+    Args:
+        path: the folder to write.
+        overwrite: replace an existing ``path``; otherwise an existing folder is an error.
+        flag: the option that named ``path``, for messages.
+
+    Raises:
+        UsageError: ``path`` exists (without ``overwrite``), is a file, or another process
+            is writing it.
+        OSError: the parent of ``path`` cannot be created or written (creating the lock file
+            tells, before any work); names ``path``.
+    """
+    path = Path(path)
+
+    def refuse_existing() -> None:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{flag} {path} is a file; give a folder")
+        if path.exists() and not overwrite:
+            raise UsageError(
+                f"{flag} {path} already exists; pass --overwrite to replace it as a whole, or "
+                f"choose another {flag}"
+            )
+
+    refuse_existing()  # before the lock, so that a refusal touches nothing
+    with folder_lock(path):
+        recover(path, locked=True)
+        refuse_existing()  # again: another run may have published it meanwhile
+        with atomic_folder(path) as staging:
+            yield staging
 
 
 def lock_path(path: Path | str) -> Path:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,12 +137,25 @@ def save(
         "run": {**run, "mmgen_version": __version__, "torch_version": torch.__version__},
     }
     with atomic_folder(folder) as tmp:
-        torch.save(state, tmp / WEIGHTS_FILE)
+        write_weights(state, tmp / WEIGHTS_FILE)
         if write_files is not None:
             write_files(tmp)
         # Last: a folder with model.json is complete (the swap makes this hold for readers too).
         save_json(tmp / MODEL_FILE, record)
     return folder
+
+
+def write_weights(state: dict[str, Any], path: Path) -> None:
+    """``torch.save(state)`` to ``path``, with the operating system's errors as ``OSError``.
+
+    ``torch.save`` onto a file reports a failed write (a full disk) as a ``RuntimeError`` from
+    its zip writer; serialising in memory first leaves the one write to Python, which raises
+    ``OSError`` with the reason (the state is a model's weights: megabytes).
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with open(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
 
 
 def load(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,12 +43,32 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**values)
 
 
+def standard_json(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by ``None``.
+
+    Standard JSON (RFC 8259) has no NaN or Infinity; Python's ``json`` writes them as bare
+    ``NaN``/``Infinity``, which other readers (``jq``, JavaScript, strict parsers) reject. A
+    figure that could not be computed is therefore stored as ``null``.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: standard_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [standard_json(item) for item in value]
+    return value
+
+
 def save_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as indented JSON (atomically: a temporary file, then a rename)."""
+    """Write ``data`` as indented standard JSON (atomically: a temporary file, then a rename).
+
+    Non-finite floats are written as ``null`` (see :func:`standard_json`).
+    """
     from mmgen.atomic import atomic_path
 
+    text = json.dumps(standard_json(data), indent=2, sort_keys=True, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(text + "\n")
 
 
 def load_json(path: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from mmgen import __version__, metrics, plots, probes, rng
+from mmgen.atomic import new_folder
 from mmgen.checkpoint import file_sha256
 from mmgen.classifiers import (
     ClassifierConfig,
@@ -388,8 +389,14 @@ def evaluate_datasets(
     cache_dir: Path | str | None = None,
     on_task: TaskCallback | None = None,
     on_step: StepCallback | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train every model of ``config`` on every dataset, measure them, write the report.
+
+    The report folder appears as one unit (``mmgen.atomic.new_folder``): ``out`` is claimed
+    (locked, checked writable and new unless ``overwrite``) before anything is trained, the
+    figures and reports are written into a staging folder, and that folder replaces ``out`` at
+    the end. A run that is stopped leaves ``out`` as it was.
 
     Args:
         paths: mmgen HDF5 files with the same number of modalities (e.g. MNIST-E, MNIST-ME and
@@ -400,6 +407,7 @@ def evaluate_datasets(
         cache_dir: classifier cache (default ``$XDG_CACHE_HOME/mmgen/classifiers``).
         on_task: progress callback ``(tasks done, total, description)`` before each task.
         on_step: progress callback after every training step (``{"batch": size}``).
+        overwrite: replace an existing ``out`` as a whole.
 
     Returns:
         The report (as written to ``report.json``).
@@ -407,15 +415,27 @@ def evaluate_datasets(
     Raises:
         FileNotFoundError: a dataset or a real source is missing.
         ValueError: an unknown model, a file that is not an mmgen dataset, files that disagree
-            on the modality count, or a bad setting.
+            on the modality count, a bad setting, or ``out`` exists without ``overwrite``.
+        OSError: ``out`` cannot be written (checked before any work).
     """
     config = config or EvaluateConfig()
-    registry, build_model = model_registry()
-    check_models(config.models, registry)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; give a folder for the report")
+    check_models(config.models, model_registry()[0])
     datasets = inspect_datasets(paths)
+    with new_folder(out, overwrite) as staging:
+        return _evaluate_into(staging, datasets, config, data_dir, cache_dir, on_task, on_step)
+
+
+def _evaluate_into(
+    out: Path,
+    datasets: list[DatasetInfo],
+    config: EvaluateConfig,
+    data_dir: Path | str | None,
+    cache_dir: Path | str | None,
+    on_task: TaskCallback | None,
+    on_step: StepCallback | None,
+) -> dict[str, Any]:
+    """The work of :func:`evaluate_datasets`, writing figures and reports into folder ``out``."""
+    build_model = model_registry()[1]
     device = resolve_device(config.device)
     specs = list(dict.fromkeys(s for d in datasets for s in d.sources.values()))
     tasks = _Tasks(len(specs) + len(datasets) * (1 + 2 * len(config.models)), on_task)

@@ -99,12 +99,18 @@ class Source:
             data_dir: the explicit data root (``--data-dir``), or ``None``.
         """
         env_root = os.environ.get(DATA_DIR_ENV) or None
-        return [
-            ("--data-dir", self.raw_folder(data_dir) if data_dir else None),
-            (DATA_DIR_ENV, self.raw_folder(env_root) if env_root else None),
+        given = self.raw_folder(data_dir) if data_dir else None
+        from_env = self.raw_folder(env_root) if env_root else None
+        places: list[tuple[str, Path | None]] = [
+            ("--data-dir", given),
+            (DATA_DIR_ENV, from_env),
             ("cache", self.raw_folder(cache_dir())),
             ("Debian", DEBIAN_DATASETS_DIR / self.name),
         ]
+        if given is not None and given == from_env:
+            # --data-dir was filled from the variable (a caller's envvar fallback): one place.
+            places[:2] = [(f"--data-dir/{DATA_DIR_ENV}", given)]
+        return places
 
     def how_to_supply(self) -> str:
         """One sentence telling the user how to make the files available."""

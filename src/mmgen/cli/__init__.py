@@ -37,7 +37,12 @@ def main() -> None:
     except KeyboardInterrupt:
         print("Interrupted while starting; nothing was done.", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
-    app(prog_name="mmgen")
+    try:
+        app(prog_name="mmgen")
+    except KeyboardInterrupt:
+        # Ctrl-C outside a command (while parsing, or while printing its last line).
+        print("Interrupted.", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 
 from mmgen import __version__
+from mmgen.atomic import signals_as_interrupts
 from mmgen.cli import EXIT_INTERRUPTED
 from mmgen.device import DEVICE_CHOICES, deterministic
 from mmgen.errors import UsageError
@@ -39,19 +40,47 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# Every output is written as a unit (mmgen.atomic), so a stopped command leaves each output as
+# it was or complete. Commands whose outputs outlive an interrupt (train-cvae's epoch
+# checkpoints) catch the interrupt themselves and say what is there.
+INTERRUPTED = "Interrupted{signal}; every output is as it was before this run (nothing partial)."
+
+
+def user_message(error: BaseException) -> str:
+    """One line for a user error: the message without OSError's ``[Errno N]`` prefix.
+
+    An OS error that names its file in ``filename`` only (``open``'s errors) gets it added, so
+    the line always says which path failed.
+    """
+    if isinstance(error, OSError) and error.strerror:
+        message = error.strerror
+        if error.filename is not None and str(error.filename) not in message:
+            message = f"{error.filename}: {message}"
+    else:
+        message = str(error) or type(error).__name__
+    return " ".join(message.split())  # one line, whatever the library's message held
+
+
 def reports_user_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn the library's user errors into ``Error: <message>`` and exit code 2."""
+    """Run ``command`` as a CLI entry point: user errors and signals end in one line.
+
+    User errors become ``Error: <message>`` and exit code 2. SIGTERM and SIGHUP are turned into
+    interrupts like Ctrl-C (``mmgen.atomic.signals_as_interrupts``), so that every command's
+    clean-up code removes its temporaries and releases its locks; an interrupt ends in one line
+    and exit code 130.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return command(*args, **kwargs)
+            with signals_as_interrupts():
+                return command(*args, **kwargs)
         except USER_ERRORS as error:
-            message = str(error) or type(error).__name__
-            typer.echo(f"Error: {message}", err=True)
+            typer.echo(f"Error: {user_message(error)}", err=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
-        except KeyboardInterrupt:
-            typer.echo("Interrupted; no partial output was left behind.", err=True)
+        except KeyboardInterrupt as interrupt:
+            signal_name = f" ({interrupt})" if str(interrupt) else ""
+            typer.echo(INTERRUPTED.format(signal=signal_name), err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper
@@ -104,8 +133,10 @@ DataDirOption = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        envvar="MMGEN_DATA_DIR",
-        help="Folder with the MNIST/ and FashionMNIST/ raw files (torchvision layout).",
+        # No envvar=: the library reads MMGEN_DATA_DIR itself, so that messages tell the two
+        # apart instead of listing the variable's folder twice.
+        help="Folder with the MNIST/ and FashionMNIST/ raw files (torchvision layout); "
+        "else $MMGEN_DATA_DIR.",
         show_default=False,
     ),
 ]

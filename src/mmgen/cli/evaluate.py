@@ -105,13 +105,20 @@ def evaluate_command(
     seed: SeedOption = defaults.seed,
     device: DeviceOption = defaults.device,
     deterministic: DeterministicOption = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace an existing --out folder as a whole (else an error)."
+        ),
+    ] = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Train multi-modal VAEs on each dataset with the same seed and measure them (METHOD §5).
 
     Writes report.json (every figure, config and seeds), report.md (tables, datasets side by
-    side, classifier ceilings), latent-<model>.png and curves-<dataset>-<model>.png.
+    side, classifier ceilings), latent-<model>.png and curves-<dataset>-<model>.png. The folder
+    appears only when the whole report is written.
     """
     configure_logging(verbose)
     config = EvaluateConfig(
@@ -148,6 +155,7 @@ def evaluate_command(
             cache_dir=cache_dir,
             on_task=on_task,
             on_step=lambda step: steps.update(step["batch"]),
+            overwrite=overwrite,
         )
     finally:
         steps.close()

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from mmgen.atomic import signals_as_interrupts
 from mmgen.checkpoint import holds_model, saved_epochs
+from mmgen.cli import EXIT_INTERRUPTED
 from mmgen.cli.common import (
     DataDirOption,
     DeterministicOption,
@@ -25,8 +25,6 @@ from mmgen.cli.common import (
 from mmgen.cvae_training import train_cvae
 from mmgen.models.cvae import CVAEConfig
 from mmgen.train import TrainConfig
-
-EXIT_INTERRUPTED = 130  # the shell's code for a run ended by a signal (128 + SIGINT)
 
 
 def interrupted_message(out: Path, interrupt: KeyboardInterrupt) -> str:
@@ -119,21 +117,20 @@ def train_cvae_command(
             )
 
     try:
-        # SIGTERM and SIGHUP end the run like Ctrl-C: temporaries removed, the lock released.
-        with signals_as_interrupts():
-            checkpoint = train_cvae(
-                out,
-                source,
-                model_config,
-                train_config,
-                data_dir=data_dir,
-                limit=limit,
-                device=getattr(device, "value", device),
-                resume=resume,
-                download=download,
-                on_step=on_step,
-                on_epoch_end=on_epoch_end,
-            )
+        # SIGTERM and SIGHUP arrive here as interrupts too (reports_user_errors).
+        checkpoint = train_cvae(
+            out,
+            source,
+            model_config,
+            train_config,
+            data_dir=data_dir,
+            limit=limit,
+            device=getattr(device, "value", device),
+            resume=resume,
+            download=download,
+            on_step=on_step,
+            on_epoch_end=on_epoch_end,
+        )
     except KeyboardInterrupt as interrupt:
         for bar in bars.values():
             bar.close()

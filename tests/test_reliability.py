@@ -1,0 +1,539 @@
+"""Nothing lost, nothing crashes (issue 12), through the real command line.
+
+Three parts, on tiny inputs built once for the module:
+
+- a table of user mistakes and damaged inputs: each ends in exit code 2, exactly one ``Error:``
+  line on stderr, no traceback, and every file as it was;
+- operating-system failures on the output path: a full disk and a read-only file system, on a
+  small tmpfs (needs root and ``mount``; skipped with the reason otherwise): one line naming the
+  output, nothing left on the file system, and no work done before the failure;
+- ``kill -9`` of every command at a seeded random instant of its work, then the same command
+  again: the output was absent or complete after the kill, and after the rerun it equals an
+  uninterrupted run's, with no ``.tmp-``/``.old-``/``.lock`` leftovers. SIGTERM and SIGHUP end
+  a command like Ctrl-C, leaving nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import write_fake_source
+from mmgen.checkpoint import holds_model, load_cvae
+from mmgen.cli import app
+from mmgen.config import save_json
+from mmgen.cvae_training import train_cvae
+from mmgen.generate import GenerateConfig, generate_dataset
+from mmgen.models.cvae import CVAEConfig
+from mmgen.train import TrainConfig
+
+runner = CliRunner()
+LITTER = re.compile(r"\.(tmp|old)-|\.lock$")
+EVALUATE_FLAGS = ("--models", "jmvae", "--epochs", "1", "--limit", "20", "--test-limit", "10",
+                  "--k", "2", "--prior-samples", "10", "--joint-samples", "20",
+                  "--classifier-epochs", "1", "--device", "cpu", "-q")  # fmt: skip
+
+
+class Workspace:
+    """Tiny inputs shared by the module: a fake data root, CVAEs and an entangled file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        write_fake_source(self.data / "MNIST" / "raw", style="blocks", gz=True, seed=0)
+        write_fake_source(self.data / "FashionMNIST" / "raw", style="stripes", gz=False, seed=1)
+        tiny = TrainConfig(epochs=1, batch_size=16)
+        self.cvae_a = self.train("a", "mnist", tiny)
+        self.cvae_b = self.train("b", "fashion-mnist", tiny)
+        self.cvae_d3 = self.train("d3", "fashion-mnist", tiny, CVAEConfig(latent_dim=3))
+        self.entangled = generate_dataset(
+            [self.cvae_a, self.cvae_b],
+            root / "e.h5",
+            GenerateConfig(n_train=100, n_test=50),
+            device="cpu",
+        )
+        self.cache = root / "classifier-cache"
+
+    def train(self, name: str, source: str, config: TrainConfig, model=None) -> Path:
+        train_cvae(self.root / name, source, model, config, data_dir=self.data, limit=20)
+        return self.root / name
+
+    def evaluate_args(self, *datasets: Path) -> list[str]:
+        return [*map(str, datasets), *EVALUATE_FLAGS, "--data-dir", str(self.data),
+                "--cache-dir", str(self.cache)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    return Workspace(tmp_path_factory.mktemp("reliability"))
+
+
+def invoke(*args: object):
+    """The CLI in this process, without the user's data environment."""
+    env = {"MMGEN_DATA_DIR": None, "MMGEN_MIRRORS": None}
+    return runner.invoke(app, [str(arg) for arg in args], env=env)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, int] | None]:
+    """Every entry under ``folder`` (hidden ones too); a file with its size, mtime and inode.
+
+    A folder's own times are left out: a refused writer may have taken and released a lock
+    file in it.
+    """
+    return {
+        str(path.relative_to(folder)): None
+        if path.is_dir()
+        else (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        for path in folder.rglob("*")
+        for stat in [path.lstat()]
+    }
+
+
+def assert_one_error_line(result, *fragments: str) -> str:
+    """Exit 2, one ``Error:`` line on stderr and nothing else there, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "[Errno" not in lines[0], lines[0]  # the reason in words, not OSError's repr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def litter(folder: Path) -> list[str]:
+    """Leftovers of interrupted writers anywhere under ``folder``."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if LITTER.search(p.name))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs: one line, exit 2, nothing changed.
+
+
+def damaged_inputs(ws: Workspace) -> Path:
+    """Inputs a user may hold by mistake, made once (inside ``ws`` so they are snapshotted)."""
+    bad = ws.root / "bad"
+    if bad.exists():
+        return bad
+    bad.mkdir()
+    foreign = bad / "foreign"  # another program's checkpoint folder (the legacy file names)
+    foreign.mkdir()
+    torch.save({"model": {"w": torch.zeros(2)}, "optimizer": {}}, foreign / "weights.pt")
+    (foreign / "config.json").write_text('{"epochs": 3}\n')
+    no_source = bad / "no-source"  # a legacy-looking CVAE folder whose config.json lacks source
+    no_source.mkdir()
+    torch.save({"model": {}, "model_config": {"latent_dim": 2}}, no_source / "weights.pt")
+    (no_source / "config.json").write_text('{"epochs_done": 1}\n')
+    damaged_weights = bad / "damaged-weights"
+    shutil.copytree(ws.cvae_a, damaged_weights)
+    weights = damaged_weights / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    for name, damage in {
+        "no-kind.h5": lambda handle: handle.attrs.__delitem__("kind"),
+        "no-train.h5": lambda handle: handle.__delitem__("train"),
+    }.items():
+        shutil.copy(ws.entangled, bad / name)
+        with h5py.File(bad / name, "r+") as handle:
+            damage(handle)
+    chunk = bad / "damaged-chunk.h5"
+    shutil.copy(ws.entangled, chunk)
+    with h5py.File(chunk, "r") as handle:
+        offset = handle["train/images/mnist"].id.get_chunk_info(0).byte_offset
+    with open(chunk, "r+b") as raw:  # garbage over the first compressed chunk of the train split
+        raw.seek(offset)
+        raw.write(b"\xff" * 64)
+    (bad / "existing.h5").write_bytes(b"not replaced")
+    (bad / "existing-report").mkdir()
+    (bad / "existing-report" / "report.json").write_text("{}\n")
+    (bad / "read-only").mkdir(mode=0o555)
+    return bad
+
+
+def bad_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[str, ...]]]:
+    """``(id, arguments from (workspace, bad inputs), fragments of the error line)``."""
+    generate = ["generate", "-q", "--device", "cpu"]
+    return [
+        ("checkpoint-of-another-program",
+         lambda ws, bad: [*generate, "--cvae", bad / "foreign", "--cvae", ws.cvae_b,
+                          "--out", ws.root / "x.h5"],
+         ("foreign", "not a CVAE checkpoint", "mmgen train-cvae")),
+        ("config-without-source",
+         lambda ws, bad: [*generate, "--cvae", bad / "no-source", "--cvae", ws.cvae_b,
+                          "--out", ws.root / "x.h5"],
+         ("no 'source'",)),
+        ("damaged-weights-no-unsafe-advice",
+         lambda ws, bad: [*generate, "--cvae", bad / "damaged-weights", "--cvae", ws.cvae_b,
+                          "--out", ws.root / "x.h5"],
+         ("damaged", "weights.pt")),
+        ("huge-n-train",
+         lambda ws, bad: [*generate, "--cvae", ws.cvae_a, "--cvae", ws.cvae_b,
+                          "--n-train", "100000000000000000000", "--out", ws.root / "x.h5"],
+         ("--n-train", "too large")),
+        ("huge-seed-names-the-flag",
+         lambda ws, bad: [*generate, "--cvae", ws.cvae_a, "--cvae", ws.cvae_b,
+                          "--seed", "100000000000000000000", "--out", ws.root / "x.h5"],
+         ("--seed", "out of range")),
+        ("infinite-radius",
+         lambda ws, bad: [*generate, "--cvae", ws.cvae_a, "--cvae", ws.cvae_b,
+                          "--radius", "inf", "--out", ws.root / "x.h5"],
+         ("--radius", "finite")),
+        ("latent-sizes-disagree",
+         lambda ws, bad: [*generate, "--cvae", ws.cvae_a, "--cvae", ws.cvae_d3,
+                          "--out", ws.root / "x.h5"],
+         ("latent",)),
+        ("generate-existing-out",
+         lambda ws, bad: [*generate, "--cvae", ws.cvae_a, "--cvae", ws.cvae_b,
+                          "--out", bad / "existing.h5"],
+         ("already exists", "--overwrite")),
+        ("h5-without-kind",
+         lambda ws, bad: ["inspect", bad / "no-kind.h5"], ("no-kind.h5", "kind")),
+        ("h5-without-train-split",
+         lambda ws, bad: ["shuffle", bad / "no-train.h5", "--out", ws.root / "x.h5", "-q"],
+         ("no 'train' split",)),
+        ("inspect-unreadable-train-split",
+         lambda ws, bad: ["inspect", bad / "damaged-chunk.h5"], ("train", "damaged")),
+        ("inspect-cvae-other-latent-size",
+         lambda ws, bad: ["inspect", ws.entangled, "--out", ws.root / "x.png",
+                          "--cvae", ws.cvae_a, "--cvae", ws.cvae_d3],
+         ("latent_dim",)),
+        ("inspect-cvae-swapped",
+         lambda ws, bad: ["inspect", ws.entangled, "--out", ws.root / "x.png",
+                          "--cvae", ws.cvae_b, "--cvae", ws.cvae_a],
+         ("not the CVAE that decoded", "in the order mnist, fashion-mnist")),
+        ("shuffle-onto-its-input",
+         lambda ws, bad: ["shuffle", ws.entangled, "--out", ws.entangled, "--overwrite", "-q"],
+         ("input file",)),
+        ("shuffle-missing-input",
+         lambda ws, bad: ["shuffle", ws.root / "nope.h5", "--out", ws.root / "x.h5", "-q"],
+         ("nope.h5",)),
+        ("evaluate-existing-report",
+         lambda ws, bad: ["evaluate", *ws.evaluate_args(ws.entangled),
+                          "--out", bad / "existing-report"],
+         ("already exists", "--overwrite")),
+        ("evaluate-damaged-file",
+         lambda ws, bad: ["evaluate", *ws.evaluate_args(bad / "no-kind.h5"),
+                          "--out", ws.root / "x"],
+         ("kind",)),
+        ("train-cvae-resume-of-another-program",
+         lambda ws, bad: ["train-cvae", "--source", "mnist", "--data-dir", ws.data,
+                          "--out", bad / "foreign", "--resume", "-q"],
+         ("foreign",)),
+        ("train-cvae-out-under-a-file",
+         lambda ws, bad: ["train-cvae", "--source", "mnist", "--data-dir", ws.data,
+                          "--out", ws.entangled / "c", "-q"],
+         ("e.h5",)),
+        ("missing-data",
+         lambda ws, bad: ["pair", "--source", "mnist", "--source", "fashion-mnist",
+                          "--data-dir", ws.root / "nowhere", "--out", ws.root / "x.h5", "-q"],
+         ("mnist files not found", "--data-dir")),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "fragments"), [c[1:] for c in bad_cases()],
+                         ids=[c[0] for c in bad_cases()])  # fmt: skip
+def test_a_mistake_is_one_line_and_changes_nothing(ws, args, fragments) -> None:
+    bad = damaged_inputs(ws)
+    before = snapshot(ws.root)
+    line = assert_one_error_line(invoke(*args(ws, bad)), *fragments)
+    assert snapshot(ws.root) == before
+    assert "weights_only" not in line and ".tmp-" not in line
+
+
+def test_missing_data_lists_the_environment_variable_once(ws, monkeypatch) -> None:
+    result = runner.invoke(
+        app,
+        ["pair", "--source", "mnist", "--source", "fashion-mnist", "--out", str(ws.root / "x")],
+        env={"MMGEN_DATA_DIR": str(ws.root / "nowhere")},
+    )
+    line = assert_one_error_line(result, "MMGEN_DATA_DIR", "--data-dir (not set)")
+    assert line.count(str(ws.root / "nowhere")) == 1
+
+
+def test_a_data_dir_given_twice_is_one_place_searched(ws, monkeypatch) -> None:
+    """A caller that fills --data-dir from MMGEN_DATA_DIR gets one place, not the folder twice."""
+    from mmgen.sources import get_source
+
+    monkeypatch.setenv("MMGEN_DATA_DIR", str(ws.root / "nowhere"))
+    places = get_source("mnist").search_places(ws.root / "nowhere")
+    assert [label for label, _ in places] == ["--data-dir/MMGEN_DATA_DIR", "cache", "Debian"]
+    assert places[0][1] == ws.root / "nowhere" / "MNIST" / "raw"
+
+
+def test_a_folder_holding_only_weights_is_not_stuck(ws, tmp_path) -> None:
+    """An older mmgen killed between its two files left weights.pt alone: --resume says what to
+    do, and the plain rerun it names replaces the folder with a complete checkpoint."""
+    out = tmp_path / "c"
+    out.mkdir()
+    shutil.copy(ws.cvae_a / "weights.pt", out / "weights.pt")
+    train = ["train-cvae", "--source", "mnist", "--data-dir", ws.data, "--out", out,
+             "--limit", "20", "--epochs", "1", "--batch-size", "16", "-q"]  # fmt: skip
+    assert_one_error_line(invoke(*train, "--resume"), "without --resume")
+    result = invoke(*train)
+    assert result.exit_code == 0, result.output
+    assert holds_model(out) and load_cvae(out).metadata["epochs_done"] == 1
+
+
+def test_a_second_evaluate_into_a_folder_being_written_fails(ws, tmp_path) -> None:
+    """Another process holds the report folder's lock: evaluate fails at once, in one line."""
+    out = tmp_path / "report"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mmgen.atomic import folder_lock\n"
+         f"with folder_lock({str(out)!r}):\n print('held', flush=True); time.sleep(60)"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = invoke("evaluate", *ws.evaluate_args(ws.entangled), "--out", out)
+        assert_one_error_line(result, f"another process is writing {out}")
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert not out.exists()
+
+
+def test_evaluate_overwrite_replaces_the_whole_report_folder(ws, tmp_path) -> None:
+    """--overwrite swaps in the new report as a whole: no figure of the first run stays."""
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "latent-old-model.png").write_bytes(b"a figure of the first run")
+    (out / "report.json").write_text("{}\n")
+    result = invoke("evaluate", *ws.evaluate_args(ws.entangled), "--out", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not (out / "latent-old-model.png").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.json", "report.md", *report["figures"].values(), "curves-e-jmvae.png"]
+    )
+    assert litter(tmp_path) == []
+
+
+def test_non_finite_figures_are_written_as_standard_json(tmp_path) -> None:
+    path = tmp_path / "r.json"
+    save_json(path, {"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": -float("inf")}})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": {"d": None}}
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk and a read-only file system, on a small tmpfs.
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: a full disk for any real output; skipped where it cannot be mounted."""
+    if os.geteuid() != 0:
+        pytest.skip("full-disk and read-only cases mount a tmpfs: run the tests as root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        # A failing test may still hold a file there (in its traceback): detach lazily then.
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def output_cases(ws: Workspace, folder: Path) -> dict[str, list]:
+    """Every command writing into ``folder``; after a failure nothing must be left there."""
+    return {
+        "generate": ["generate", "-q", "--device", "cpu", "--cvae", ws.cvae_a, "--cvae", ws.cvae_b,
+                     "--n-train", "100", "--n-test", "50", "--out", folder / "e.h5"],
+        "shuffle": ["shuffle", ws.entangled, "--out", folder / "me.h5", "-q"],
+        "pair": ["pair", "--source", "mnist", "--source", "fashion-mnist", "--data-dir", ws.data,
+                 "--out", folder / "m.h5", "-q"],
+        "train-cvae": ["train-cvae", "--source", "mnist", "--data-dir", ws.data, "--limit", "20",
+                       "--epochs", "1", "--batch-size", "16", "--out", folder / "c", "-q"],
+        "inspect": ["inspect", ws.entangled, "--out", folder / "e.png"],
+        "evaluate": ["evaluate", *ws.evaluate_args(ws.entangled), "--out", folder / "report"],
+    }  # fmt: skip
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(ws, small_tmpfs) -> None:
+    for command, args in output_cases(ws, small_tmpfs).items():
+        out = Path(args[args.index("--out") + 1])
+        line = assert_one_error_line(invoke(*args), str(out), "No space left on device")
+        assert ".tmp-" not in line, line
+        assert list(small_tmpfs.iterdir()) == [], command
+
+
+def test_a_read_only_output_fails_before_any_work(ws, small_tmpfs, tmp_path) -> None:
+    """Read-only --out: one line naming it, before a model is trained or a file is read."""
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    cache = tmp_path / "fresh-cache"
+    for command, args in output_cases(ws, small_tmpfs).items():
+        args = [str(arg) for arg in args]
+        if command == "evaluate":
+            args[args.index("--cache-dir") + 1] = str(cache)
+        if command == "train-cvae":
+            args.remove("-q")  # a trained epoch would print a line: the one-line check sees it
+        line = assert_one_error_line(invoke(*args), str(Path(args[args.index("--out") + 1])))
+        assert "read-only" in line.lower(), line
+    assert not cache.exists()  # evaluate: failed before training its classifiers
+
+
+# ---------------------------------------------------------------------------------------------
+# kill -9 at seeded random instants, then the same command again.
+
+# The child imports everything (seconds), says so, then runs the real entry point, so that the
+# kill lands in the command's work rather than in the imports.
+CHILD = (
+    "import sys\n"
+    "from mmgen.cli import load_app, main\n"
+    "load_app()\n"
+    "print('ready', flush=True)\n"
+    "sys.argv = ['mmgen', *sys.argv[1:]]\n"
+    "main()\n"
+)
+
+
+def start_child(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env.pop("MMGEN_DATA_DIR", None)
+    process = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "ready", process.stderr.read()
+    return process
+
+
+def kill_during(args: list[str], work_seconds: float, rng: random.Random) -> int:
+    """Run ``args`` in a child; SIGKILL it at a seeded random instant of its ``work_seconds``.
+
+    Returns:
+        The child's exit status (``-SIGKILL`` when the kill landed before it finished).
+    """
+    process = start_child(args)
+    try:
+        time.sleep(rng.uniform(0.05, 1.0) * work_seconds)
+    finally:
+        process.kill()
+        process.communicate(timeout=60)
+    return process.returncode
+
+
+def outputs_equal(kind: str, got: Path, expected: Path) -> bool:
+    """Whether two outputs of the same command hold the same result."""
+    if kind == "file":
+        return got.read_bytes() == expected.read_bytes()
+    if kind == "checkpoint":
+        ours, theirs = load_cvae(got), load_cvae(expected)
+        if ours.metadata["epochs_done"] != theirs.metadata["epochs_done"]:
+            return False
+        reference = theirs.model.state_dict()
+        return all(torch.equal(v, reference[k]) for k, v in ours.model.state_dict().items())
+    report, reference = (
+        json.loads((folder / "report.json").read_text()) for folder in (got, expected)
+    )
+    for summary in (*report["classifiers"].values(), *reference["classifiers"].values()):
+        summary.pop("loaded_from_cache")  # the one figure that tells a rerun from a first run
+    figures = [*report["figures"].values()] + [
+        model["figures"]["curves"]
+        for entry in report["datasets"].values()
+        for model in entry["models"].values()
+    ]
+    return (
+        all((got / figure).is_file() for figure in figures)
+        and (got / "report.md").is_file()
+        and report == reference
+    )
+
+
+def kill_cases(ws: Workspace) -> dict[str, tuple[str, list, list]]:
+    """``command: (output kind, arguments without --out, arguments of the rerun)``."""
+    train = ["train-cvae", "--source", "mnist", "--data-dir", ws.data, "--limit", "20",
+             "--epochs", "3", "--batch-size", "4", "--device", "cpu", "-q"]  # fmt: skip
+    return {
+        "generate": ("file", ["generate", "-q", "--device", "cpu", "--cvae", ws.cvae_a,
+                              "--cvae", ws.cvae_b, "--n-train", "1000", "--n-test", "200"],
+                     ["--overwrite"]),
+        "shuffle": ("file", ["shuffle", ws.entangled, "-q"], ["--overwrite"]),
+        "pair": ("file", ["pair", "--source", "mnist", "--source", "fashion-mnist",
+                          "--data-dir", ws.data, "-q"], ["--overwrite"]),
+        "inspect": ("file", ["inspect", ws.entangled, "--cvae", ws.cvae_a, "--cvae", ws.cvae_b],
+                    []),
+        "train-cvae": ("checkpoint", train, ["--resume"]),
+        "evaluate": ("report", ["evaluate", *ws.evaluate_args(ws.entangled)], ["--overwrite"]),
+    }  # fmt: skip
+
+
+OUT_NAMES = {"file": "out.h5", "checkpoint": "c", "report": "report"}
+
+
+@pytest.mark.parametrize("command", ["generate", "shuffle", "pair", "inspect", "train-cvae",
+                                     "evaluate"])  # fmt: skip
+def test_kill_9_then_rerun_equals_an_uninterrupted_run(ws, tmp_path, command) -> None:
+    kind, args, rerun_flags = kill_cases(ws)[command]
+    name = "out.png" if command == "inspect" else OUT_NAMES[kind]
+    straight, killed = tmp_path / "straight" / name, tmp_path / "killed" / name
+    killed.parent.mkdir()
+    started = time.monotonic()
+    result = invoke(*args, "--out", straight)
+    assert result.exit_code == 0, result.output
+    work_seconds = time.monotonic() - started
+
+    rng = random.Random(f"kill {command}")  # fixed kill instants, different per command
+    kill_during([*args, "--out", killed], work_seconds, rng)
+    # A kill leaves the output absent or complete (an epoch's checkpoint: complete and loadable).
+    if killed.exists():
+        if kind == "checkpoint":
+            assert load_cvae(killed).metadata["epochs_done"] <= 3
+        else:
+            assert outputs_equal(kind, killed, straight)
+
+    resume = rerun_flags if kind != "checkpoint" or holds_model(killed) else []
+    result = invoke(*args, "--out", killed, *resume)
+    assert result.exit_code == 0, result.output
+    assert outputs_equal(kind, killed, straight)
+    assert litter(tmp_path) == []
+    assert litter(ws.cache) == [] if ws.cache.exists() else True
+
+
+@pytest.mark.parametrize(("command", "sig"), [("generate", signal.SIGHUP),
+                                              ("evaluate", signal.SIGTERM)])  # fmt: skip
+def test_sigterm_and_sighup_end_a_command_cleanly(ws, tmp_path, command, sig) -> None:
+    """The signal lands while the command works: exit 130, one truthful line, no leftovers."""
+    kind, args, _ = kill_cases(ws)[command]
+    out = tmp_path / OUT_NAMES[kind]
+    if command == "generate":
+        args = [*args, "--n-train", "200000", "--n-test", "10"]  # seconds of work
+    else:
+        args = [*args, "--epochs", "1000"]  # the last --epochs wins
+    process = start_child([*args, "--out", out])
+    try:
+        time.sleep(1.5)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip() and "\r" not in line]
+    assert lines == [f"Interrupted ({sig.name}); every output is as it was before this run "
+                     "(nothing partial)."]  # fmt: skip
+    assert not out.exists()
+    assert litter(tmp_path) == []
