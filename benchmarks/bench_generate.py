@@ -122,7 +122,7 @@ def compression(tmp: Path, device: torch.device) -> dict[str, dict[str, float]]:
     images = None
     data_dir = os.environ.get("MMGEN_DATA_DIR")
     if data_dir:
-        from mmgen.sources import load_split
+        from mmgen.data.sources import load_split
 
         try:
             images = [

@@ -35,8 +35,8 @@ from torchvision import datasets, transforms
 
 from mmgen import rng
 from mmgen.cvae_training import training_tensors
+from mmgen.data.sources import load_split, resolve_root
 from mmgen.models.cvae import CVAEConfig, build_cvae
-from mmgen.sources import load_split, resolve_root
 from mmgen.train import TrainConfig, make_optimizer, train_epoch, train_stream
 
 BATCH = 128

@@ -110,7 +110,7 @@ def fake_data_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Hide every real data location; return the temporary cache base (``XDG_CACHE_HOME``)."""
-    from mmgen import sources
+    from mmgen.data import sources
 
     monkeypatch.delenv("MMGEN_DATA_DIR", raising=False)
     monkeypatch.delenv("MMGEN_MIRRORS", raising=False)

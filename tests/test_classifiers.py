@@ -11,7 +11,7 @@ import legacy_folders
 from mmgen import classifiers
 from mmgen.classifiers import ClassifierConfig, load_or_train_classifier, train_classifier
 from mmgen.config import load_json
-from mmgen.sources import load_split
+from mmgen.data.sources import load_split
 
 QUICK = ClassifierConfig(epochs=10, batch_size=16, lr=3e-3, channels=(8, 16), feature_dim=32)
 

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import assert_one_line_error, make_checkpoint
-from mmgen import h5io
 from mmgen.cli import app
+from mmgen.data import h5io
 
 runner = CliRunner()
 SMALL = ("--n-train", "100", "--n-test", "50", "--device", "cpu", "--quiet")

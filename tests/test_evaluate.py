@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from conftest import assert_one_line_error, fake_images
 from mmgen.cli import app
 from mmgen.config import from_dict, to_dict
+from mmgen.data.h5io import FORMAT, SCHEMA_VERSION, encode_attrs
 from mmgen.evaluate import EvaluateConfig, inspect_datasets
-from mmgen.h5io import FORMAT, SCHEMA_VERSION, encode_attrs
 from mmgen.probes import K_GRID
 from mmgen.report import letter_key
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from conftest import make_checkpoint
-from mmgen import generate, h5io, rng
+from mmgen import generate, rng
 from mmgen.checkpoint import load_cvae
+from mmgen.data import h5io
 from mmgen.generate import (
     GenerateConfig,
     draw_block,

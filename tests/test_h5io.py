@@ -1,5 +1,6 @@
-"""``mmgen.h5io`` and ``mmgen.header``: the writer, the readers and the torch Dataset agree on one
-schema; the header is validated both ways; a failing disk gives an error, never a crash."""
+"""``mmgen.data.h5io`` and ``mmgen.data.header``: the writer, the readers and the torch Dataset
+agree on one schema; the header is validated both ways; a failing disk gives an error, never a
+crash."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmgen import h5io, names
-from mmgen.header import DatasetHeader, ModalitySource
+from mmgen.data import h5io, names
+from mmgen.data.header import DatasetHeader, ModalitySource
 
 MODALITIES = ("mnist", "fashion-mnist")
 

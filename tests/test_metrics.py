@@ -21,7 +21,7 @@ from torch import Tensor
 
 from conftest import fake_images
 from mmgen import evaluate, metrics
-from mmgen.h5io import SplitData
+from mmgen.data.h5io import SplitData
 from mmgen.objectives import (
     bernoulli_log_likelihood,
     kl_standard_normal,

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from mmgen import h5io, probes
-from mmgen.header import DatasetHeader, ModalitySource
+from mmgen import probes
+from mmgen.data import h5io
+from mmgen.data.header import DatasetHeader, ModalitySource
 from mmgen.rng import stream
 from mmgen.shuffle import MixConfig, mix_modality
 

@@ -266,7 +266,7 @@ def test_missing_data_lists_the_environment_variable_once(ws, monkeypatch) -> No
 
 def test_a_data_dir_given_twice_is_one_place_searched(ws, monkeypatch) -> None:
     """A caller that fills --data-dir from MMGEN_DATA_DIR gets one place, not the folder twice."""
-    from mmgen.sources import get_source
+    from mmgen.data.sources import get_source
 
     monkeypatch.setenv("MMGEN_DATA_DIR", str(ws.root / "nowhere"))
     places = get_source("mnist").search_places(ws.root / "nowhere")

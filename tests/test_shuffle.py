@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import make_checkpoint, write_idx
-from mmgen import h5io, rng
+from mmgen import rng
+from mmgen.data import h5io
+from mmgen.data.sources import load_split
 from mmgen.generate import GenerateConfig, generate_dataset
 from mmgen.shuffle import (
     MixConfig,
@@ -20,7 +22,6 @@ from mmgen.shuffle import (
     pair_indices,
     pair_sources,
 )
-from mmgen.sources import load_split
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests of mmgen.sources: IDX reading and validation, folder resolution, download, registry."""
+"""mmgen.data.sources: IDX reading and validation, folder resolution, download, registry."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from conftest import FAKE_NUM_TEST, FAKE_NUM_TRAIN, STANDARD_FILES, write_fake_source, write_idx
-from mmgen import sources
-from mmgen.sources import (
+from mmgen.data import sources
+from mmgen.data.sources import (
     SOURCES,
     FolderSource,
     SourceData,

@@ -37,10 +37,10 @@ from torch import Tensor, nn
 from mmgen import checkpoint, rng
 from mmgen.checkpoint import run_record
 from mmgen.config import from_dict, require_positive, to_dict
+from mmgen.data.sources import SourceData, cache_dir, load_split
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.nn import build
-from mmgen.sources import SourceData, cache_dir, load_split
 from mmgen.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def load_or_train_classifier(
     """The classifier of ``source``: loaded from the cache when its key matches, else trained.
 
     Args:
-        source: a source spec of ``mmgen.sources`` (``mnist``, ``fashion-mnist``, ``idx:DIR``).
+        source: a source spec of ``mmgen.data.sources`` (``mnist``, ``fashion-mnist``, ``idx:DIR``).
         data_dir: where the source's files are (else the usual search order).
         cache: the cache folder (default ``classifier_cache_dir()``).
         config: training settings (part of the cache key).

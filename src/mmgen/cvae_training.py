@@ -34,10 +34,10 @@ from mmgen.checkpoint import (
     save_checkpoint,
 )
 from mmgen.config import to_dict
+from mmgen.data.sources import SourceData, load_split
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig, build_cvae
-from mmgen.sources import SourceData, load_split
 from mmgen.train import TrainConfig, fit, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def train_cvae(
 
     Args:
         out: the checkpoint folder; must not hold a checkpoint unless ``resume``.
-        source: a source spec of ``mmgen.sources`` (``mnist``, ``fashion-mnist``, ``idx:DIR``).
+        source: a source spec of ``mmgen.data.sources`` (``mnist``, ``fashion-mnist``, ``idx:DIR``).
         model_config: architecture and β; ``num_classes`` is taken from the source.
         train_config: optimiser, epochs, batch size, seed.
         data_dir: where the source's files are (else the usual search order).

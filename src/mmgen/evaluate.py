@@ -38,11 +38,11 @@ from mmgen.classifiers import (
     load_or_train_classifier,
 )
 from mmgen.config import require_positive, to_dict
+from mmgen.data.h5io import SplitData, read_header, read_split
+from mmgen.data.sources import load_split
 from mmgen.device import environment, resolve_device
 from mmgen.errors import UsageError
-from mmgen.h5io import SplitData, read_header, read_split
 from mmgen.report import write_report
-from mmgen.sources import load_split
 from mmgen.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class DatasetInfo:
     path: Path
     kind: str  # entangled, mixed or naive
     modalities: tuple[str, ...]
-    sources: dict[str, str]  # modality → source spec of mmgen.sources (the classifier to use)
+    sources: dict[str, str]  # modality → source spec of mmgen.data.sources (the classifier to use)
     has_latent: bool
     class_names: tuple[str, ...]
     sha256: str

@@ -35,12 +35,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmgen import h5io, names, rng
+from mmgen import rng
 from mmgen.checkpoint import CVAECheckpoint, load_cvae
 from mmgen.config import require_positive, to_dict
+from mmgen.data import h5io, names
+from mmgen.data.header import DatasetHeader, ModalitySource, absolute, check_seed
 from mmgen.device import environment, resolve_device
 from mmgen.errors import UsageError
-from mmgen.header import DatasetHeader, ModalitySource, absolute, check_seed
 from mmgen.models.cvae import CVAE
 
 log = logging.getLogger(__name__)

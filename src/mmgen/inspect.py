@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmgen import h5io, plots
+from mmgen import plots
 from mmgen.checkpoint import CVAECheckpoint, load_cvae
+from mmgen.data import h5io
+from mmgen.data.header import DatasetHeader
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
-from mmgen.header import DatasetHeader
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mmgen.data.h5io import open_dataset
 from mmgen.errors import UsageError
-from mmgen.h5io import open_dataset
 
 __all__ = [
     "CHUNK_ENTRIES",

@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from mmgen import __version__, h5io, names, rng
+from mmgen import __version__, rng
 from mmgen.checkpoint import file_sha256
 from mmgen.config import require_positive, to_dict
+from mmgen.data import h5io, names
+from mmgen.data.header import SCHEMA_VERSION, DatasetHeader, ModalitySource, absolute, check_seed
+from mmgen.data.sources import SourceData, get_source, load_split
 from mmgen.device import environment
 from mmgen.errors import UsageError
-from mmgen.header import SCHEMA_VERSION, DatasetHeader, ModalitySource, absolute, check_seed
-from mmgen.sources import SourceData, get_source, load_split
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def pair_sources(
     Args:
         out: the HDF5 file to write; it appears only when complete.
         config: the sources, seed and optional limit.
-        data_dir: where the sources' files are (see ``mmgen.sources.resolve_root``).
+        data_dir: where the sources' files are (see ``mmgen.data.sources.resolve_root``).
         download: fetch missing source files from the official mirrors.
         overwrite: replace an existing ``out``.
         on_progress: called with the number of tuples written after every chunk.

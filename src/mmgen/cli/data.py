@@ -23,7 +23,7 @@ from mmgen.cli.common import (
     honours_deterministic,
     reports_user_errors,
 )
-from mmgen.h5io import IMAGE_DTYPES
+from mmgen.data.h5io import IMAGE_DTYPES
 
 # CLI choices are enums built from the library's registries.
 Truncation = Enum("Truncation", {name: name for name in generating.TRUNCATIONS}, type=str)

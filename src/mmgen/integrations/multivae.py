@@ -13,7 +13,7 @@ user meets when handing an mmgen file to MultiVae, and what this module does abo
    ``use_grey_level_bernoulli`` scores grey levels ``x ∈ [0, 1]`` as mmgen does (METHOD.md,
    "Notation"): ``log p(x|z) = Σ_pixels [x log σ(l) + (1 − x) log(1 − σ(l))]``.
 3. **uint8.** mmgen may store grey levels as uint8 ×255; MultiVae needs floats in [0, 1].
-   ``multivae_dataset`` converts (``mmgen.h5io.to_unit_float``).
+   ``multivae_dataset`` converts (``mmgen.data.h5io.to_unit_float``).
 
 Example (MultiVae's JMVAE on MNIST-E; ``MVAE`` and ``MoPoE`` take the same arguments)::
 
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmgen.h5io import read_split
+from mmgen.data.h5io import read_split
 
 try:
     from multivae.data.datasets.base import DatasetOutput, MultimodalBaseDataset

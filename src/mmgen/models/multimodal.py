@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from mmgen.config import require_positive
+from mmgen.data.names import check_modality_names
 from mmgen.errors import UsageError
-from mmgen.names import check_modality_names
 from mmgen.nn import ACTIVATIONS, GaussianHead, initialize, mlp
 from mmgen.objectives import (
     beta_elbo,
@@ -95,7 +95,7 @@ class MultimodalConfig:
         modalities = tuple(self.modalities)
         if len(modalities) < 2:
             raise UsageError(f"a multi-modal VAE needs at least 2 modalities, got {modalities}")
-        check_modality_names(modalities)  # the same rule as dataset files (mmgen.names)
+        check_modality_names(modalities)  # the same rule as dataset files (mmgen.data.names)
         require_positive("latent_dim", self.latent_dim)
         require_positive("fusion_width", self.fusion_width)
         for width in (*self.encoder_widths, *self.decoder_widths):

@@ -24,8 +24,8 @@ import h5py
 import numpy as np
 
 from mmgen import __version__
+from mmgen.data.names import check_modality_names
 from mmgen.errors import UsageError
-from mmgen.names import check_modality_names
 
 FORMAT = "mmgen"
 SCHEMA_VERSION = 2
@@ -79,7 +79,7 @@ class DatasetHeader:
     """The root attributes of an mmgen file, typed and validated (``docs/format.md``)."""
 
     kind: str  # entangled (MNIST-E) | mixed (MNIST-ME) | naive (real images paired by class)
-    modalities: tuple[str, ...]  # names under images/, in order (mmgen.names rule)
+    modalities: tuple[str, ...]  # names under images/, in order (mmgen.data.names rule)
     sources: Mapping[str, ModalitySource]  # modality → where its images came from
     num_classes: int  # C; labels are 0 .. C-1
     class_names: tuple[str, ...]  # C names (the first modality's)

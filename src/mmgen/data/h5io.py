@@ -3,7 +3,7 @@
 One file holds one multi-modal dataset (MNIST-E, its mixed twin MNIST-ME, or a naive pairing of
 real images). Layout (``docs/format.md`` documents every field):
 
-    /                       root attributes: the typed header (mmgen.header.DatasetHeader)
+    /                       root attributes: the typed header (mmgen.data.header.DatasetHeader)
     /<split>/               split ∈ {"train", "test"}; attrs: size
     /<split>/images/<m>     (N, 28, 28) uint8 grey levels ×255 (or float32 in [0, 1])
     /<split>/labels         (N,) int64 class of every tuple
@@ -34,8 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmgen.atomic import atomic_path
-from mmgen.errors import UsageError
-from mmgen.header import (
+from mmgen.data.header import (
     FORMAT,
     KINDS,
     SCHEMA_VERSION,
@@ -44,6 +43,7 @@ from mmgen.header import (
     encode_attrs,
     header_from_attrs,
 )
+from mmgen.errors import UsageError
 
 __all__ = [
     "FORMAT",
@@ -115,7 +115,7 @@ def open_dataset(path: Path | str) -> h5py.File:
 
 
 def read_header(path: Path | str) -> DatasetHeader:
-    """The validated header of an mmgen file (see :class:`mmgen.header.DatasetHeader`)."""
+    """The validated header of an mmgen file (see :class:`mmgen.data.header.DatasetHeader`)."""
     with open_dataset(path) as handle:
         return header_from_attrs(handle.attrs, path)
 
