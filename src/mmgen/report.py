@@ -312,6 +312,19 @@ def render_verdict(report: Mapping[str, Any]) -> list[str]:
         "| model | E − other | figure | better | mean d | 95 % interval | seeds agreeing |",
         "|---|---|---|---|---|---|---|",
     ]
+
+    # Within a figure, the largest subset first (``ab`` before ``a``), as in the other tables.
+    def order(row: Mapping[str, Any]) -> tuple[int, str]:
+        letters = report["datasets"][row["entangled"]]["letters"]
+        key = letter_key(row["key"], letters)
+        return (-len(re.match(r"[a-z]*", key).group()), key)
+
+    groups: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["entangled"], row["other"], row["figure"]), []).append(
+            row
+        )
+    rows = [row for group in groups.values() for row in sorted(group, key=order)]
     for row in rows:
         letters = report["datasets"][row["entangled"]]["letters"]
         figure = row["figure"] + (f" {letter_key(row['key'], letters)}" if row["key"] else "")
