@@ -564,6 +564,8 @@ def evaluate_datasets(
 
     # Rank 0 trains the missing classifiers into the cache; the other ranks then load them.
     by_source = load_classifiers() if world.is_main else {}
+    if world.is_main:
+        jobs.first_classifier_summaries(out, {s: c.summary() for s, c in by_source.items()})
     world.barrier()
     if not world.is_main:
         by_source = load_classifiers()
@@ -645,7 +647,9 @@ def assemble_report(
         "environment": environment(device_type),  # device name, torch / CUDA, determinism
         "data_dir": None if data_dir is None else str(data_dir),
         "classifier_cache": str(classifier_cache_dir(cache_dir)),
-        "classifiers": {spec: c.summary() for spec, c in by_source.items()},
+        "classifiers": jobs.first_classifier_summaries(
+            out, {spec: c.summary() for spec, c in by_source.items()}
+        ),  # recorded when the folder's first run began (below): the same on a resumed run
         "datasets": {},
     }
     by_job = {(job.dataset, job.model, job.seed): job for job in plan}

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 JOBS_DIR = "jobs"
 MANIFEST_FILE = "settings.json"
+CLASSIFIERS_FILE = "classifiers.json"
 FIGURES_FILE = "figures.json"
 MEANS_FILE = "means.npz"
 MODEL_DIR = "model"
@@ -223,6 +224,32 @@ def prepare_folder(out: Path | str, current: Mapping[str, Any], overwrite: bool)
     if differences or not path.is_file():
         save_json(path, dict(current))
     return differences
+
+
+def first_classifier_summaries(
+    out: Path | str, summaries: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The classifiers' report records as the folder's first run saw them.
+
+    Whether a classifier came from the cache is a fact about one invocation: a rerun after a
+    kill finds in the cache what the killed run trained. Recording the first run's records in
+    ``jobs/classifiers.json`` (replaced for a source whose classifier changed) keeps the
+    report of a resumed run equal to an uninterrupted one.
+    """
+    path = jobs_root(out) / CLASSIFIERS_FILE
+    recorded = load_json(path) if path.is_file() else {}
+    result = {}
+    for spec, summary in summaries.items():
+        first = recorded.get(spec)
+        same = isinstance(first, Mapping) and _without_origin(first) == _without_origin(summary)
+        result[spec] = dict(first) if same else dict(summary)
+    if any(recorded.get(spec) != summary for spec, summary in result.items()):
+        save_json(path, {**recorded, **result})
+    return result
+
+
+def _without_origin(summary: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k != "loaded_from_cache"}
 
 
 def prune(out: Path | str, keep: Sequence[Job]) -> list[Path]:
