@@ -169,6 +169,7 @@ def test_killed_evaluate_resumes_to_the_same_report(tmp_path, fake_data_root) ->
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
+    process.stderr.close()
     survivors = job_inodes(resumed)
     assert 1 <= len(survivors) < 4 and not (resumed / "report.json").exists()
 
