@@ -230,3 +230,21 @@ def _job_paths(report: dict) -> list[str]:
         for results in entry["seeds"].values()
         for result in results.values()
     ]
+
+
+def test_an_interrupt_says_which_jobs_are_kept(tmp_path, monkeypatch) -> None:
+    data, out = write_mmgen_file(tmp_path / "e.h5"), tmp_path / "out"
+
+    def interrupted(paths, out, config, **kwargs):
+        (Path(out) / JOBS_DIR / "abc-jmvae-s0-def").mkdir(parents=True)
+        (Path(out) / JOBS_DIR / "abc-jmvae-s0-def" / FIGURES_FILE).write_text("{}")
+        (Path(out) / JOBS_DIR / ".abc-jmvae-s1-def.tmp-1-x").mkdir()  # a job under way
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mmgen.cli.evaluate, "evaluate_datasets", interrupted)
+    result = invoke("evaluate", data, "--out", out, "-q")
+    assert result.exit_code == 130
+    assert result.output.strip() == (
+        f"Interrupted; 1 finished job(s) are kept in {out / JOBS_DIR}: run the same command "
+        "again to do the others and write the report."
+    )

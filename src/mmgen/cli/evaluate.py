@@ -9,6 +9,8 @@ import typer
 from tqdm import tqdm
 
 from mmgen import distributed
+from mmgen.atomic import signals_as_interrupts
+from mmgen.cli import EXIT_INTERRUPTED
 from mmgen.cli.common import (
     DataDirOption,
     DeterministicOption,
@@ -22,6 +24,7 @@ from mmgen.cli.common import (
 )
 from mmgen.errors import UsageError
 from mmgen.evaluate import EvaluateConfig, check_models, evaluate_datasets
+from mmgen.jobs import FIGURES_FILE, JOBS_DIR
 from mmgen.models.registry import MODELS
 
 defaults = EvaluateConfig()
@@ -45,6 +48,16 @@ def model_names(values: list[str] | None) -> tuple[str, ...]:
     names = tuple(name.strip() for value in values for name in value.split(",") if name.strip())
     check_models(names, MODELS)
     return names
+
+
+def interrupted_message(out: Path, interrupt: KeyboardInterrupt) -> str:
+    """What an interrupted evaluation kept: its finished jobs, which a rerun reuses."""
+    what = f" ({interrupt})" if str(interrupt) else ""
+    done = len(list((out / JOBS_DIR).glob(f"[!.]*/{FIGURES_FILE}")))
+    return (
+        f"Interrupted{what}; {done} finished job(s) are kept in {out / JOBS_DIR}: run the same "
+        "command again to do the others and write the report."
+    )
 
 
 def _integer(text: str) -> int | None:
@@ -214,17 +227,25 @@ def evaluate_command(
             steps.reset()
 
         try:
-            report = evaluate_datasets(
-                datasets,
-                out,
-                config,
-                data_dir=data_dir,
-                cache_dir=cache_dir,
-                on_task=on_task,
-                on_step=lambda step: steps.update(step["batch"]),
-                overwrite=overwrite,
-                world=world,
-            )
+            # SIGTERM and SIGHUP (the end of a Slurm allocation) end the run like Ctrl-C.
+            with signals_as_interrupts():
+                report = evaluate_datasets(
+                    datasets,
+                    out,
+                    config,
+                    data_dir=data_dir,
+                    cache_dir=cache_dir,
+                    on_task=on_task,
+                    on_step=lambda step: steps.update(step["batch"]),
+                    overwrite=overwrite,
+                    world=world,
+                )
+        except KeyboardInterrupt as interrupt:
+            steps.close()
+            tasks.close()
+            if world.is_main:
+                typer.echo(interrupted_message(out, interrupt), err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         finally:
             steps.close()
             tasks.close()
