@@ -21,6 +21,7 @@ from mmgen.classifiers import ClassifierConfig, load_or_train_classifier
 from mmgen.cli import app
 from mmgen.distributed import World, world_from_environment
 from mmgen.errors import UsageError
+from mmgen.evaluate import EvaluateConfig, evaluate_datasets
 from mmgen.jobs import FIGURES_FILE, JOBS_DIR, job_key, manifest, manifest_differences
 from test_evaluate import write_mmgen_file
 
@@ -248,3 +249,21 @@ def test_an_interrupt_says_which_jobs_are_kept(tmp_path, monkeypatch) -> None:
         f"Interrupted; 1 finished job(s) are kept in {out / JOBS_DIR}: run the same command "
         "again to do the others and write the report."
     )
+
+
+def test_progress_counts_all_jobs_and_names_the_current_one(tmp_path, setup) -> None:
+    calls = []
+    config = EvaluateConfig(models=("jmvae",), seeds=(0, 1), epochs=1, k=3, prior_samples=40,
+                            joint_samples=200, batch_size=16, classifier_epochs=1,
+                            device="cpu")  # fmt: skip
+    data_dir, cache = setup["common"][1], setup["common"][3]
+    evaluate_datasets(setup["files"][:1], tmp_path / "out", config, data_dir, cache,
+                      on_task=lambda *call: calls.append(call))  # fmt: skip
+    assert calls == [
+        (0, 2, "e jmvae seed 0: train"),
+        (0, 2, "e jmvae seed 0: measure"),
+        (1, 2, "e jmvae seed 1: train"),
+        (1, 2, "e jmvae seed 1: measure"),
+        (2, 2, "report"),
+        (2, 2, "done"),
+    ]
