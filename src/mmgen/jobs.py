@@ -16,7 +16,8 @@ keys). Its folder ``jobs/<dataset sha256[:12]>-<model>-s<seed>-<key[:12]>/`` hol
 
 written as one unit (``mmgen.atomic.atomic_folder``), ``figures.json`` last: a folder with it is
 a finished job. ``jobs/settings.json`` (the manifest) records the settings the folder's jobs were
-computed with, so that a rerun with other settings says which differ instead of mixing results.
+computed with, so that a rerun with other settings says which differ instead of mixing results;
+``jobs/classifiers.json`` the classifiers' report records as the folder's first run saw them.
 """
 
 from __future__ import annotations
