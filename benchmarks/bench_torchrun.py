@@ -5,11 +5,12 @@ files must be found, e.g. through ``MMGEN_DATA_DIR``, for evaluate's classifiers
 
     python benchmarks/bench_torchrun.py --processes 2 --tuples 20000
 
-Each command runs once per process count, wall clock from start to exit (interpreter start-up
-and process-group set-up included), and the outputs are checked byte for byte against the
-one-process run. The CVAEs are randomly initialised (decode cost does not depend on weights);
-evaluate trains on a small file generated from them and its MNIST-ME shuffle, with the
-classifiers trained into a cache first so that neither timed run trains them.
+Each command runs once per configuration (one process with the default thread count, one
+process with one thread, torchrun with N ranks of one thread each), wall clock from start to
+exit (interpreter start-up and process-group set-up included), and the outputs are checked byte
+for byte against each other. The CVAEs are randomly initialised (decode cost does not depend
+on weights); evaluate trains on a small file generated from them and its MNIST-ME shuffle,
+with the classifiers trained into a cache first so that no timed run trains them.
 """
 
 from __future__ import annotations
@@ -33,9 +34,14 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
-def run(args: list[str], processes: int) -> float:
-    """Seconds of ``mmgen ARGS`` as one process or under torchrun with ``processes`` ranks."""
+def run(args: list[str], processes: int, threads: int | None = None) -> float:
+    """Seconds of ``mmgen ARGS`` as one process or under torchrun with ``processes`` ranks.
+
+    ``threads`` sets ``OMP_NUM_THREADS`` (torchrun sets 1 per rank unless it is set).
+    """
     env = {**os.environ, "PYTHONPATH": str(SRC)}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     if processes == 1:
         command = [sys.executable, "-m", "mmgen", *args]
     else:
@@ -50,7 +56,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--tuples", type=int, default=20_000, help="generate: train tuples")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="classifier cache to reuse")
     args = parser.parse_args()
+    # One process with the default thread count and with one thread (what torchrun gives each
+    # rank), then torchrun: the last is the reference of the speed-ups.
+    runs = [("1 process", 1, None), ("1 process, 1 thread", 1, 1),
+            (f"{args.processes} processes", args.processes, None)]  # fmt: skip
     result: dict = {"machine": machine_description(torch.device("cpu")), "os_cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -58,34 +69,34 @@ def main() -> None:
         base = [x for c in cvaes for x in ("--cvae", c)] + ["--device", "cpu", "--quiet"]
         generate = [*base, "--n-train", str(args.tuples), "--n-test", "1000"]
         timings = {}
-        for processes in (1, args.processes):
-            out = tmp / f"generate-{processes}.h5"
-            timings[processes] = run(["generate", *generate, "--out", str(out)], processes)
-        same = (tmp / "generate-1.h5").read_bytes() == (
-            tmp / f"generate-{args.processes}.h5"
-        ).read_bytes()
-        result["generate"] = {"tuples": args.tuples + 1000, "seconds": timings, "same": same}
+        for label, processes, threads in runs:
+            out = tmp / f"generate-{label}.h5"
+            timings[label] = run(["generate", *generate, "--out", str(out)], processes, threads)
+        outputs = {(tmp / f"generate-{label}.h5").read_bytes() for label, _, _ in runs}
+        result["generate"] = {"tuples": args.tuples + 1000, "seconds": timings}
+        result["generate"]["same"] = len(outputs) == 1
 
         small = tmp / "e.h5"
         run(["generate", *base, "--n-train", "2000", "--n-test", "500", "--out", str(small)], 1)
         run(["shuffle", str(small), "--out", str(tmp / "me.h5")], 1)
+        cache = str(args.cache_dir or tmp / "cache")
         common = [str(small), str(tmp / "me.h5"), "--epochs", "2", "--k", "20",
                   "--prior-samples", "200", "--joint-samples", "1000", "--classifier-epochs",
-                  "1", "--device", "cpu", "--cache-dir", str(tmp / "cache"), "--quiet"]  # fmt: skip
+                  "1", "--device", "cpu", "--cache-dir", cache, "--quiet"]  # fmt: skip
         warm = [*common, "--models", "jmvae", "--seeds", "0", "--out", str(tmp / "warm")]
         run(["evaluate", *warm], 1)  # trains the classifiers into the cache, untimed
         evaluate = [*common, "--models", "jmvae,m2vae", "--seeds", "0", "1"]
         timings = {}
-        for processes in (1, args.processes):
-            out = tmp / f"evaluate-{processes}"
-            timings[processes] = run(["evaluate", *evaluate, "--out", str(out)], processes)
-        same = (tmp / "evaluate-1" / "report.json").read_bytes() == (
-            tmp / f"evaluate-{args.processes}" / "report.json"
-        ).read_bytes()
-        result["evaluate"] = {"jobs": 8, "seconds": timings, "same": same}
+        for label, processes, threads in runs:
+            out = tmp / f"evaluate-{label}"
+            timings[label] = run(["evaluate", *evaluate, "--out", str(out)], processes, threads)
+        outputs = {(tmp / f"evaluate-{label}" / "report.json").read_bytes() for label, _, _ in runs}
+        result["evaluate"] = {"jobs": 8, "seconds": timings, "same": len(outputs) == 1}
     for name in ("generate", "evaluate"):
         seconds = result[name]["seconds"]
-        result[name]["speed-up"] = seconds[1] / seconds[args.processes]
+        result[name]["speed-up"] = {
+            label: seconds[label] / seconds[runs[-1][0]] for label, _, _ in runs[:-1]
+        }
     print(json.dumps(result, indent=2))
 
 
