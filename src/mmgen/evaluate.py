@@ -9,9 +9,12 @@ accuracy as the ceiling), posterior agreement (KL, JSD, naive Bayes on latent me
 of the stored true codes, and the quality of the file's own images (classifier accuracy and
 Fréchet distance to the real test images).
 
-Outputs in ``out``: ``report.json`` (every figure, the config and seeds), ``report.md`` (tables),
-``latent-<model>.png`` (the test set through every encoder, datasets side by side; the paper's
-Fig. 1 bottom) and ``curves-<dataset>-<model>.png``.
+Each (dataset, model, seed) is a job (``mmgen.jobs``), stored in ``out/jobs/`` as it finishes
+(model, figures, curves), so that an interrupted run resumes and torchrun's ranks share the work
+(``mmgen.distributed``). Outputs in ``out``: ``report.json`` (every per-seed figure, mean and sd
+over seeds, the verdict of METHOD.md §5b, the config and seeds), ``report.md`` (the verdict, then
+tables) and ``latent-<model>.png`` (the test set through every encoder, datasets side by side,
+first seed; the paper's Fig. 1 bottom).
 """
 
 from __future__ import annotations
