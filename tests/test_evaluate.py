@@ -86,7 +86,7 @@ def test_evaluate_end_to_end(tmp_path, tiny_files, fake_data_root) -> None:
 
     report = json.loads((out / "report.json").read_text())
     assert from_dict(EvaluateConfig, report["config"]).k == 3
-    assert report["seed"] == 0 and report["device"] == "cpu"
+    assert report["seeds"] == [0] and report["device"] == "cpu"
     assert set(report["classifiers"]) == {"mnist", "fashion-mnist"}
     assert set(report["datasets"]) == {"mnist-e", "naive"}
     entangled = report["datasets"]["mnist-e"]
@@ -117,7 +117,7 @@ def test_evaluate_end_to_end(tmp_path, tiny_files, fake_data_root) -> None:
     assert np.isfinite(m2vae["log_likelihood"])
     assert list(models["jmvae"]["elbo"]) == ["mnist+fashion"]  # plain JMVAE: the full set only
     assert models["jmvae"]["coherence"]["cross"] == {}
-    assert len(models["tvae"]["history"]) == 2  # two stages, one epoch each
+    assert len(entangled["seeds"]["0"]["tvae"]["history"]) == 2  # two stages, one epoch each
     naive = report["datasets"]["naive"]["models"]["m2vae"]
     assert naive["latent_recovery"] == "n/a: file has no true z"
 
@@ -131,7 +131,7 @@ def test_evaluate_end_to_end(tmp_path, tiny_files, fake_data_root) -> None:
     assert "n/a: file has no true z" in markdown
     for model in models:
         assert (out / f"latent-{model}.png").stat().st_size > 0
-        assert (out / f"curves-mnist-e-{model}.png").is_file()
+        assert (out / entangled["seeds"]["0"][model]["figures"]["curves"]).is_file()
 
     # The classifiers are cached: a second run loads them.
     again = invoke("evaluate", tiny_files[0], "--out", tmp_path / "again", "--models", "m2vae",

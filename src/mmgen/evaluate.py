@@ -6,19 +6,25 @@ MNIST-E, on its mixed twin MNIST-ME and on a naive pairing of real images, and m
 side (METHOD.md §5): subset test ELBOs, the importance-weighted ``log p(M)``, conditionals
 ``log p(m | rest)``, cross and joint coherence through real-data classifiers (with their test
 accuracy as the ceiling), posterior agreement (KL, JSD, naive Bayes on latent means), recovery
-of the true codes by per-class probes (``mmgen.probes``), and the quality of the file's own
-images (classifier accuracy and Fréchet distance to the real test images).
+of the stored true codes, and the quality of the file's own images (classifier accuracy and
+Fréchet distance to the real test images).
 
-Outputs in ``out``: ``report.json`` (every figure, the config and seeds), ``report.md`` (tables),
-``latent-<model>.png`` (the test set through every encoder, datasets side by side; the paper's
-Fig. 1 bottom) and ``curves-<dataset>-<model>.png``.
+Each (dataset, model, seed) is a job (``mmgen.jobs``), stored in ``out/jobs/`` as it finishes
+(model, figures, curves), so that an interrupted run resumes and torchrun's ranks share the work
+(``mmgen.distributed``). Outputs in ``out``: ``report.json`` (every per-seed figure, mean and sd
+over seeds, the verdict of METHOD.md §5b, the config and seeds), ``report.md`` (the verdict, then
+tables) and ``latent-<model>.png`` (the test set through every encoder, datasets side by side,
+first seed; the paper's Fig. 1 bottom).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +34,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmgen import __version__, metrics, plots, probes, rng
-from mmgen.atomic import new_folder
-from mmgen.checkpoint import file_sha256
+from mmgen import __version__, jobs, metrics, plots, rng
+from mmgen.atomic import folder_lock
+from mmgen.checkpoint import file_sha256, run_record
 from mmgen.classifiers import (
     ClassifierConfig,
     TrainedClassifier,
@@ -39,11 +45,15 @@ from mmgen.classifiers import (
 )
 from mmgen.config import require_positive, to_dict
 from mmgen.data.h5io import SplitData, read_header, read_split
+from mmgen.data.header import check_seed
 from mmgen.data.sources import load_split
 from mmgen.device import environment, resolve_device
+from mmgen.distributed import World
 from mmgen.errors import UsageError
+from mmgen.jobs import Job
 from mmgen.report import write_report
 from mmgen.train import TrainConfig, fit
+from mmgen.verdict import summarise_seeds, verdict
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,10 @@ DEFAULT_MODELS = ("jmvae", "jmvae-zero", "jmvae-kl", "tvae", "m2vae")
 NO_TRUE_Z = "n/a: file has no true z"
 TaskCallback = Callable[[int, int, str], None]  # (tasks done, total, next task's description)
 StepCallback = Callable[[dict[str, float]], None]
+# EvaluateConfig fields that do not change a job's figures: the job set (models, seeds), the
+# device setting (the job key holds the device type it resolved to) and a batch size that only
+# trades memory for speed. Every other field, including any added later, is in the key.
+JOB_INDEPENDENT_FIELDS = frozenset({"models", "seeds", "device", "eval_batch_size"})
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,9 @@ class EvaluateConfig:
     # Measure on the first N test tuples only (overrides limit for the test split): the IW bound
     # and the conditionals decode N·K and N·N_w codes, the bulk of evaluate's time on a CPU.
     test_limit: int | None = None
-    seed: int = 0  # model initialisation, shuffles and every metric draw; same for every dataset
+    # One job per (dataset, model, seed): the seed keys the model's initialisation, the shuffles
+    # and every metric draw, and is the same on every dataset (the pairing of METHOD.md §5b).
+    seeds: tuple[int, ...] = (0,)
     device: str = "auto"  # auto, cpu or cuda
     classifier_epochs: int = 3  # epochs of each real-data classifier (cached by its config)
     eval_batch_size: int = 1000  # encoder/decoder batch in the metrics; no effect on results
@@ -105,6 +121,33 @@ class EvaluateConfig:
         ):
             require_positive(name.replace("_", "-"), getattr(self, name))
         object.__setattr__(self, "models", models)
+        seeds = tuple(self.seeds)
+        if not seeds:
+            raise UsageError("--seeds names no seed; give e.g. --seeds 0 1 2")
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise UsageError(f"--seeds lists {repeated} more than once; name each seed once")
+        for seed in seeds:
+            check_seed(seed)
+        # Sorted: the same set of seeds is the same evaluation, whatever order it was typed in.
+        object.__setattr__(self, "seeds", tuple(sorted(int(s) for s in seeds)))
+
+    @property
+    def seed(self) -> int:
+        """The seed of a one-seed config (a job's: ``for_seed``)."""
+        if len(self.seeds) != 1:
+            raise ValueError(
+                f"a config of seeds {list(self.seeds)} has no single seed; use for_seed"
+            )
+        return self.seeds[0]
+
+    def for_seed(self, seed: int) -> EvaluateConfig:
+        """This config restricted to one seed: what one job trains and measures with."""
+        return dataclasses.replace(self, seeds=(seed,))
+
+    def job_settings(self) -> dict[str, Any]:
+        """Every field that affects a job's result (the job key's settings, by field name)."""
+        return {k: v for k, v in to_dict(self).items() if k not in JOB_INDEPENDENT_FIELDS}
 
     def train_config(self) -> TrainConfig:
         """The optimisation settings shared by every model (Adam, METHOD.md §4)."""
@@ -205,26 +248,15 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
 
 
 def split_tensors(data: SplitData, modalities: Sequence[str], device: torch.device) -> dict:
-    """A split as the models' batch: ``{m: (N, 1, 28, 28) float in [0, 1], "labels": (N,)}``.
-
-    The stored images (uint8 ×255 or float32) cross to the device as they are and are converted
-    there, once: a quarter of the bytes of a host-side float copy for uint8 files.
-    """
-    batch = {}
-    for m in modalities:
-        images = torch.from_numpy(data.images[m]).to(device).unsqueeze(1)  # (N, 1, 28, 28)
-        batch[m] = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+    """A split as the models' batch: ``{m: (N, 1, 28, 28) float in [0, 1], "labels": (N,)}``."""
+    batch = {m: torch.from_numpy(data.images_float(m)).unsqueeze(1).to(device) for m in modalities}
     batch["labels"] = torch.from_numpy(data.labels).to(device)
     return batch
 
 
-def metric_generator(seed: int, name: str, device: torch.device) -> torch.Generator:
-    """The generator of one metric on ``device``: the stream ``(seed, "metric", name)``.
-
-    Keyed by name (``mmgen.rng``), so it is independent of the evaluation order and of every
-    training stream.
-    """
-    return rng.stream(seed, "metric", name, device=device)
+def metric_generator(seed: int, stream: str, device: torch.device) -> torch.Generator:
+    """The generator of one metric, keyed by (seed, metric): independent of evaluation order."""
+    return rng.stream(seed, "metric", stream, device=device)
 
 
 def data_quality(
@@ -258,18 +290,17 @@ def evaluate_model(
     test: Mapping[str, Tensor],
     classifiers: Mapping[str, TrainedClassifier],
     config: EvaluateConfig,
-    codes: Mapping[str, tuple[Tensor, Tensor]] | None,
+    true_z: tuple[Tensor, Tensor] | None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Every METHOD.md §5 metric of one trained model on one dataset.
 
     Args:
         model: a trained ``MultimodalVAE`` (eval mode, on the tensors' device).
-        train: the training split (for the naive-Bayes fit and the latent-recovery probes).
+        train: the training split (for the naive-Bayes and linear fits).
         test: the test split, where everything is measured.
         classifiers: modality → its real-data classifier.
         config: sample counts and the seed.
-        codes: the true codes of ``probes.read_codes`` (``z``; in a mixed file also the
-            permuted modality's own ``z[m]``), ``(train, test)`` each, else ``None``.
+        true_z: ``(train z, test z)`` when the file stores the true codes, else ``None``.
 
     Returns:
         The JSON-ready figures and the test-set posterior means per encoder (for the plots).
@@ -336,24 +367,18 @@ def evaluate_model(
         )
         for s in subsets
     }
-    recovery: dict[str, Any] | str = NO_TRUE_Z
-    if codes is not None:
-        recovery = probes.latent_recovery(
-            {name(s): train_means[s] for s in subsets},
-            train["labels"],
-            {name(s): test_posteriors[s][0] for s in subsets},
-            test["labels"],
-            codes,
-        )
-    # d <= 2: the grid estimate of log p(M) beside the IW bound (tighter, deterministic).
-    quadrature = {}
-    if model.config.latent_dim <= 2:
-        estimate = metrics.quadrature_log_likelihood(model, test_images)
-        quadrature["log_likelihood_quadrature"] = float(estimate.mean())
+    if true_z is None:
+        recovery: dict[str, float] | str = NO_TRUE_Z
+    else:
+        recovery = {
+            name(s): metrics.linear_fit_r2(
+                train_means[s], true_z[0], test_posteriors[s][0], true_z[1]
+            )
+            for s in subsets
+        }
     figures = {
         "elbo": elbo,
         "log_likelihood": float(joint.mean()),
-        **quadrature,
         "conditional": conditional,
         "coherence": {"cross": cross, "joint": joint_coherence},
         "posterior": {"divergence": divergences, "naive_bayes": naive_bayes},
@@ -364,21 +389,113 @@ def evaluate_model(
     return figures, means
 
 
-class _Tasks:
-    """Counts the units of work and reports each start to the caller's callback."""
+@dataclass
+class _Loaded:
+    """One dataset's tensors on this rank's device (the last one used is kept)."""
 
-    def __init__(self, total: int, callback: TaskCallback | None) -> None:
-        self.total, self.done, self.callback = total, 0, callback
+    info: DatasetInfo
+    train: dict[str, Tensor]
+    test: dict[str, Tensor]
+    test_labels: np.ndarray
+    true_z: tuple[Tensor, Tensor] | None
 
-    def start(self, description: str) -> None:
+
+def load_dataset(info: DatasetInfo, config: EvaluateConfig, device: torch.device) -> _Loaded:
+    """Read the splits evaluate uses (``limit``, ``test_limit``) as tensors on ``device``."""
+    train_split = read_split(info.path, "train", config.limit)
+    test_limit = config.limit if config.test_limit is None else config.test_limit
+    test_split = read_split(info.path, "test", test_limit)
+    true_z = None
+    if info.has_latent and train_split.z is not None and test_split.z is not None:
+        true_z = (torch.from_numpy(train_split.z), torch.from_numpy(test_split.z))
+    return _Loaded(
+        info=info,
+        train=split_tensors(train_split, info.modalities, device),
+        test=split_tensors(test_split, info.modalities, device),
+        test_labels=test_split.labels,
+        true_z=true_z,
+    )
+
+
+def plan_jobs(
+    datasets: Sequence[DatasetInfo],
+    config: EvaluateConfig,
+    settings: Mapping[str, Any],
+    classifier_keys: Mapping[str, str],
+) -> list[Job]:
+    """Every (dataset, model, seed) job of ``config``, sorted, each with its key.
+
+    A job's key holds the settings and the cache keys of the classifiers of its dataset's
+    sources (the coherence figures depend on them).
+    """
+    registry, _ = model_registry()
+    planned = []
+    for info in datasets:
+        job_settings = {
+            **settings,
+            "classifiers": {m: classifier_keys[spec] for m, spec in info.sources.items()},
+        }
+        for model in config.models:
+            config_class = registry[model][0]
+            model_config = to_dict(config_class(modalities=tuple(info.modalities)))
+            for seed in config.seeds:
+                key = jobs.job_key(info.sha256, model, model_config, seed, job_settings)
+                planned.append(Job(info.name, model, seed, info.sha256, key))
+    return sorted(planned)
+
+
+def run_job(
+    job: Job,
+    data: _Loaded,
+    classifiers: Mapping[str, TrainedClassifier],
+    config: EvaluateConfig,
+    out: Path,
+    device: torch.device,
+    on_stage: Callable[[str], None],
+    on_step: StepCallback | None = None,
+) -> None:
+    """Train and measure one job with its seed, and store it (``mmgen.jobs.write_job``)."""
+    registry = importlib.import_module("mmgen.models.registry")
+    job_config = config.for_seed(job.seed)
+    on_stage("train")
+    # The same initialisation on every dataset: the seed's stream, not the job's position.
+    model = registry.build_model(job.model, data.info.modalities, seed=job.seed).to(device)
+    history = fit(model, data.train, data.test, job_config.train_config(), on_step=on_step)
+    model.eval()
+    on_stage("measure")
+    figures, means = evaluate_model(
+        model, data.train, data.test, classifiers, job_config, data.true_z
+    )
+    record = {
+        "figures": figures,
+        "model_config": to_dict(model.config),
+        "history": history,
+        "settings": job_config.job_settings(),
+    }
+
+    def write_files(folder: Path) -> None:
+        run = run_record(device, dataset=str(data.info.path), seed=job.seed, epochs=config.epochs)
+        registry.save_model(folder / jobs.MODEL_DIR, model, run)
+        plots.training_curves(
+            history, folder / jobs.CURVES_FILE, f"{job.model} on {job.dataset}, seed {job.seed}"
+        )
+
+    jobs.write_job(out, job, record, means, write_files)
+
+
+class _Progress:
+    """One count over all jobs (finished by any rank), reported to the caller's callback."""
+
+    def __init__(self, out: Path, plan: Sequence[Job], callback: TaskCallback | None) -> None:
+        self.out, self.plan, self.callback = out, plan, callback
+
+    def done(self) -> int:
+        return sum(jobs.is_done(self.out, job) for job in self.plan)
+
+    def show(self, description: str) -> None:
         log.info("%s", description)
         if self.callback is not None:
-            self.callback(self.done, self.total, description)
-        self.done += 1
-
-    def finish(self) -> None:
-        if self.callback is not None:
-            self.callback(self.total, self.total, "done")
+            self.callback(self.done(), len(self.plan), description)
 
 
 def evaluate_datasets(
@@ -390,123 +507,224 @@ def evaluate_datasets(
     on_task: TaskCallback | None = None,
     on_step: StepCallback | None = None,
     overwrite: bool = False,
-) -> dict[str, Any]:
-    """Train every model of ``config`` on every dataset, measure them, write the report.
+    world: World | None = None,
+    poll_seconds: float = 1.0,
+) -> dict[str, Any] | None:
+    """Train every model of ``config`` on every dataset with every seed, measure, report.
 
-    The report folder appears as one unit (``mmgen.atomic.new_folder``): ``out`` is claimed
-    (locked, checked writable and new unless ``overwrite``) before anything is trained, the
-    figures and reports are written into a staging folder, and that folder replaces ``out`` at
-    the end. A run that is stopped leaves ``out`` as it was.
+    Each (dataset, model, seed) is a job (``mmgen.jobs``) stored in ``out/jobs/`` as soon as it
+    finishes; a rerun of the same command after a kill redoes only the unfinished jobs and
+    writes the same ``report.json``. Under torchrun (``world``), the pending jobs are shared
+    round robin over the ranks and rank 0 writes the report once every job is stored.
 
     Args:
         paths: mmgen HDF5 files with the same number of modalities (e.g. MNIST-E, MNIST-ME and
             the naive pairing), reported side by side.
-        out: folder for ``report.json``, ``report.md`` and the figures.
-        config: models, training and sample counts, seed, device.
+        out: folder for ``report.json``, ``report.md``, the figures and ``jobs/``.
+        config: models, seeds, training and sample counts, device.
         data_dir: where the real sources are (for the classifiers); else the usual search.
         cache_dir: classifier cache (default ``$XDG_CACHE_HOME/mmgen/classifiers``).
-        on_task: progress callback ``(tasks done, total, description)`` before each task.
+        on_task: progress callback ``(jobs done, jobs in all, current job)``; rank 0 only.
         on_step: progress callback after every training step (``{"batch": size}``).
-        overwrite: replace an existing ``out`` as a whole.
+        overwrite: replace the jobs of a folder evaluated with other settings (jobs whose key
+            still matches are reused) and remove the jobs this command does not ask for.
+        world: this process's place among torchrun's processes (default: one process).
+        poll_seconds: how often rank 0 looks for the other ranks' finished jobs.
 
     Returns:
-        The report (as written to ``report.json``).
+        The report (as written to ``report.json``) on rank 0; ``None`` on the other ranks.
 
     Raises:
         FileNotFoundError: a dataset or a real source is missing.
         ValueError: an unknown model, a file that is not an mmgen dataset, files that disagree
-            on the modality count, a bad setting, or ``out`` exists without ``overwrite``.
-        OSError: ``out`` cannot be written (checked before any work).
+            on the modality count, a bad setting, or ``out`` holds jobs of other settings and
+            ``overwrite`` is false (the message lists the settings that differ).
     """
     config = config or EvaluateConfig()
-    check_models(config.models, model_registry()[0])
+    world = world or World()
+    registry, _ = model_registry()
+    check_models(config.models, registry)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; give a folder for the report")
     datasets = inspect_datasets(paths)
-    with new_folder(out, overwrite) as staging:
-        return _evaluate_into(staging, datasets, config, data_dir, cache_dir, on_task, on_step)
+    # One writer per report folder (rank 0 under torchrun; the others write only their jobs),
+    # claimed before any work: a second evaluate into the same --out fails at once.
+    with folder_lock(out) if world.is_main else contextlib.nullcontext():
+        device = world.device(resolve_device(config.device))
+        # The device type, not this rank's GPU index: rank 0 under torchrun writes what one
+        # process does.
+        device_type = torch.device(device.type)
+        settings = {**config.job_settings(), "device": device.type}
+        if world.is_main:
+            current = jobs.manifest(settings, {d.name: d.sha256 for d in datasets})
+            jobs.prepare_folder(out, current, overwrite)
+
+        specs = list(dict.fromkeys(s for d in datasets for s in d.sources.values()))
+        classifier_config = ClassifierConfig(epochs=config.classifier_epochs)
+
+        def load_classifiers() -> dict[str, TrainedClassifier]:
+            return {
+                spec: load_or_train_classifier(
+                    spec, data_dir, cache_dir, classifier_config, device, on_step
+                )
+                for spec in specs
+            }
+
+        # Rank 0 trains the missing classifiers into the cache; the other ranks then load them.
+        by_source = load_classifiers() if world.is_main else {}
+        if world.is_main:
+            jobs.first_classifier_summaries(out, {s: c.summary() for s, c in by_source.items()})
+        world.barrier()
+        if not world.is_main:
+            by_source = load_classifiers()
+        plan = plan_jobs(
+            datasets, config, settings, {s: c.info["key"] for s, c in by_source.items()}
+        )
+        pending = None
+        if world.is_main:
+            if overwrite:
+                for folder in jobs.prune(out, plan):
+                    log.info("removed %s (not a job of this command)", folder)
+            pending = [job for job in plan if not jobs.is_done(out, job)]
+        # Every rank shares rank 0's list: a job another rank finishes meanwhile must not move the
+        # round robin's assignment.
+        pending = world.broadcast(pending)
+        progress = _Progress(out, plan, on_task if world.is_main else None)
+        by_name = {info.name: info for info in datasets}
+        loaded: _Loaded | None = None
+        for index, job in enumerate(pending):
+            if not world.owns(index):
+                continue
+            if loaded is None or loaded.info.name != job.dataset:
+                loaded = None  # free the previous dataset's tensors before reading the next
+                loaded = load_dataset(by_name[job.dataset], config, device)
+            classifiers = {m: by_source[loaded.info.sources[m]] for m in loaded.info.modalities}
+            run_job(
+                job,
+                loaded,
+                classifiers,
+                config,
+                out,
+                device,
+                lambda stage, job=job: progress.show(f"{job.describe()}: {stage}"),
+                on_step,
+            )
+        loaded = None
+        if not world.is_main:
+            return None
+        while (missing := len(plan) - progress.done()) > 0:
+            if not world.distributed:
+                raise RuntimeError(f"{missing} job(s) of {out} were not stored")  # a bug
+            progress.show(f"waiting for {missing} job(s) of the other ranks")
+            time.sleep(poll_seconds)
+        progress.show("report")
+        clear_report(out, config.models)
+        report = assemble_report(
+            datasets, plan, config, out, by_source, device, device_type, data_dir, cache_dir
+        )
+        write_report(out, report)
+        if on_task is not None:
+            on_task(len(plan), len(plan), "done")
+        return report
 
 
-def _evaluate_into(
-    out: Path,
-    datasets: list[DatasetInfo],
+def clear_report(out: Path, models: Sequence[str]) -> None:
+    """Remove the previous report before writing the new one: ``report.json`` first (it is
+    written last, so a folder without it is an unfinished evaluation that the same command
+    completes), and the latent figures of models this command does not report."""
+    (out / "report.json").unlink(missing_ok=True)
+    keep = {f"latent-{model}.png" for model in models}
+    for figure in out.glob("latent-*.png"):
+        if figure.name not in keep:
+            figure.unlink()
+
+
+def assemble_report(
+    datasets: Sequence[DatasetInfo],
+    plan: Sequence[Job],
     config: EvaluateConfig,
+    out: Path,
+    by_source: Mapping[str, TrainedClassifier],
+    device: torch.device,
+    device_type: torch.device,
     data_dir: Path | str | None,
     cache_dir: Path | str | None,
-    on_task: TaskCallback | None,
-    on_step: StepCallback | None,
 ) -> dict[str, Any]:
-    """The work of :func:`evaluate_datasets`, writing figures and reports into folder ``out``."""
-    build_model = model_registry()[1]
-    device = resolve_device(config.device)
-    specs = list(dict.fromkeys(s for d in datasets for s in d.sources.values()))
-    tasks = _Tasks(len(specs) + len(datasets) * (1 + 2 * len(config.models)), on_task)
-    classifier_config = ClassifierConfig(epochs=config.classifier_epochs)
+    """The report from the stored jobs: per-seed figures, mean and sd, the verdict, plots.
 
-    by_source: dict[str, TrainedClassifier] = {}
-    real_features: dict[str, Tensor] = {}
-    for spec in specs:
-        tasks.start(f"classifier {spec}")
-        by_source[spec] = load_or_train_classifier(
-            spec, data_dir, cache_dir, classifier_config, device, on_step
+    Everything is read from the job folders in sorted order, so the report is the same
+    whatever order (or rank) the jobs finished in.
+    """
+    real_features = {
+        spec: classifier.features(
+            load_split(spec, "test", data_dir=data_dir).as_tensors(device)["images"]
         )
-        real_test = load_split(spec, "test", data_dir=data_dir).as_tensors(device)
-        real_features[spec] = by_source[spec].features(real_test["images"])
-
+        for spec, classifier in by_source.items()
+    }
     report: dict[str, Any] = {
         "mmgen_version": __version__,
         "config": to_dict(config),
-        "seed": config.seed,
-        "device": str(device),
-        "environment": environment(device),  # device name, torch / CUDA versions, determinism
+        "seeds": list(config.seeds),
+        "device": str(device_type),
+        "environment": environment(device_type),  # device name, torch / CUDA, determinism
         "data_dir": None if data_dir is None else str(data_dir),
         "classifier_cache": str(classifier_cache_dir(cache_dir)),
-        "classifiers": {spec: c.summary() for spec, c in by_source.items()},
+        "classifiers": jobs.first_classifier_summaries(
+            out, {spec: c.summary() for spec, c in by_source.items()}
+        ),  # recorded when the folder's first run began (below): the same on a resumed run
         "datasets": {},
     }
+    by_job = {(job.dataset, job.model, job.seed): job for job in plan}
+    per_seed: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     latents: dict[str, dict[str, dict[str, np.ndarray]]] = {m: {} for m in config.models}
     test_labels: dict[str, np.ndarray] = {}
+    first_seed = config.seeds[0]
     for info in datasets:
-        tasks.start(f"{info.name}: data quality")
-        train_split = read_split(info.path, "train", config.limit)
-        test_split = read_split(
-            info.path, "test", config.limit if config.test_limit is None else config.test_limit
-        )
-        train = split_tensors(train_split, info.modalities, device)
-        test = split_tensors(test_split, info.modalities, device)
-        test_labels[info.name] = test_split.labels
+        data = load_dataset(info, config, device)
+        test_labels[info.name] = data.test_labels
         classifiers = {m: by_source[info.sources[m]] for m in info.modalities}
-        entry = {
+        entry: dict[str, Any] = {
             **info.summary(),
-            "num_train": len(train_split),
-            "num_test": len(test_split),
+            "num_train": len(data.train["labels"]),
+            "num_test": len(data.test["labels"]),
             "quality": data_quality(
-                {m: test[m] for m in info.modalities},
-                test["labels"],
+                {m: data.test[m] for m in info.modalities},
+                data.test["labels"],
                 classifiers,
                 real_features,
                 config.eval_batch_size,
             ),
             "models": {},
+            "sd": {},
+            "seeds": {str(seed): {} for seed in config.seeds},
         }
-        codes = probes.read_codes(info.path, len(train_split), len(test_split))
-        for model_name in config.models:
-            tasks.start(f"{info.name}: train {model_name}")
-            # The same initialisation on every dataset.
-            model = build_model(model_name, info.modalities, seed=config.seed).to(device)
-            history = fit(model, train, test, config.train_config(), on_step=on_step)
-            model.eval()
-            tasks.start(f"{info.name}: measure {model_name}")
-            figures, means = evaluate_model(model, train, test, classifiers, config, codes)
-            latents[model_name][info.name] = means
-            curves = f"curves-{info.name}-{model_name}.png"
-            plots.training_curves(history, out / curves, f"{model_name} on {info.name}")
-            entry["models"][model_name] = {
-                **figures,
-                "model_config": to_dict(model.config),
-                "history": history,
-                "figures": {"curves": curves},
-            }
+        per_seed[info.name] = {}
+        for model in config.models:
+            per_seed[info.name][model] = {}
+            for seed in config.seeds:
+                job = by_job[info.name, model, seed]
+                record, means = jobs.read_job(out, job)
+                folder = f"{jobs.JOBS_DIR}/{job.folder_name}"
+                per_seed[info.name][model][seed] = record["figures"]
+                entry["seeds"][str(seed)][model] = {
+                    **record["figures"],
+                    "model_config": record["model_config"],
+                    "history": record["history"],
+                    "job": folder,
+                    "figures": {"curves": f"{folder}/{jobs.CURVES_FILE}"},
+                }
+                if seed == first_seed:
+                    latents[model][info.name] = means
+            mean, sd = summarise_seeds([per_seed[info.name][model][s] for s in config.seeds])
+            first = entry["seeds"][str(first_seed)][model]
+            entry["models"][model] = {**mean, "model_config": first["model_config"]}
+            entry["sd"][model] = sd
         report["datasets"][info.name] = entry
 
+    report["verdict"] = verdict(
+        per_seed, {info.name: info.kind for info in datasets}, config.models, config.seeds
+    )
     report["figures"] = {}
     for model_name, panels in latents.items():
         figure = f"latent-{model_name}.png"
@@ -515,11 +733,9 @@ def _evaluate_into(
             test_labels,
             datasets[0].class_names,
             out / figure,
-            f"{model_name}: test-set posterior means by encoder",
+            f"{model_name}: test-set posterior means by encoder (seed {first_seed})",
         )
         report["figures"][model_name] = figure
-    write_report(out, report)
-    tasks.finish()
     return report
 
 

@@ -41,6 +41,7 @@ from mmgen.config import require_positive, to_dict
 from mmgen.data import h5io, names
 from mmgen.data.header import DatasetHeader, ModalitySource, absolute, check_seed
 from mmgen.device import environment, resolve_device
+from mmgen.distributed import World
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE
 
@@ -373,6 +374,7 @@ def generate_dataset(
     modality_names: list[str] | None = None,
     overwrite: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    world: World | None = None,
 ) -> Path:
     """Decode shared latent codes with every CVAE and write an entangled HDF5 file.
 
@@ -388,7 +390,9 @@ def generate_dataset(
             being written while the next decodes (memory and speed only, not the data).
         modality_names: names instead of the sources' (``mnist``, ``fashion-mnist``, ...).
         overwrite: replace an existing ``out``.
-        on_progress: called with the number of tuples finished after every chunk.
+        on_progress: called with the number of tuples finished after every chunk (rank 0).
+        world: under torchrun, the ranks decode disjoint steps of ``batch_size`` tuples (step
+            i on rank i mod W) and rank 0 writes them in order: the same bytes as one process.
 
     Returns:
         ``out`` as a ``Path``.
@@ -399,6 +403,7 @@ def generate_dataset(
         FileExistsError: ``out`` exists and ``overwrite`` is false.
     """
     config = config or GenerateConfig()
+    world = world or World()
     require_positive("batch_size (--batch-size)", batch_size)
     h5io.check_output(out, overwrite)
     if modality_names is not None:
@@ -408,7 +413,7 @@ def generate_dataset(
                 f"{len(modality_names)} modality names for {len(checkpoint_folders)} "
                 "checkpoints; give one --modality per --cvae, or none"
             )
-    torch_device = resolve_device(device)
+    torch_device = world.device(resolve_device(device))
     checkpoints = [load_cvae(folder, torch_device) for folder in checkpoint_folders]
     check_compatible(checkpoints)
     latent_dim, num_classes = checkpoints[0].config.latent_dim, checkpoints[0].config.num_classes
@@ -430,23 +435,41 @@ def generate_dataset(
         torch_device,
         to_dict(config),
     )
-    header = entangled_header(config, checkpoints, modalities, torch_device)
+    # The device type, not a rank's GPU index: the file records what a one-process run does.
+    header = entangled_header(config, checkpoints, modalities, torch.device(torch_device.type))
     sizes = {split: config.size(split) for split in h5io.SPLITS}
     fields = h5io.standard_fields(modalities, config.dtype, latent_dim)
+    steps = [
+        (split, start, min(start + step, sizes[split]))
+        for split in h5io.SPLITS
+        for start in range(0, sizes[split], step)
+    ]
+
+    def decode_step(index: int) -> dict[str, np.ndarray] | None:
+        if index >= len(steps):
+            return None  # the last round has fewer steps than ranks
+        split, start, stop = steps[index]
+        drawn = draw_rows(config, latent_dim, num_classes, split, start, stop, len(modalities))
+        return decode_rows(config, models, modalities, drawn, torch_device)
+
+    # Round r: rank k decodes step r·W + k (its keyed blocks: any rank draws the same codes)
+    # and rank 0 receives the W steps in rank order, so it appends them in the file's order.
+    rounds = range(0, len(steps), world.size)
+    if not world.is_main:
+        for first in rounds:
+            world.gather(decode_step(first + world.rank))
+        return Path(out)
     with (
         h5io.create_dataset(out, header, sizes, fields, overwrite) as writer,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmgen-writer") as pool,
     ):
-        # Double buffering: the writer thread compresses chunk k while chunk k + 1 decodes.
+        # Double buffering: the writer thread compresses a step while the next decodes.
         pending: Future | None = None
-        for split in h5io.SPLITS:
-            size = config.size(split)
-            for start in range(0, size, step):
-                stop = min(start + step, size)
-                drawn = draw_rows(
-                    config, latent_dim, num_classes, split, start, stop, len(modalities)
-                )
-                rows = decode_rows(config, models, modalities, drawn, torch_device)
+        for first in rounds:
+            gathered = world.gather(decode_step(first + world.rank)) or []
+            for (split, start, stop), rows in zip(steps[first:], gathered, strict=False):
+                if rows is None:
+                    continue
                 if pending is not None:
                     pending.result()
                 pending = pool.submit(writer.append, split, rows)

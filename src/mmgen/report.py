@@ -20,6 +20,7 @@ from typing import Any
 from mmgen.atomic import atomic_path
 from mmgen.config import save_json
 from mmgen.probes import code_modality
+from mmgen.verdict import NO_INTERVAL
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -58,7 +59,18 @@ def letter_key(key: str, letters: Mapping[str, str]) -> str:
     return "".join(rendered)
 
 
+class _MeanSd:
+    """A table cell over seeds: the mean and the standard deviation of the seeds' values."""
+
+    def __init__(self, mean: Any, sd: Any) -> None:
+        self.mean, self.sd = mean, sd
+
+
 def _format(value: Any, digits: int) -> str:
+    if isinstance(value, _MeanSd):
+        if not isinstance(value.mean, int | float) or not isinstance(value.sd, int | float):
+            return _format(value.mean, digits)
+        return f"{_format(value.mean, digits)} ± {_format(value.sd, digits)}"
     if value is None:
         return MISSING
     if isinstance(value, str):
@@ -80,14 +92,19 @@ def _table(
     datasets = report["datasets"]
     names = list(datasets)
     models = list(report["config"]["models"]) if per_model else [""]
+    # Several seeds: a model's cells read "mean ± sd" over the seeds (the sd tree of "sd").
+    with_sd = per_model and len(report.get("seeds", ())) > 1
     cells: dict[tuple[str, str], dict[str, Any]] = {}
     notes: dict[tuple[str, str], str] = {}  # (model, dataset) → why a whole family is missing
     for dataset, entry in datasets.items():
         letters = entry["letters"]
         for model in models:
             values = row_keys(entry, model, letters)
-            if set(values) == {""} and isinstance(values[""], str):
-                notes[model, dataset] = values[""]
+            if with_sd:
+                spreads = row_keys({**entry, "models": entry.get("sd", {})}, model, letters)
+                values = {key: _MeanSd(value, spreads.get(key)) for key, value in values.items()}
+            if set(values) == {""} and isinstance(_mean(values[""]), str):
+                notes[model, dataset] = _mean(values[""])
             for key, value in values.items():
                 cells.setdefault((model, key), {})[dataset] = value
     # An explanation ("n/a: file has no true z") fills that dataset's cells in the model's rows.
@@ -113,6 +130,10 @@ def _table(
         row += [_format(values.get(name), digits) for name in names]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     return lines
+
+
+def _mean(value: Any) -> Any:
+    return value.mean if isinstance(value, _MeanSd) else value
 
 
 def _metric(entry: Mapping[str, Any], model: str, *path: str) -> Any:
@@ -172,13 +193,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         "# mmgen evaluate",
         "",
-        f"mmgen {report['mmgen_version']}, device {report['device']}, seed {report['seed']}; "
+        f"mmgen {report['mmgen_version']}, device {report['device']}, {_seeds(report)}; "
         f"models {', '.join(config['models'])}; {config['epochs']} epochs, batch "
         f"{config['batch_size']}, Adam lr {config['lr']}; K = {config['k']}, "
         f"N_w = {config['prior_samples']}, joint-coherence samples {config['joint_samples']}"
         + (f"; first {config['limit']} tuples per split" if config.get("limit") else "")
         + ".",
         "",
+        *render_verdict(report),
         "## Datasets",
         "",
         "| dataset | kind | modalities | sources | train | test | true z | sha256 |",
@@ -296,6 +318,64 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     for model, figure in report.get("figures", {}).items():
         lines.append(f"- {model}, latent means per encoder: ![{model}]({figure})")
     for name, entry in datasets.items():
-        for model, result in entry["models"].items():
-            lines.append(f"- {model} on {name}, training curves: {result['figures']['curves']}")
+        for seed, results in entry["seeds"].items():
+            for model, result in results.items():
+                curves = result["figures"]["curves"]
+                lines.append(f"- {model} on {name}, seed {seed}, training curves: {curves}")
     return "\n".join(lines) + "\n"
+
+
+def _seeds(report: Mapping[str, Any]) -> str:
+    seeds = list(report["seeds"])
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): tables show mean ± sd"
+
+
+def render_verdict(report: Mapping[str, Any]) -> list[str]:
+    """The verdict table (METHOD.md §5b), one row per model, comparison and figure."""
+    rows = report.get("verdict", [])
+    seeds = len(report["seeds"])
+    lines = [
+        "## Verdict: entangled minus the baselines, paired by seed",
+        "",
+        f"d_s = f(E, s) − f(other, s) over {seeds} seed(s): the mean, a 95 % Student-t interval "
+        "on the paired differences, and the seeds whose d_s lies on the side the figure's "
+        "direction expects (higher is better: d_s > 0; lower is better: d_s < 0).",
+        "",
+    ]
+    if not rows:
+        return lines + ["No entangled file with a mixed or naive file to compare it with.", ""]
+    lines += [
+        "| model | E − other | figure | better | mean d | 95 % interval | seeds agreeing |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    # Within a figure, the largest subset first (``ab`` before ``a``), as in the other tables.
+    def order(row: Mapping[str, Any]) -> tuple[int, str]:
+        letters = report["datasets"][row["entangled"]]["letters"]
+        key = letter_key(row["key"], letters)
+        return (-len(re.match(r"[a-z]*", key).group()), key)
+
+    groups: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["entangled"], row["other"], row["figure"]), []).append(
+            row
+        )
+    rows = [row for group in groups.values() for row in sorted(group, key=order)]
+    for row in rows:
+        letters = report["datasets"][row["entangled"]]["letters"]
+        figure = row["figure"] + (f" {letter_key(row['key'], letters)}" if row["key"] else "")
+        interval = row["interval"]
+        shown = NO_INTERVAL if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+        cells = [
+            row["model"],
+            f"{row['entangled']} − {row['other']}",
+            figure,
+            row["better"],
+            _format(row["mean"], 3),
+            shown,
+            f"{row['agree']}/{row['n']} ({row['expected']})",
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines + [""]

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
+from mmgen import distributed
 from mmgen import generate as generating
 from mmgen import shuffle as shuffling
 from mmgen.cli.common import (
@@ -121,7 +122,10 @@ def generate_command(
         dtype=_value(dtype),
         seed=seed,
     )
-    with _progress(n_train + n_test, quiet, "generate") as bar:
+    with (
+        distributed.session(_value(device)) as world,
+        _progress(n_train + n_test, quiet or not world.is_main, "generate") as bar,
+    ):
         path = generating.generate_dataset(
             cvae,
             out,
@@ -131,7 +135,10 @@ def generate_command(
             modality_names=modality or None,
             overwrite=overwrite,
             on_progress=bar.update,
+            world=world,
         )
+    if not world.is_main:  # under torchrun, rank 0 writes the file and reports
+        return
     typer.echo(f"Wrote {path} ({n_train} train + {n_test} test tuples, {len(cvae)} modalities)")
 
 

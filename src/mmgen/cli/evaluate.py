@@ -8,22 +8,30 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
+from mmgen import distributed
+from mmgen.atomic import signals_as_interrupts
+from mmgen.cli import EXIT_INTERRUPTED
 from mmgen.cli.common import (
     DataDirOption,
     DeterministicOption,
     DeviceOption,
     QuietOption,
-    SeedOption,
     VerboseOption,
     app,
     configure_logging,
     honours_deterministic,
     reports_user_errors,
 )
+from mmgen.errors import UsageError
 from mmgen.evaluate import EvaluateConfig, check_models, evaluate_datasets
+from mmgen.jobs import FIGURES_FILE, JOBS_DIR
 from mmgen.models.registry import MODELS
 
 defaults = EvaluateConfig()
+SEEDS_HELP = (
+    "Seeds to train and measure every model with, e.g. --seeds 0 1 2 3 4 (or 0,1,2 or "
+    "repeated); each (dataset, model, seed) is one job. Instead of --seed."
+)
 
 
 def model_names(values: list[str] | None) -> tuple[str, ...]:
@@ -42,10 +50,62 @@ def model_names(values: list[str] | None) -> tuple[str, ...]:
     return names
 
 
+def interrupted_message(out: Path, interrupt: KeyboardInterrupt) -> str:
+    """What an interrupted evaluation kept: its finished jobs, which a rerun reuses."""
+    what = f" ({interrupt})" if str(interrupt) else ""
+    done = len(list((out / JOBS_DIR).glob(f"[!.]*/{FIGURES_FILE}")))
+    return (
+        f"Interrupted{what}; {done} finished job(s) are kept in {out / JOBS_DIR}: run the same "
+        "command again to do the others and write the report."
+    )
+
+
+def _integer(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def seed_list(
+    seeds: list[str] | None, seed: int | None, datasets: list[Path]
+) -> tuple[tuple[int, ...], list[Path]]:
+    """The seeds of ``--seeds`` / ``--seed``, and the datasets without the seeds' numbers.
+
+    An option takes one value, so in ``--seeds 0 1 2 a.h5`` the parser hands ``1`` and ``2`` to
+    the dataset arguments: an integer that is not an existing file, among the arguments given
+    with ``--seeds``, is taken back as a seed. ``--seeds 0,1,2`` and repeated ``--seeds`` work
+    too.
+
+    Raises:
+        UsageError: both ``--seed`` and ``--seeds``, or a ``--seeds`` value that is no integer.
+    """
+    if seeds is None:
+        return (defaults.seeds[0] if seed is None else seed,), datasets
+    if seed is not None:
+        raise UsageError("give either --seed N (one seed) or --seeds N N... (several), not both")
+    values = [part for value in seeds for part in value.replace(",", " ").split()]
+    parsed = []
+    for value in values:
+        number = _integer(value)
+        if number is None:
+            raise UsageError(f"--seeds takes integers, got {value!r}; e.g. --seeds 0 1 2")
+        parsed.append(number)
+    kept = []
+    for path in datasets:
+        number = _integer(str(path))
+        if number is not None and not path.exists():
+            parsed.append(number)
+        else:
+            kept.append(path)
+    return tuple(parsed), kept
+
+
 @app.command("evaluate")
 @reports_user_errors
 @honours_deterministic
 def evaluate_command(
+    ctx: typer.Context,
     datasets: Annotated[
         list[Path],
         typer.Argument(
@@ -102,15 +162,23 @@ def evaluate_command(
         ),
     ] = None,
     data_dir: DataDirOption = None,
-    seed: SeedOption = defaults.seed,
-    device: DeviceOption = defaults.device,
-    deterministic: DeterministicOption = False,
+    seed: Annotated[
+        int, typer.Option("--seed", help="One seed of every random draw (--seeds for several).")
+    ] = defaults.seeds[0],
+    seeds: Annotated[
+        list[str] | None,
+        typer.Option("--seeds", help=SEEDS_HELP, metavar="N [N...]", show_default=False),
+    ] = None,
     overwrite: Annotated[
         bool,
         typer.Option(
-            "--overwrite", help="Replace an existing --out folder as a whole (else an error)."
+            "--overwrite",
+            help="Reuse --out although it holds jobs of other settings: redo the jobs they "
+            "affect, remove jobs this command does not ask for.",
         ),
     ] = False,
+    device: DeviceOption = defaults.device,
+    deterministic: DeterministicOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -121,6 +189,10 @@ def evaluate_command(
     appears only when the whole report is written.
     """
     configure_logging(verbose)
+    # --seed given on the command line (not its default) with --seeds is a contradiction.
+    source = ctx.get_parameter_source("seed")
+    given_seed = seed if getattr(source, "name", "") == "COMMANDLINE" else None
+    seed_values, datasets = seed_list(seeds, given_seed, datasets)
     config = EvaluateConfig(
         models=model_names(models),
         epochs=epochs,
@@ -131,39 +203,60 @@ def evaluate_command(
         joint_samples=joint_samples,
         limit=limit,
         test_limit=test_limit,
-        seed=seed,
+        seeds=seed_values,
         device=getattr(device, "value", device),
         classifier_epochs=classifier_epochs,
     )
-    tasks = tqdm(total=None, unit="task", disable=quiet, desc="evaluate", position=0, delay=0.5)
-    steps = tqdm(
-        total=None, unit="img", unit_scale=True, disable=quiet, leave=False, position=1, delay=0.5
-    )
-
-    def on_task(done: int, total: int, description: str) -> None:
-        tasks.total = total
-        tasks.n = done
-        tasks.set_description(description)
-        steps.reset()
-
-    try:
-        report = evaluate_datasets(
-            datasets,
-            out,
-            config,
-            data_dir=data_dir,
-            cache_dir=cache_dir,
-            on_task=on_task,
-            on_step=lambda step: steps.update(step["batch"]),
-            overwrite=overwrite,
+    with distributed.session(config.device) as world:
+        # One bar over all jobs, naming the current one; under torchrun, rank 0's only.
+        hidden = quiet or not world.is_main
+        tasks = tqdm(total=None, unit="job", disable=hidden, desc="evaluate", position=0, delay=0.5)
+        steps = tqdm(
+            total=None,
+            unit="img",
+            unit_scale=True,
+            disable=hidden,
+            leave=False,
+            position=1,
+            delay=0.5,
         )
-    finally:
-        steps.close()
-        tasks.close()
+
+        def on_task(done: int, total: int, description: str) -> None:
+            tasks.total = total
+            tasks.n = done
+            tasks.set_description(description)
+            steps.reset()
+
+        try:
+            # SIGTERM and SIGHUP (the end of a Slurm allocation) end the run like Ctrl-C.
+            with signals_as_interrupts():
+                report = evaluate_datasets(
+                    datasets,
+                    out,
+                    config,
+                    data_dir=data_dir,
+                    cache_dir=cache_dir,
+                    on_task=on_task,
+                    on_step=lambda step: steps.update(step["batch"]),
+                    overwrite=overwrite,
+                    world=world,
+                )
+        except KeyboardInterrupt as interrupt:
+            steps.close()
+            tasks.close()
+            if world.is_main:
+                typer.echo(interrupted_message(out, interrupt), err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        finally:
+            steps.close()
+            tasks.close()
+    if report is None:  # a rank other than 0 under torchrun: rank 0 writes and reports
+        return
     ceilings = ", ".join(
         f"{spec} {summary['test_accuracy']:.3f}" for spec, summary in report["classifiers"].items()
     )
     typer.echo(
         f"Wrote {out / 'report.md'} and {out / 'report.json'} ({len(report['datasets'])} "
-        f"dataset(s) × {len(config.models)} model(s); classifier ceilings: {ceilings})"
+        f"dataset(s) × {len(config.models)} model(s) × {len(config.seeds)} seed(s); classifier "
+        f"ceilings: {ceilings})"
     )
