@@ -6,8 +6,8 @@ MNIST-E, on its mixed twin MNIST-ME and on a naive pairing of real images, and m
 side (METHOD.md §5): subset test ELBOs, the importance-weighted ``log p(M)``, conditionals
 ``log p(m | rest)``, cross and joint coherence through real-data classifiers (with their test
 accuracy as the ceiling), posterior agreement (KL, JSD, naive Bayes on latent means), recovery
-of the stored true codes, and the quality of the file's own images (classifier accuracy and
-Fréchet distance to the real test images).
+of the true codes by per-class probes (``mmgen.probes``), and the quality of the file's own
+images (classifier accuracy and Fréchet distance to the real test images).
 
 Each (dataset, model, seed) is a job (``mmgen.jobs``), stored in ``out/jobs/`` as it finishes
 (model, figures, curves), so that an interrupted run resumes and torchrun's ranks share the work
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmgen import __version__, jobs, metrics, plots, rng
+from mmgen import __version__, jobs, metrics, plots, probes, rng
 from mmgen.atomic import folder_lock
 from mmgen.checkpoint import file_sha256, run_record
 from mmgen.classifiers import (
@@ -248,15 +248,26 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
 
 
 def split_tensors(data: SplitData, modalities: Sequence[str], device: torch.device) -> dict:
-    """A split as the models' batch: ``{m: (N, 1, 28, 28) float in [0, 1], "labels": (N,)}``."""
-    batch = {m: torch.from_numpy(data.images_float(m)).unsqueeze(1).to(device) for m in modalities}
+    """A split as the models' batch: ``{m: (N, 1, 28, 28) float in [0, 1], "labels": (N,)}``.
+
+    The stored images (uint8 ×255 or float32) cross to the device as they are and are converted
+    there, once: a quarter of the bytes of a host-side float copy for uint8 files.
+    """
+    batch = {}
+    for m in modalities:
+        images = torch.from_numpy(data.images[m]).to(device).unsqueeze(1)  # (N, 1, 28, 28)
+        batch[m] = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
     batch["labels"] = torch.from_numpy(data.labels).to(device)
     return batch
 
 
-def metric_generator(seed: int, stream: str, device: torch.device) -> torch.Generator:
-    """The generator of one metric, keyed by (seed, metric): independent of evaluation order."""
-    return rng.stream(seed, "metric", stream, device=device)
+def metric_generator(seed: int, name: str, device: torch.device) -> torch.Generator:
+    """The generator of one metric on ``device``: the stream ``(seed, "metric", name)``.
+
+    Keyed by name (``mmgen.rng``), so it is independent of the evaluation order and of every
+    training stream.
+    """
+    return rng.stream(seed, "metric", name, device=device)
 
 
 def data_quality(
@@ -290,17 +301,18 @@ def evaluate_model(
     test: Mapping[str, Tensor],
     classifiers: Mapping[str, TrainedClassifier],
     config: EvaluateConfig,
-    true_z: tuple[Tensor, Tensor] | None,
+    codes: Mapping[str, tuple[Tensor, Tensor]] | None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Every METHOD.md §5 metric of one trained model on one dataset.
 
     Args:
         model: a trained ``MultimodalVAE`` (eval mode, on the tensors' device).
-        train: the training split (for the naive-Bayes and linear fits).
+        train: the training split (for the naive-Bayes fit and the latent-recovery probes).
         test: the test split, where everything is measured.
         classifiers: modality → its real-data classifier.
         config: sample counts and the seed.
-        true_z: ``(train z, test z)`` when the file stores the true codes, else ``None``.
+        codes: the true codes of ``probes.read_codes`` (``z``; in a mixed file also the
+            permuted modality's own ``z[m]``), ``(train, test)`` each, else ``None``.
 
     Returns:
         The JSON-ready figures and the test-set posterior means per encoder (for the plots).
@@ -367,18 +379,24 @@ def evaluate_model(
         )
         for s in subsets
     }
-    if true_z is None:
-        recovery: dict[str, float] | str = NO_TRUE_Z
-    else:
-        recovery = {
-            name(s): metrics.linear_fit_r2(
-                train_means[s], true_z[0], test_posteriors[s][0], true_z[1]
-            )
-            for s in subsets
-        }
+    recovery: dict[str, Any] | str = NO_TRUE_Z
+    if codes is not None:
+        recovery = probes.latent_recovery(
+            {name(s): train_means[s] for s in subsets},
+            train["labels"],
+            {name(s): test_posteriors[s][0] for s in subsets},
+            test["labels"],
+            codes,
+        )
+    # d <= 2: the grid estimate of log p(M) beside the IW bound (tighter, deterministic).
+    quadrature = {}
+    if model.config.latent_dim <= 2:
+        estimate = metrics.quadrature_log_likelihood(model, test_images)
+        quadrature["log_likelihood_quadrature"] = float(estimate.mean())
     figures = {
         "elbo": elbo,
         "log_likelihood": float(joint.mean()),
+        **quadrature,
         "conditional": conditional,
         "coherence": {"cross": cross, "joint": joint_coherence},
         "posterior": {"divergence": divergences, "naive_bayes": naive_bayes},
@@ -397,7 +415,7 @@ class _Loaded:
     train: dict[str, Tensor]
     test: dict[str, Tensor]
     test_labels: np.ndarray
-    true_z: tuple[Tensor, Tensor] | None
+    codes: dict[str, tuple[Tensor, Tensor]] | None  # the probes' targets (probes.read_codes)
 
 
 def load_dataset(info: DatasetInfo, config: EvaluateConfig, device: torch.device) -> _Loaded:
@@ -405,15 +423,12 @@ def load_dataset(info: DatasetInfo, config: EvaluateConfig, device: torch.device
     train_split = read_split(info.path, "train", config.limit)
     test_limit = config.limit if config.test_limit is None else config.test_limit
     test_split = read_split(info.path, "test", test_limit)
-    true_z = None
-    if info.has_latent and train_split.z is not None and test_split.z is not None:
-        true_z = (torch.from_numpy(train_split.z), torch.from_numpy(test_split.z))
     return _Loaded(
         info=info,
         train=split_tensors(train_split, info.modalities, device),
         test=split_tensors(test_split, info.modalities, device),
         test_labels=test_split.labels,
-        true_z=true_z,
+        codes=probes.read_codes(info.path, len(train_split), len(test_split)),
     )
 
 
@@ -464,7 +479,7 @@ def run_job(
     model.eval()
     on_stage("measure")
     figures, means = evaluate_model(
-        model, data.train, data.test, classifiers, job_config, data.true_z
+        model, data.train, data.test, classifiers, job_config, data.codes
     )
     record = {
         "figures": figures,
@@ -516,6 +531,10 @@ def evaluate_datasets(
     finishes; a rerun of the same command after a kill redoes only the unfinished jobs and
     writes the same ``report.json``. Under torchrun (``world``), the pending jobs are shared
     round robin over the ranks and rank 0 writes the report once every job is stored.
+
+    ``out`` is claimed (locked against a second writer, checked writable, compared with the
+    settings of the jobs it holds) before anything is trained. ``report.json`` is written last:
+    a folder without it is an unfinished evaluation that the same command completes.
 
     Args:
         paths: mmgen HDF5 files with the same number of modalities (e.g. MNIST-E, MNIST-ME and

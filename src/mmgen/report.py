@@ -172,7 +172,7 @@ def _recovery(probe: str) -> Callable[..., dict[str, Any]]:
                 modality = code_modality(target)
                 code = "z" if modality is None else f"z[{letters.get(modality, modality)}]"
                 fit = fits[probe]
-                cell = fit["r2"] if "k" not in fit else f"{fit['r2']:.3f} (k={fit['k']})"
+                cell = fit["r2"] if "k" not in fit else f"{_format(fit['r2'], 3)} (k={fit['k']})"
                 cells[f"{letter_key(encoder, letters)} → {code}"] = cell
         return cells
 
