@@ -67,6 +67,17 @@ StepCallback = Callable[[dict[str, float]], None]
 JOB_INDEPENDENT_FIELDS = frozenset({"models", "seeds", "device", "eval_batch_size"})
 
 
+def _distinct(flag: str, noun: str, values: Sequence[Any], example: str) -> tuple[Any, ...]:
+    """``values`` as a tuple, refusing an empty list or a repeated entry (one line each)."""
+    values = tuple(values)
+    if not values:
+        raise UsageError(f"{flag} names no {noun}; give e.g. {example}")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise UsageError(f"{flag} lists {repeated} more than once; name each {noun} once")
+    return values
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     """What ``mmgen evaluate`` trains and measures (saved in ``report.json``)."""
@@ -92,12 +103,7 @@ class EvaluateConfig:
     eval_batch_size: int = 1000  # encoder/decoder batch in the metrics; no effect on results
 
     def __post_init__(self) -> None:
-        models = tuple(self.models)
-        if not models:
-            raise UsageError("--models names no model; give e.g. --models jmvae,m2vae")
-        duplicates = sorted({m for m in models if models.count(m) > 1})
-        if duplicates:
-            raise UsageError(f"--models lists {duplicates} more than once; name each model once")
+        models = _distinct("--models", "model", self.models, "--models jmvae,m2vae")
         if self.k <= 0:
             raise UsageError(
                 f"--k must be >= 1 importance samples, got {self.k}; the paper used --k 1000 "
@@ -121,12 +127,7 @@ class EvaluateConfig:
         ):
             require_positive(name.replace("_", "-"), getattr(self, name))
         object.__setattr__(self, "models", models)
-        seeds = tuple(self.seeds)
-        if not seeds:
-            raise UsageError("--seeds names no seed; give e.g. --seeds 0 1 2")
-        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-        if repeated:
-            raise UsageError(f"--seeds lists {repeated} more than once; name each seed once")
+        seeds = _distinct("--seeds", "seed", self.seeds, "--seeds 0 1 2")
         for seed in seeds:
             check_seed(seed)
         # Sorted: the same set of seeds is the same evaluation, whatever order it was typed in.
