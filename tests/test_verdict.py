@@ -6,9 +6,11 @@ import math
 
 import pytest
 
-from mmgen.report import _table, render_verdict
+from mmgen.report import _table, render_verdict, verdict_key
 from mmgen.verdict import (
+    FAMILIES,
     NO_INTERVAL,
+    family_values,
     paired_summary,
     student_t_cdf,
     student_t_quantile,
@@ -133,3 +135,17 @@ def test_tables_show_mean_plus_minus_sd_over_seeds() -> None:
     assert lines[-1] == "| m | -100.00 ± 1.50 | -103.00 ± 0.25 |"
     one = _table(_report([0], []), lambda e, m, letters: {"": e["models"][m]["log_likelihood"]}, 2)
     assert one[-1] == "| m | -100.00 | -103.00 |"
+
+
+def test_latent_recovery_enters_the_verdict_by_its_r2_only() -> None:
+    figures = {"latent_recovery": {"mnist+fashion": {"z[fashion]": {
+        "class_affine": {"r2": 0.5}, "class_knn": {"r2": 0.75, "k": 16}}}}}  # fmt: skip
+    family = next(f for f in FAMILIES if f.label.startswith("latent recovery"))
+    values = family_values(figures, family)
+    assert values == {
+        "mnist+fashion/z[fashion]/class_affine": 0.5,
+        "mnist+fashion/z[fashion]/class_knn": 0.75,
+    }
+    letters = {"mnist": "a", "fashion": "b"}
+    assert verdict_key("mnist+fashion/z[fashion]/class_knn", letters) == "ab → z[b] (class_knn)"
+    assert verdict_key("mnist|fashion", letters) == "a|b"

@@ -59,6 +59,18 @@ def letter_key(key: str, letters: Mapping[str, str]) -> str:
     return "".join(rendered)
 
 
+def verdict_key(key: str, letters: Mapping[str, str]) -> str:
+    """A verdict row's key in letters: ``mnist+fashion`` → ``ab``; a latent-recovery key
+    ``encoder/target/probe`` → ``ab → z[b] (class_knn)``."""
+    parts = key.split("/")
+    if len(parts) != 3:
+        return "/".join(letter_key(part, letters) for part in parts)
+    encoder, target, probe = parts
+    modality = code_modality(target)
+    code = "z" if modality is None else f"z[{letters.get(modality, modality)}]"
+    return f"{letter_key(encoder, letters)} → {code} ({probe})"
+
+
 class _MeanSd:
     """A table cell over seeds: the mean and the standard deviation of the seeds' values."""
 
@@ -365,7 +377,7 @@ def render_verdict(report: Mapping[str, Any]) -> list[str]:
     rows = [row for group in groups.values() for row in sorted(group, key=order)]
     for row in rows:
         letters = report["datasets"][row["entangled"]]["letters"]
-        figure = row["figure"] + (f" {letter_key(row['key'], letters)}" if row["key"] else "")
+        figure = row["figure"] + (f" {verdict_key(row['key'], letters)}" if row["key"] else "")
         interval = row["interval"]
         shown = NO_INTERVAL if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
         cells = [

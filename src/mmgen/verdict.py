@@ -42,7 +42,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("log p(m | rest)", ("conditional",), True),
     Family("posterior KL", ("posterior", "divergence"), False, leaf="kl"),
     Family("posterior JSD", ("posterior", "divergence"), False, leaf="jsd"),
-    Family("latent recovery R²", ("latent_recovery",), True),
+    # encoder → target code → probe → {"r2", "k"}: the R² only (k is the probe's setting)
+    Family("latent recovery R²", ("latent_recovery",), True, leaf="r2"),
 )
 
 
