@@ -18,10 +18,6 @@ instant leaves either the previous or the next complete folder; every later writ
 runs ``recover`` first. Temporaries carry the writer's process id, so that a file's leftovers
 are removed only once their writer is dead.
 
-``new_folder`` is the folder swap for an output made by a long run (an evaluate report): it
-claims the path first (lock without waiting, no existing folder unless overwriting), so that a
-mistake or an unwritable path fails before any work, and publishes the whole folder at the end.
-
 ``signals_as_interrupts`` turns SIGTERM and SIGHUP into ``KeyboardInterrupt`` so that the
 clean-up code above runs for them as it does for Ctrl-C (only SIGKILL cannot be caught; its
 leftovers are what ``recover`` is for).
@@ -271,47 +267,6 @@ def atomic_folder(path: Path | str) -> Iterator[Path]:
         except BaseException:
             recover(path, locked=True)  # puts the previous folder back if it was moved aside
             raise
-
-
-@contextlib.contextmanager
-def new_folder(path: Path | str, overwrite: bool = False, flag: str = "--out") -> Iterator[Path]:
-    """Claim output folder ``path`` before any work; yield a staging folder published as a unit.
-
-    For outputs made by a long run (an evaluate report: figures, report.json, report.md): the
-    checks run first, so that a mistake costs nothing; everything is written into the yielded
-    staging folder; when the block succeeds the staging folder replaces ``path`` in one swap
-    (``atomic_folder``), so ``path`` holds either the previous folder or the complete new one,
-    never new figures beside an old report. The lock is taken without waiting and held until the
-    swap: a second writer of ``path`` fails at once instead of both reporting success.
-
-    Args:
-        path: the folder to write.
-        overwrite: replace an existing ``path``; otherwise an existing folder is an error.
-        flag: the option that named ``path``, for messages.
-
-    Raises:
-        UsageError: ``path`` exists (without ``overwrite``), is a file, or another process
-            is writing it.
-        OSError: the parent of ``path`` cannot be created or written (creating the lock file
-            tells, before any work); names ``path``.
-    """
-    path = Path(path)
-
-    def refuse_existing() -> None:
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"{flag} {path} is a file; give a folder")
-        if path.exists() and not overwrite:
-            raise UsageError(
-                f"{flag} {path} already exists; pass --overwrite to replace it as a whole, or "
-                f"choose another {flag}"
-            )
-
-    refuse_existing()  # before the lock, so that a refusal touches nothing
-    with folder_lock(path):
-        recover(path, locked=True)
-        refuse_existing()  # again: another run may have published it meanwhile
-        with atomic_folder(path) as staging:
-            yield staging
 
 
 def lock_path(path: Path | str) -> Path:

@@ -9,7 +9,6 @@ import typer
 from tqdm import tqdm
 
 from mmgen import distributed
-from mmgen.atomic import signals_as_interrupts
 from mmgen.cli import EXIT_INTERRUPTED
 from mmgen.cli.common import (
     DataDirOption,
@@ -228,19 +227,19 @@ def evaluate_command(
             steps.reset()
 
         try:
-            # SIGTERM and SIGHUP (the end of a Slurm allocation) end the run like Ctrl-C.
-            with signals_as_interrupts():
-                report = evaluate_datasets(
-                    datasets,
-                    out,
-                    config,
-                    data_dir=data_dir,
-                    cache_dir=cache_dir,
-                    on_task=on_task,
-                    on_step=lambda step: steps.update(step["batch"]),
-                    overwrite=overwrite,
-                    world=world,
-                )
+            # SIGTERM and SIGHUP (the end of a Slurm allocation) arrive here as Ctrl-C does
+            # (reports_user_errors).
+            report = evaluate_datasets(
+                datasets,
+                out,
+                config,
+                data_dir=data_dir,
+                cache_dir=cache_dir,
+                on_task=on_task,
+                on_step=lambda step: steps.update(step["batch"]),
+                overwrite=overwrite,
+                world=world,
+            )
         except KeyboardInterrupt as interrupt:
             steps.close()
             tasks.close()
