@@ -128,19 +128,27 @@ class TrainedClassifier:
     @torch.no_grad()
     def classify(self, images: Tensor) -> Tensor:
         """Images ``(B, 1, 28, 28)`` in [0, 1] → class logits ``(B, C)`` (eval mode)."""
-        self.model.eval()
-        return self.model(images.to(self.device))
+        return self._inference_model()(images.to(self.device))
 
     @torch.no_grad()
     def features(self, images: Tensor, batch_size: int = 1000) -> Tensor:
         """Penultimate features ``(N, feature_dim)`` of ``images``, in batches."""
-        self.model.eval()
+        model = self._inference_model()
         return torch.cat(
             [
-                self.model.features(images[start : start + batch_size].to(self.device))
+                model.features(images[start : start + batch_size].to(self.device))
                 for start in range(0, len(images), batch_size)
             ]
         )
+
+    def _inference_model(self) -> ImageClassifier:
+        """The model in eval mode with channels-last weights, converted once after training.
+
+        oneDNN's convolutions run channels-last about 2.3× faster on a CPU (joint coherence
+        classifies 10,000 decoded samples per modality and model; docs/performance.md); the
+        logits agree with NCHW to float rounding (1e-7). Training keeps NCHW.
+        """
+        return self.model.eval().to(memory_format=torch.channels_last)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready record for a report: accuracy, cache folder, source files, config."""
