@@ -43,7 +43,7 @@ from mmgen.classifiers import (
     classifier_cache_dir,
     load_or_train_classifier,
 )
-from mmgen.config import require_positive, to_dict
+from mmgen.config import require_positive, save_json, to_dict
 from mmgen.data.h5io import SplitData, read_header, read_split
 from mmgen.data.header import check_seed
 from mmgen.data.sources import load_split
@@ -474,14 +474,19 @@ def run_job(
     registry = importlib.import_module("mmgen.models.registry")
     job_config = config.for_seed(job.seed)
     on_stage("train")
+    started = time.perf_counter()
     # The same initialisation on every dataset: the seed's stream, not the job's position.
     model = registry.build_model(job.model, data.info.modalities, seed=job.seed).to(device)
     history = fit(model, data.train, data.test, job_config.train_config(), on_step=on_step)
     model.eval()
     on_stage("measure")
+    trained = time.perf_counter()
     figures, means = evaluate_model(
         model, data.train, data.test, classifiers, job_config, data.codes
     )
+    # Wall-clock seconds, kept beside the job and out of report.json (which must not depend on
+    # when or how fast a job ran): what docs/performance.md quotes for a whole evaluate.
+    timing = {"train_s": trained - started, "measure_s": time.perf_counter() - trained}
     record = {
         "figures": figures,
         "model_config": to_dict(model.config),
@@ -492,6 +497,7 @@ def run_job(
     def write_files(folder: Path) -> None:
         run = run_record(device, dataset=str(data.info.path), seed=job.seed, epochs=config.epochs)
         registry.save_model(folder / jobs.MODEL_DIR, model, run)
+        save_json(folder / jobs.TIMING_FILE, {**timing, "device": str(device)})
         plots.training_curves(
             history, folder / jobs.CURVES_FILE, f"{job.model} on {job.dataset}, seed {job.seed}"
         )

@@ -46,6 +46,7 @@ FIGURES_FILE = "figures.json"
 MEANS_FILE = "means.npz"
 MODEL_DIR = "model"
 CURVES_FILE = "curves.png"
+TIMING_FILE = "timing.json"  # wall-clock seconds of training and measuring; not in the report
 MANIFEST_FORMAT = "mmgen-evaluate-jobs"
 MANIFEST_VERSION = 1
 
