@@ -10,6 +10,7 @@ set -euo pipefail
 out="${1:-demo}"
 : "${SEED:=0}"                 # the CVAEs, the generated file, the shuffle and the pairing
 : "${SEEDS:=0 1}"              # evaluate: every model on every file with each seed (the verdict)
+: "${MODELS:=jmvae,jmvae-zero,jmvae-kl,tvae,m2vae}"  # evaluate: comma list of registry names
 : "${CVAE_EPOCHS:=2}"          # reference: 100
 : "${CVAE_LIMIT=10000}"        # train/test examples per source; "" = all
 : "${N_TRAIN:=3000}"           # reference: 60000
@@ -49,7 +50,7 @@ done
 
 # shellcheck disable=SC2046,SC2086
 mmgen evaluate "$out/mnist-e.h5" "$out/mnist-me.h5" "$out/m-mnist.h5" \
-    --models jmvae,jmvae-zero,jmvae-kl,tvae,m2vae --epochs "$MM_EPOCHS" --k "$K" \
+    --models "$MODELS" --epochs "$MM_EPOCHS" --k "$K" \
     --prior-samples "$PRIOR_SAMPLES" --joint-samples "$JOINT_SAMPLES" \
     --classifier-epochs "$CLASSIFIER_EPOCHS" --seeds $SEEDS --out "$out/report" --overwrite \
     $(limit_flag --limit "$MM_LIMIT") $(limit_flag --test-limit "$TEST_LIMIT")
