@@ -131,7 +131,10 @@ def test_evaluate_end_to_end(tmp_path, tiny_files, fake_data_root) -> None:
     assert "n/a: file has no true z" in markdown
     for model in models:
         assert (out / f"latent-{model}.png").stat().st_size > 0
-        assert (out / entangled["seeds"]["0"][model]["figures"]["curves"]).is_file()
+        curves = out / entangled["seeds"]["0"][model]["figures"]["curves"]
+        assert curves.is_file()
+        timing = json.loads((curves.parent / "timing.json").read_text())
+        assert timing["train_s"] > 0 and timing["measure_s"] > 0 and timing["device"] == "cpu"
 
     # The classifiers are cached: a second run loads them.
     again = invoke("evaluate", tiny_files[0], "--out", tmp_path / "again", "--models", "m2vae",
