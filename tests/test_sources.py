@@ -211,7 +211,7 @@ def test_unknown_source_lists_the_choices(spec: str) -> None:
 
 def test_idx_spec_needs_a_path() -> None:
     for prefix in ("idx:", "folder:", "npz:"):
-        with pytest.raises(ValueError, match=f"source '{prefix}' names no path; write {prefix}PATH"):
+        with pytest.raises(ValueError, match=f"{prefix}' names no path; write {prefix}PATH"):
             get_source(prefix)
 
 
