@@ -92,7 +92,7 @@ def test_folder_splits_need_the_same_classes(colour_folder: tuple[Path, dict]) -
     write_pngs(path, "test", {"dog": written["test"]["cat"]})
     with pytest.raises(
         ValueError,
-        match=r"train/ has classes \['ant', 'bee', 'cat'\] but test/ has \['ant', 'bee', 'cat', 'dog'\]",
+        match=r"train/ has classes \['ant', 'bee', 'cat'\] but test/ has \['ant', .*'dog'\]",
     ):
         load_split(f"folder:{path}", "train")
 
