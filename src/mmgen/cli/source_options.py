@@ -20,7 +20,6 @@ CLASSES_HELP = (
 DownloadOption = Annotated[
     bool,
     typer.Option(
-        "--download",
         help="Download missing files through torchvision (its URLs and MD5s) into the user cache.",
     ),
 ]
