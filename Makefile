@@ -12,8 +12,8 @@ export MMGEN_DATA_DIR ?= $(abspath ../shared/datasets)
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# The [multivae] extra too, so that tests/test_integrations.py runs rather than skips.
-	$(BIN)/pip install --quiet -e '.[dev,multivae]'
+	# The [multivae], [digits] and [svhn] extras too, so that their tests run rather than skip.
+	$(BIN)/pip install --quiet -e '.[dev,multivae,digits,svhn]'
 	touch $@
 
 demo: $(BIN)/.installed  ## train → generate → shuffle → evaluate at a small budget, into demo/

@@ -110,13 +110,13 @@ def fake_data_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def isolated_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Hide every real data location; return the temporary cache base (``XDG_CACHE_HOME``)."""
-    from mmgen.data import sources
+    from mmgen.data.sources import places
 
     monkeypatch.delenv("MMGEN_DATA_DIR", raising=False)
     monkeypatch.delenv("MMGEN_MIRRORS", raising=False)
     cache_base = tmp_path / "xdg-cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_base))
-    monkeypatch.setattr(sources, "DEBIAN_DATASETS_DIR", tmp_path / "debian-datasets")
+    monkeypatch.setattr(places, "DEBIAN_DATASETS_DIR", tmp_path / "debian-datasets")
     return cache_base
 
 

@@ -106,7 +106,7 @@ def test_data_dir_comes_from_the_environment(tmp_path, fake_data_root, monkeypat
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["--source", "svhn"], ["unknown source 'svhn'", "mnist"]),
+        (["--source", "svhm"], ["unknown source 'svhm'", "mnist"]),
         (["--source", "mnist", "--epochs", "0"], ["epochs must be > 0"]),
         (["--source", "mnist", "--beta", "-1"], ["beta must be >= 0"]),
         (["--source", "mnist", "--latent-dim", "0"], ["latent_dim must be > 0"]),

@@ -1,8 +1,9 @@
-"""mmgen.data.sources: IDX reading and validation, folder resolution, download, registry."""
+"""mmgen.data.sources: IDX reading and validation, folder resolution, download, registry.
+
+The other sources' formats: test_sources_torchvision.py, test_sources_files.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import gzip
 import hashlib
@@ -17,16 +18,16 @@ import numpy as np
 import pytest
 
 from conftest import FAKE_NUM_TEST, FAKE_NUM_TRAIN, STANDARD_FILES, write_fake_source, write_idx
-from mmgen.data import sources
 from mmgen.data.sources import (
     SOURCES,
-    FolderSource,
     SourceData,
     get_source,
     load_split,
+    places,
     read_idx,
     resolve_root,
 )
+from mmgen.data.sources.mnist import IdxFolderSource
 
 ALL_FILES = [name for names in STANDARD_FILES.values() for name in names]
 
@@ -101,8 +102,9 @@ def test_read_idx_rejects_truncated_gzip(tmp_path: Path) -> None:
 def test_load_split_reads_gzip_and_raw_sources(fake_data_root: Path) -> None:
     mnist = load_split("mnist", "train", data_dir=fake_data_root)  # gzipped files
     fashion = load_split("fashion-mnist", "test", data_dir=fake_data_root)  # raw files
-    assert mnist.images.shape == (FAKE_NUM_TRAIN, 28, 28) and mnist.images.dtype == np.uint8
-    assert fashion.images.shape == (FAKE_NUM_TEST, 28, 28)
+    assert mnist.images.shape == (FAKE_NUM_TRAIN, 1, 28, 28) and mnist.images.dtype == np.uint8
+    assert fashion.images.shape == (FAKE_NUM_TEST, 1, 28, 28)
+    assert mnist.image_shape == fashion.image_shape == (1, 28, 28)
     assert mnist.labels.dtype == np.int64
     np.testing.assert_array_equal(mnist.labels, np.arange(FAKE_NUM_TRAIN) % 10)
     assert mnist.class_names == tuple("0123456789") and mnist.num_classes == 10
@@ -132,7 +134,7 @@ def test_limit_keeps_the_first_examples(fake_data_root: Path) -> None:
     np.testing.assert_array_equal(head.images, full.images[:7])
     np.testing.assert_array_equal(head.labels, full.labels[:7])
     assert head.files == full.files  # checksums identify the whole files
-    head.images[0, 0, 0] = 1  # writable, independent of the file buffer
+    head.images[0, 0, 0, 0] = 1  # writable, independent of the file buffer
     more = load_split("fashion-mnist", "train", data_dir=fake_data_root, limit=10_000)
     assert len(more.labels) == FAKE_NUM_TRAIN
 
@@ -155,18 +157,33 @@ def test_images_and_labels_must_agree_in_count(fake_data_root: Path) -> None:
         load_split("fashion-mnist", "test", data_dir=fake_data_root)
 
 
-def test_images_must_be_28_by_28(fake_data_root: Path) -> None:
+@pytest.mark.parametrize("gz", [False, True])  # read by torchvision / by mmgen's IDX reader
+def test_images_of_any_size_read_as_one_channel(fake_data_root: Path, gz: bool) -> None:
     folder = fake_data_root / "FashionMNIST" / "raw"
-    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((FAKE_NUM_TEST, 32, 32), np.uint8))
-    with pytest.raises(ValueError, match=r"shape \(30, 32, 32\); mmgen needs \(N, 28, 28\)"):
-        load_split("fashion-mnist", "test", data_dir=fake_data_root)
+    images = np.arange(FAKE_NUM_TEST * 32 * 20, dtype=np.uint32).reshape(FAKE_NUM_TEST, 32, 20)
+    for name in ("t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"):
+        (folder / name).unlink(missing_ok=True)
+    write_idx(folder / "t10k-images-idx3-ubyte", (images % 251).astype(np.uint8), gz=gz)
+    data = load_split("fashion-mnist", "test", data_dir=fake_data_root)
+    assert data.image_shape == (1, 32, 20)
+    np.testing.assert_array_equal(data.images[:, 0], images % 251)
+    tensors = data.as_tensors()
+    assert tensors["images"].shape == (FAKE_NUM_TEST, 1, 32, 20)
+    np.testing.assert_allclose(tensors["images"].numpy()[:, 0], (images % 251) / 255.0, rtol=1e-6)
+
+
+def test_images_must_be_unsigned_bytes(fake_data_root: Path) -> None:
+    folder = fake_data_root / "MNIST" / "raw"
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((FAKE_NUM_TEST, 28, 28), np.int32))
+    with pytest.raises(ValueError, match=r"holds int32 data of shape \(30, 28, 28\); mmgen needs"):
+        load_split("mnist", "test", data_dir=fake_data_root)
 
 
 def test_labels_out_of_range_are_rejected(fake_data_root: Path) -> None:
     labels = np.arange(FAKE_NUM_TEST, dtype=np.uint8) % 10
     labels[4] = 10
     write_idx(fake_data_root / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte", labels)
-    with pytest.raises(ValueError, match=r"holds label 10 but fashion-mnist has 10 classes"):
+    with pytest.raises(ValueError, match=r"holds label 10 in its test split but has 10 classes"):
         load_split("fashion-mnist", "test", data_dir=fake_data_root)
 
 
@@ -180,20 +197,22 @@ def test_missing_file_is_named(fake_data_root: Path) -> None:
 
 
 def test_get_source_knows_the_registry() -> None:
-    assert set(SOURCES) == {"mnist", "fashion-mnist"}
+    assert set(SOURCES) >= {"mnist", "fashion-mnist", "kmnist", "qmnist", "emnist-digits",
+                            "emnist-letters", "svhn", "cifar10", "cifar100", "digits"}  # fmt: skip
     assert get_source("mnist") is SOURCES["mnist"]
-    assert all(source.can_download for source in SOURCES.values())
+    assert all(SOURCES[name].can_download for name in SOURCES if name != "digits")
 
 
-@pytest.mark.parametrize("spec", ["cifar10", "MNIST", ""])
+@pytest.mark.parametrize("spec", ["cifar", "MNIST", ""])
 def test_unknown_source_lists_the_choices(spec: str) -> None:
     with pytest.raises(ValueError, match=f"unknown source '{spec}'; valid sources: mnist, "):
         get_source(spec)
 
 
 def test_idx_spec_needs_a_path() -> None:
-    with pytest.raises(ValueError, match="names no folder; write idx:PATH"):
-        get_source("idx:")
+    for prefix in ("idx:", "folder:", "npz:"):
+        with pytest.raises(ValueError, match=f"{prefix}' names no path; write {prefix}PATH"):
+            get_source(prefix)
 
 
 def test_idx_folder_derives_classes_from_labels(tmp_path: Path, fake_data_root: Path) -> None:
@@ -203,7 +222,7 @@ def test_idx_folder_derives_classes_from_labels(tmp_path: Path, fake_data_root: 
     labels[-1] = 11  # only in the test split: the train split must still see 12 classes
     write_idx(folder / "t10k-labels-idx1-ubyte", labels)
     source = get_source(f"idx:{folder}")
-    assert isinstance(source, FolderSource) and not source.can_download
+    assert isinstance(source, IdxFolderSource) and not source.can_download
     data = load_split(source, "train", data_dir=fake_data_root)  # data_dir is ignored
     assert data.root == str(folder) and data.name == f"idx:{folder}"
     assert data.class_names == tuple(str(k) for k in range(12))
@@ -241,7 +260,7 @@ def test_data_dir_beats_env_beats_cache(
 
 
 def test_debian_flat_layout(fake_data_root: Path, tmp_path: Path) -> None:
-    debian = sources.DEBIAN_DATASETS_DIR / "fashion-mnist"  # a temporary folder in tests
+    debian = places.DEBIAN_DATASETS_DIR / "fashion-mnist"  # a temporary folder in tests
     shutil.copytree(fake_data_root / "FashionMNIST" / "raw", debian)
     for name in ALL_FILES[:2]:  # a mix of gzipped and raw files
         path = debian / name
@@ -264,7 +283,7 @@ def test_not_found_names_every_place_on_one_line(
         tmp_path / "given" / "FashionMNIST" / "raw",
         tmp_path / "env-root" / "FashionMNIST" / "raw",
         isolated_data_env / "mmgen" / "FashionMNIST" / "raw",
-        sources.DEBIAN_DATASETS_DIR / "fashion-mnist",
+        places.DEBIAN_DATASETS_DIR / "fashion-mnist",
     ):
         assert str(place) in message
     for fix in ("--data-dir ROOT", "MMGEN_DATA_DIR=ROOT", "--download"):
@@ -296,50 +315,79 @@ def mirror(tmp_path: Path, fake_data_root: Path) -> Iterator[tuple[str, Path]]:
     thread.join()
 
 
-def fake_mnist(folder: Path) -> sources.Source:
-    """MNIST with the MD5s of the fake files in ``folder`` in place of the official ones."""
+@pytest.fixture
+def fake_md5s(mirror: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """torchvision's MNIST with the MD5s of the fake files: torchvision checks every download
+    against its published MD5s, which the tiny fake files cannot match."""
+    import torchvision.datasets
+
+    _, folder = mirror
     md5 = {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in folder.glob("*.gz")}
-    return dataclasses.replace(SOURCES["mnist"], md5=md5)
+    resources = [(name, md5[name]) for name, _ in torchvision.datasets.MNIST.resources]
+    monkeypatch.setattr(torchvision.datasets.MNIST, "resources", resources)
+    return md5
 
 
-def test_download_fetches_and_verifies(mirror: tuple[str, Path], isolated_data_env: Path) -> None:
-    url, folder = mirror
-    data = load_split(fake_mnist(folder), "test", download=True, mirrors=[f"{url}/MNIST/"])
+def cache_contents(cache: Path) -> list[str]:
+    return sorted(path.name for path in cache.iterdir()) if cache.is_dir() else []
+
+
+def test_download_fetches_and_verifies(
+    mirror: tuple[str, Path], fake_md5s: dict[str, str], isolated_data_env: Path
+) -> None:
+    url, _ = mirror
+    data = load_split("mnist", "test", download=True, mirrors=[f"{url}/MNIST/"])
     cache = isolated_data_env / "mmgen" / "MNIST" / "raw"
     assert data.root == str(cache)
-    assert sorted(path.name for path in cache.iterdir()) == sorted(f"{n}.gz" for n in ALL_FILES)
+    # torchvision keeps each .gz beside the file it extracts
+    assert cache_contents(cache) == sorted([*ALL_FILES, *(f"{n}.gz" for n in ALL_FILES)])
+    assert cache_contents(isolated_data_env / "mmgen") == ["MNIST"]  # no staging folder left
     np.testing.assert_array_equal(data.labels, np.arange(FAKE_NUM_TEST) % 10)
 
 
+def test_no_download_unless_asked(mirror: tuple[str, Path], fake_md5s: dict[str, str]) -> None:
+    url, _ = mirror
+    with pytest.raises(FileNotFoundError, match="mnist files not found"):
+        load_split("mnist", "test", mirrors=[f"{url}/MNIST/"])
+
+
 def test_download_mirrors_from_env(
-    mirror: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+    mirror: tuple[str, Path], fake_md5s: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, folder = mirror
+    url, _ = mirror
     monkeypatch.setenv("MMGEN_MIRRORS", f"http://127.0.0.1:9/dead, {url}/{{folder}}")
-    assert load_split(fake_mnist(folder), "train", download=True).labels.shape == (FAKE_NUM_TRAIN,)
+    assert load_split("mnist", "train", download=True).labels.shape == (FAKE_NUM_TRAIN,)
 
 
 def test_download_checksum_mismatch_leaves_nothing(
-    mirror: tuple[str, Path], isolated_data_env: Path
+    mirror: tuple[str, Path],
+    fake_md5s: dict[str, str],
+    isolated_data_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torchvision.datasets
+
+    url, _ = mirror
+    resources = [(name, "0" * 32 if name.startswith("t10k-images") else md5)
+                 for name, md5 in torchvision.datasets.MNIST.resources]  # fmt: skip
+    monkeypatch.setattr(torchvision.datasets.MNIST, "resources", resources)
+    with pytest.raises(FileNotFoundError) as error:
+        resolve_root("mnist", download=True, mirrors=[f"{url}/MNIST"])
+    message = str(error.value)
+    assert "\n" not in message and "could not download mnist through torchvision" in message
+    assert "t10k-images-idx3-ubyte.gz" in message
+    # Nothing half-written: neither the files before the bad one nor a staging folder.
+    assert cache_contents(isolated_data_env / "mmgen" / "MNIST" / "raw") == []
+    assert cache_contents(isolated_data_env / "mmgen") == ["MNIST"]
+
+
+def test_download_of_a_file_the_server_lacks_fails_on_one_line(
+    mirror: tuple[str, Path], fake_md5s: dict[str, str]
 ) -> None:
     url, folder = mirror
-    source = fake_mnist(folder)
-    source.md5["train-images-idx3-ubyte.gz"] = "0" * 32
-    with pytest.raises(
-        ValueError, match=r"could not download mnist file train-images-idx3-ubyte\.gz: .*MD5"
-    ):
-        resolve_root(source, download=True, mirrors=[f"{url}/MNIST"])
-    cache = isolated_data_env / "mmgen" / "MNIST" / "raw"
-    assert not any(path.name.startswith(".train-images") for path in cache.iterdir())
-    assert not (cache / "train-images-idx3-ubyte.gz").exists()
-
-
-def test_download_of_a_file_the_server_lacks_fails_on_one_line(mirror: tuple[str, Path]) -> None:
-    url, folder = mirror
-    source = fake_mnist(folder)
     (folder / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(FileNotFoundError) as error:
-        resolve_root(source, download=True, mirrors=[f"{url}/MNIST"])
+        resolve_root("mnist", download=True, mirrors=[f"{url}/MNIST"])
     message = str(error.value)
     assert "\n" not in message and "t10k-labels-idx1-ubyte.gz" in message and "404" in message
 
@@ -365,7 +413,7 @@ def test_real_data_matches_published_checksums(real_data_dir: Path, spec: str, f
     )
     for split in ("train", "test"):
         data: SourceData = load_split(spec, split, data_dir=real_data_dir, limit=1000)
-        assert data.images.shape == (1000, 28, 28) and data.num_classes == 10
+        assert data.images.shape == (1000, 1, 28, 28) and data.num_classes == 10
         assert np.bincount(data.labels, minlength=10).min() > 50  # every class present
         for name, sha in data.files.items():
             assert published[f"{folder}/raw/{name}"] == sha

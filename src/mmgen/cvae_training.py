@@ -13,7 +13,7 @@ one (``refuse_changes``), so that a resumed run gives the weights of an uninterr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,7 @@ def train_cvae(
     download: bool = False,
     on_step: Callable[[dict[str, float]], None] | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    classes: Sequence[str | int] | None = None,
 ) -> CVAECheckpoint:
     """Train (or resume training) a β-CVAE on ``source`` and write its checkpoint folder.
 
@@ -84,6 +85,8 @@ def train_cvae(
         download: fetch missing source files from the official mirrors.
         on_step: progress callback after every optimisation step.
         on_epoch_end: callback with ``(epochs done, record)``.
+        classes: keep only these classes of the source (names or indices), relabelled 0..K-1
+            in this order (``--classes``); recorded in the checkpoint's source identity.
 
     Returns:
         The trained model, loaded back from the folder.
@@ -120,6 +123,7 @@ def train_cvae(
             previous,
             on_step,
             on_epoch_end,
+            classes,
         )
 
 
@@ -135,10 +139,12 @@ def _train(
     previous: CVAECheckpoint | None,
     on_step: Callable[[dict[str, float]], None] | None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+    classes: Sequence[str | int] | None = None,
 ) -> CVAECheckpoint:
     """The body of ``train_cvae`` once the request is checked and ``out`` is locked."""
-    train_data = load_split(source, "train", data_dir=data_dir, download=download, limit=limit)
-    test_data = load_split(source, "test", data_dir=data_dir, download=download, limit=limit)
+    options = {"data_dir": data_dir, "download": download, "limit": limit, "classes": classes}
+    train_data = load_split(source, "train", **options)
+    test_data = load_split(source, "test", **options)
     model_config = replace(model_config, num_classes=train_data.num_classes)
     source_record = {
         **train_data.identity(),
@@ -292,6 +298,12 @@ def refuse_changes(
 def refuse_other_files(previous: CVAECheckpoint, source: dict[str, Any], out: Path) -> None:
     """Raise ``UsageError`` when the source's files are not those the saved run trained on."""
     saved = previous.metadata["source"]
+    if saved.get("classes") != source.get("classes"):
+        raise UsageError(
+            f"--resume: --classes chooses classes {source.get('classes', 'all')} of "
+            f"{source['name_spec']} but the run in {out} was trained on "
+            f"{saved.get('classes', 'all')}; pass the same --classes"
+        )
     for key in ("files", "test_files"):
         if key in saved and saved[key] != source[key]:
             raise UsageError(

@@ -58,6 +58,9 @@ class PairConfig:
     sources: tuple[str, ...] = ("mnist", "fashion-mnist")  # source specs, one per modality
     seed: int = 0  # keys the pairing of (split, source, class) and the tuple order
     limit: int | None = None  # read only the first N examples of each source split
+    # --classes: per source, the class names or indices kept (relabelled 0..K-1 in that
+    # order); empty: every class of every source
+    classes: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.sources) < 2:
@@ -70,6 +73,11 @@ class PairConfig:
         check_seed(self.seed)
         for spec in self.sources:
             get_source(spec)  # an unknown name fails here, before any file is searched
+        if self.classes and len(self.classes) != len(self.sources):
+            raise UsageError(
+                f"--classes is given {len(self.classes)} times for {len(self.sources)} sources; "
+                "give it once (for every source) or once per --source"
+            )
 
 
 def class_permutation(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -234,8 +242,15 @@ def pair_sources(
     modalities = names.derive_modality_names(list(config.sources))
     data: dict[str, list[SourceData]] = {
         split: [
-            load_split(spec, split, data_dir=data_dir, download=download, limit=config.limit)
-            for spec in config.sources
+            load_split(
+                spec,
+                split,
+                data_dir=data_dir,
+                download=download,
+                limit=config.limit,
+                classes=config.classes[index] if config.classes else None,
+            )
+            for index, spec in enumerate(config.sources)
         ]
         for split in h5io.SPLITS
     }
@@ -291,7 +306,8 @@ def pair_sources(
                 for name, source_data, index in zip(
                     modalities, split_data, pairs[split], strict=True
                 ):
-                    rows[f"images/{name}"] = source_data.images[index[start:stop]]
+                    # (n, 1, H, W) → (n, H, W): the schema stores grey 28×28 today
+                    rows[f"images/{name}"] = source_data.images[index[start:stop], 0]
                     rows[f"source_index/{name}"] = index[start:stop]
                 rows["labels"] = split_data[0].labels[pairs[split][0][start:stop]]
                 writer.append(split, rows)

@@ -135,8 +135,8 @@ DataDirOption = Annotated[
         "--data-dir",
         # No envvar=: the library reads MMGEN_DATA_DIR itself, so that messages tell the two
         # apart instead of listing the variable's folder twice.
-        help="Folder with the MNIST/ and FashionMNIST/ raw files (torchvision layout); "
-        "else $MMGEN_DATA_DIR.",
+        help="Data root holding each source's folder in torchvision's layout (MNIST/raw, "
+        "SVHN, cifar-10-batches-py, ...); else $MMGEN_DATA_DIR.",
         show_default=False,
     ),
 ]

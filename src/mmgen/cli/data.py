@@ -24,7 +24,9 @@ from mmgen.cli.common import (
     honours_deterministic,
     reports_user_errors,
 )
+from mmgen.cli.source_options import SOURCE_HELP, DownloadOption, PairClassesOption
 from mmgen.data.h5io import IMAGE_DTYPES
+from mmgen.data.sources import parse_classes
 
 # CLI choices are enums built from the library's registries.
 Truncation = Enum("Truncation", {name: name for name in generating.TRUNCATIONS}, type=str)
@@ -176,7 +178,7 @@ def pair_command(
         list[str],
         typer.Option(
             "--source",
-            help="Source per modality, in order: mnist, fashion-mnist or idx:FOLDER.",
+            help="Source per modality, in order: " + SOURCE_HELP,
         ),
     ],
     out: OutOption,
@@ -184,9 +186,8 @@ def pair_command(
     limit: Annotated[
         int | None, typer.Option(help="Read only the first N examples of each source split.")
     ] = pair_defaults.limit,
-    download: Annotated[
-        bool, typer.Option(help="Download missing source files from the official mirrors.")
-    ] = False,
+    download: DownloadOption = False,
+    classes: PairClassesOption = None,
     seed: SeedOption = pair_defaults.seed,
     overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
@@ -197,7 +198,10 @@ def pair_command(
     Example: mmgen pair --source mnist --source fashion-mnist --out m-mnist.h5
     """
     configure_logging(verbose)
-    config = shuffling.PairConfig(sources=tuple(source), seed=seed, limit=limit)
+    chosen = tuple(parse_classes(text) or () for text in classes or [])
+    if len(chosen) == 1:
+        chosen = chosen * len(source)  # one --classes applies to every source
+    config = shuffling.PairConfig(sources=tuple(source), seed=seed, limit=limit, classes=chosen)
     with _progress(None, quiet, "pair") as bar:
         path = shuffling.pair_sources(
             out, config, data_dir, download, overwrite, on_progress=bar.update

@@ -22,7 +22,9 @@ from mmgen.cli.common import (
     honours_deterministic,
     reports_user_errors,
 )
+from mmgen.cli.source_options import SOURCE_HELP, ClassesOption, DownloadOption
 from mmgen.cvae_training import train_cvae
+from mmgen.data.sources import parse_classes
 from mmgen.models.cvae import CVAEConfig
 from mmgen.train import TrainConfig
 
@@ -50,7 +52,7 @@ def train_cvae_command(
         str,
         typer.Option(
             "--source",
-            help="mnist, fashion-mnist, or idx:FOLDER (a folder of the four IDX files).",
+            help=SOURCE_HELP,
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")],
@@ -73,9 +75,8 @@ def train_cvae_command(
     device: DeviceOption = "auto",
     deterministic: DeterministicOption = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out up to --epochs.")] = False,
-    download: Annotated[
-        bool, typer.Option(help="Download missing source files from the official mirrors.")
-    ] = False,
+    download: DownloadOption = False,
+    classes: ClassesOption = None,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -128,6 +129,7 @@ def train_cvae_command(
             device=getattr(device, "value", device),
             resume=resume,
             download=download,
+            classes=parse_classes(classes),
             on_step=on_step,
             on_epoch_end=on_epoch_end,
         )
