@@ -199,11 +199,17 @@ class SourceData:
 
     name: str  # source spec: "mnist", "fashion-mnist" or "idx:PATH"
     split: str  # "train" | "test"
-    images: np.ndarray  # (N, 28, 28) uint8 grey levels
+    images: np.ndarray  # (N, C, H, W) uint8 levels (C = 1: grey, C = 3: RGB)
     labels: np.ndarray  # (N,) int64 in [0, num_classes)
     class_names: tuple[str, ...]  # index = label
     files: dict[str, str]  # standard file name (no ".gz") -> SHA-256 of its decompressed bytes
     root: str  # folder the files were read from
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of every image: the shape the models of this source are built for."""
+        channels, height, width = self.images.shape[1:]
+        return int(channels), int(height), int(width)
 
     @property
     def num_classes(self) -> int:
@@ -211,11 +217,11 @@ class SourceData:
         return len(self.class_names)
 
     def as_tensors(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        """Grey levels ``x / 255`` as ``(N, 1, 28, 28)`` float32 and labels ``(N,)``, on ``device``.
+        """Levels ``x / 255`` as ``(N, C, H, W)`` float32 and labels ``(N,)``, on ``device``.
 
         The keys ``"images"`` and ``"labels"`` are what the CVAE and the classifiers train on.
         """
-        images = torch.from_numpy(self.images).to(device).unsqueeze(1).float().div_(255.0)
+        images = torch.from_numpy(self.images).to(device).float().div_(255.0)
         return {"images": images, "labels": torch.from_numpy(self.labels).to(device)}
 
     def identity(self) -> dict[str, Any]:
@@ -335,7 +341,7 @@ def load_split(
     return SourceData(
         name=source.name,
         split=split,
-        images=images[:limit].copy(),
+        images=images[:limit, None].copy(),  # (N, 28, 28) → (N, 1, 28, 28)
         labels=labels[:limit].astype(np.int64),
         class_names=class_names,
         files={images_name: images_sha, labels_name: labels_sha},
