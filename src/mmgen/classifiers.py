@@ -9,9 +9,9 @@ One small CNN per source (two 3×3 convolutions with max-pooling, a 128-unit lay
 read-out) reaches about 99 % on MNIST and about 90 % on Fashion-MNIST in a few epochs. It reads
 the source's own image shape ``(C, H, W)``: the two poolings leave ``⌊H/4⌋ × ⌊W/4⌋`` (7×7 at
 28×28, the network of before #10, so cached classifiers stay valid; 2×2 at 8×8; 8×8 at
-32×32). Trained classifiers are cached on disk, one model folder (``mmgen.checkpoint``, kind ``"classifier"``)
-per source, keyed by the SHA-256 of the source's four files together with the classifier config,
-so a second evaluation loads instead of training:
+32×32). Trained classifiers are cached on disk, one model folder (``mmgen.checkpoint``, kind
+``"classifier"``) per source, keyed by the SHA-256 of the source's four files together with the
+classifier config, so a second evaluation loads instead of training:
 
     <cache>/<source>-<key>/model.json   config (+ num_classes, image_shape); run record: key,
                                         source identity, test accuracy, history, device,
