@@ -101,8 +101,9 @@ def test_read_idx_rejects_truncated_gzip(tmp_path: Path) -> None:
 def test_load_split_reads_gzip_and_raw_sources(fake_data_root: Path) -> None:
     mnist = load_split("mnist", "train", data_dir=fake_data_root)  # gzipped files
     fashion = load_split("fashion-mnist", "test", data_dir=fake_data_root)  # raw files
-    assert mnist.images.shape == (FAKE_NUM_TRAIN, 28, 28) and mnist.images.dtype == np.uint8
-    assert fashion.images.shape == (FAKE_NUM_TEST, 28, 28)
+    assert mnist.images.shape == (FAKE_NUM_TRAIN, 1, 28, 28) and mnist.images.dtype == np.uint8
+    assert mnist.image_shape == (1, 28, 28)
+    assert fashion.images.shape == (FAKE_NUM_TEST, 1, 28, 28)
     assert mnist.labels.dtype == np.int64
     np.testing.assert_array_equal(mnist.labels, np.arange(FAKE_NUM_TRAIN) % 10)
     assert mnist.class_names == tuple("0123456789") and mnist.num_classes == 10
@@ -365,7 +366,7 @@ def test_real_data_matches_published_checksums(real_data_dir: Path, spec: str, f
     )
     for split in ("train", "test"):
         data: SourceData = load_split(spec, split, data_dir=real_data_dir, limit=1000)
-        assert data.images.shape == (1000, 28, 28) and data.num_classes == 10
+        assert data.images.shape == (1000, 1, 28, 28) and data.num_classes == 10
         assert np.bincount(data.labels, minlength=10).min() > 50  # every class present
         for name, sha in data.files.items():
             assert published[f"{folder}/raw/{name}"] == sha
