@@ -198,6 +198,19 @@ def test_classifier_reads_each_shape() -> None:
         classifiers.ImageClassifier(10, config, (1, 2, 2))
 
 
+def test_a_cached_classifier_rebuilds_at_its_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(classifiers, "load_split", fake_load_split)
+    config = classifiers.ClassifierConfig(epochs=1, channels=(2, 4), feature_dim=8)
+    trained = classifiers.load_or_train_classifier("svhn", cache=tmp_path, config=config)
+    again = classifiers.load_or_train_classifier("svhn", cache=tmp_path, config=config)
+    assert not trained.loaded and again.loaded
+    assert again.model.image_shape == (3, 32, 32)
+    images = torch.rand(4, 3, 32, 32)
+    torch.testing.assert_close(again.classify(images), trained.classify(images))
+
+
 def test_evaluate_m2vae_on_a_mixed_shape_file(
     tmp_path: Path, mixed_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
