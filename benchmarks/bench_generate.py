@@ -5,6 +5,9 @@ Run from the repository root (a minute or two on a 2-core CPU):
 
     python benchmarks/bench_generate.py --device cpu --sizes 5000 50000
 
+``--shape 3,32,32`` times CVAEs of another image shape (decoded images, no real data);
+``--decode-only`` prints the decode figures alone (quick, for interleaved comparisons).
+
 The CVAEs are randomly initialised: speed and memory do not depend on the weights. Compression
 is measured on real MNIST / Fashion-MNIST images when ``MMGEN_DATA_DIR`` holds them (decoded
 means are smoother, so they compress at least as well), else on decoded images.
@@ -25,12 +28,19 @@ import h5py
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import best_rate, count_flops, machine_description, matmul_peak_gflops  # noqa: E402
+from common import (  # noqa: E402
+    best_rate,
+    count_flops,
+    cvae_config,
+    machine_description,
+    matmul_peak_gflops,
+    parse_shape,
+)
 
 from mmgen import rng  # noqa: E402
 from mmgen.checkpoint import save_checkpoint  # noqa: E402
 from mmgen.generate import DECODE_ROWS, to_storage  # noqa: E402
-from mmgen.models.cvae import CVAE, FEATURES, GRID, CVAEConfig, build_cvae  # noqa: E402
+from mmgen.models.cvae import CVAE, FEATURES, build_cvae  # noqa: E402
 from mmgen.nn import one_hot  # noqa: E402
 
 CHILD = """
@@ -46,11 +56,11 @@ print(json.dumps({"seconds": seconds, "maxrss_kib": peak_kib}))
 """
 
 
-def make_checkpoints(folder: Path) -> list[str]:
+def make_checkpoints(folder: Path, shape: tuple[int, int, int]) -> list[str]:
     paths = []
     for seed, name in enumerate(("mnist", "fashion-mnist")):
         metadata = {"source": {"name": name, "class_names": [], "files": {}}, "epochs_done": 0}
-        model = build_cvae(CVAEConfig(), rng.stream(seed, "init"))
+        model = build_cvae(cvae_config(shape), rng.stream(seed, "init"))
         save_checkpoint(folder / name, model, None, metadata, [])
         paths.append(str(folder / name))
     return paths
@@ -60,13 +70,16 @@ def nchw_decode(model: CVAE, z: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     """The decoder without its channels-last inference layout, for comparison."""
     decoder = model.decoder
     one = one_hot(labels, model.config.num_classes, z.dtype)
-    hidden = decoder.dense(torch.cat([z, one], dim=1)).view(-1, FEATURES, GRID, GRID)
+    grid = getattr(decoder, "grid", (14, 14))  # mmgen before #10 had Table 2's 14×14 only
+    hidden = decoder.dense(torch.cat([z, one], dim=1)).view(-1, FEATURES, *grid)
     return torch.sigmoid(decoder.deconv(hidden))
 
 
-def decode_rates(device: torch.device, peak: float) -> dict[str, float]:
+def decode_rates(
+    device: torch.device, peak: float, shape: tuple[int, int, int]
+) -> dict[str, float]:
     """Images/s and GFLOP/s of an NCHW decode and of the generate path (the model's decode)."""
-    model = build_cvae(CVAEConfig(), rng.stream(0, "init")).to(device).eval()
+    model = build_cvae(cvae_config(shape), rng.stream(0, "init")).to(device).eval()
     z = torch.randn(DECODE_ROWS, 2, generator=rng.stream(0, "bench-z")).to(device)
     labels = torch.arange(DECODE_ROWS, device=device) % 10
     flops_per_image = count_flops(lambda: model.decode_logits(z[:64], labels[:64])) / 64
@@ -117,16 +130,20 @@ def whole_command(folders: list[str], sizes: list[int], device: str, tmp: Path) 
     return results
 
 
-def compression(tmp: Path, device: torch.device) -> dict[str, dict[str, float]]:
+def compression(
+    tmp: Path, device: torch.device, shape: tuple[int, int, int]
+) -> dict[str, dict[str, float]]:
     """Size and write time of 10,000 × 2 images under gzip-4 and lzf."""
     images = None
     data_dir = os.environ.get("MMGEN_DATA_DIR")
-    if data_dir:
+    if data_dir and shape == (1, 28, 28):
         from mmgen.data.sources import load_split
 
         try:
             images = [
-                load_split(name, "train", data_dir=data_dir, limit=10_000).images
+                load_split(name, "train", data_dir=data_dir, limit=10_000).images.reshape(
+                    -1, 28, 28
+                )  # stored as (N, 28, 28), whatever the mmgen version reads
                 for name in ("mnist", "fashion-mnist")
             ]
             origin = "real MNIST + Fashion-MNIST"
@@ -136,7 +153,7 @@ def compression(tmp: Path, device: torch.device) -> dict[str, dict[str, float]]:
         origin = "decoded by random CVAEs"
         images = []
         for seed in range(2):
-            model = build_cvae(CVAEConfig(), rng.stream(seed, "init")).to(device).eval()
+            model = build_cvae(cvae_config(shape), rng.stream(seed, "init")).to(device).eval()
             with torch.inference_mode():
                 z = torch.randn(10_000, 2, device=device)
                 labels = torch.arange(10_000, device=device) % 10
@@ -149,7 +166,8 @@ def compression(tmp: Path, device: torch.device) -> dict[str, dict[str, float]]:
         start = time.perf_counter()
         with h5py.File(path, "w") as handle:
             for index, array in enumerate(images):
-                handle.create_dataset(str(index), data=array, chunks=(1024, 28, 28), **options)
+                chunks = (1024, *array.shape[1:])
+                handle.create_dataset(str(index), data=array, chunks=chunks, **options)
         seconds = time.perf_counter() - start
         results[name] = {
             "mib": path.stat().st_size / 2**20,
@@ -163,16 +181,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", type=int, nargs="+", default=[5_000, 50_000])
+    parser.add_argument("--shape", type=parse_shape, default=(1, 28, 28), help="C,H,W")
+    parser.add_argument("--decode-only", action="store_true", help="time decoding alone")
     args = parser.parse_args()
     device = torch.device(args.device)
     peak = matmul_peak_gflops(device)
     report = {"machine": machine_description(device), "matmul_peak_gflops": peak}
-    report["decode"] = decode_rates(device, peak)
+    report["shape"] = list(args.shape)
+    report["decode"] = decode_rates(device, peak, args.shape)
     print(json.dumps(report, indent=2), flush=True)
+    if args.decode_only:
+        return
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        folders = make_checkpoints(tmp)
-        report["compression"] = compression(tmp, device)
+        folders = make_checkpoints(tmp, args.shape)
+        report["compression"] = compression(tmp, device, args.shape)
         print(json.dumps(report["compression"], indent=2), flush=True)
         report["generate"] = whole_command(folders, args.sizes, args.device, tmp)
     images_per_tuple = 2

@@ -16,6 +16,11 @@ Each figure is samples/s and GFLOP/s (FLOPs counted by torch's FlopCounterMode o
 the latter as a fraction of the fp32 matmul peak measured in the same run.
 
 Usage: python benchmarks/bench_train.py [--samples 6400] [--device cpu] [--data-dir D]
+       [--shape 3,32,32] [--only-mmgen]
+
+``--shape C,H,W`` other than 1,28,28 trains on uniform random images of that shape (speed does
+not depend on the pixels) and skips the textbook loop, which reads MNIST; ``--only-mmgen``
+times mmgen's loop alone (quick, for interleaved comparisons of two mmgen versions).
 """
 
 from __future__ import annotations
@@ -29,25 +34,32 @@ import time
 from pathlib import Path
 
 import torch
-from common import count_flops, machine_description, matmul_peak_gflops, synchronize
+from common import (
+    count_flops,
+    cvae_config,
+    machine_description,
+    matmul_peak_gflops,
+    parse_shape,
+    synchronize,
+)
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from mmgen import rng
 from mmgen.cvae_training import training_tensors
-from mmgen.data.sources import load_split, resolve_root
+from mmgen.data.sources import SourceData, load_split, resolve_root
 from mmgen.models.cvae import CVAEConfig, build_cvae
 from mmgen.train import TrainConfig, make_optimizer, train_epoch, train_stream
 
 BATCH = 128
 
 
-def step_flops(device: torch.device) -> float:
-    model = build_cvae(CVAEConfig(), rng.stream(0, "init")).to(device)
+def step_flops(device: torch.device, shape: tuple[int, int, int]) -> float:
+    model = build_cvae(cvae_config(shape), rng.stream(0, "init")).to(device)
     optimizer = make_optimizer(model.parameters(), TrainConfig())
     generator = train_stream(0, "train", 0, device)
     batch = {
-        "images": torch.rand(BATCH, 1, 28, 28, device=device),
+        "images": torch.rand(BATCH, *shape, device=device),
         "labels": torch.arange(BATCH, device=device) % 10,
     }
 
@@ -102,8 +114,22 @@ def textbook(data_root: Path, samples: int, device: torch.device):
     return run, lambda: shutil.rmtree(tmp)
 
 
-def in_memory(data, samples: int, device: torch.device, channels_last: bool):
-    model = build_cvae(CVAEConfig(), rng.stream(0, "init"))
+def random_source(shape: tuple[int, int, int], size: int) -> SourceData:
+    """Uniform random uint8 images of ``shape`` with 10 balanced classes (no real data)."""
+    generator = rng.numpy_stream(0, "bench-images")
+    return SourceData(
+        name="random",
+        split="train",
+        images=generator.integers(0, 256, (size, *shape), dtype="uint8"),
+        labels=(generator.permutation(size) % 10).astype("int64"),
+        class_names=tuple(str(k) for k in range(10)),
+        files={},
+        root="",
+    )
+
+
+def in_memory(data, samples: int, device: torch.device, channels_last: bool, shape=(1, 28, 28)):
+    model = build_cvae(cvae_config(shape), rng.stream(0, "init"))
     tensors = training_tensors(data, device)
     if channels_last:
         model = model.to(device, memory_format=torch.channels_last)
@@ -128,36 +154,49 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--shape", type=parse_shape, default=(1, 28, 28), help="C,H,W")
+    parser.add_argument("--only-mmgen", action="store_true", help="time mmgen's loop alone")
     args = parser.parse_args()
     device = torch.device(args.device)
-    root = resolve_root("mnist", args.data_dir)
-    data = load_split("mnist", "train", data_dir=root)
+    shape = args.shape
+    mnist = shape == (1, 28, 28)
+    if mnist:
+        root = resolve_root("mnist", args.data_dir)
+        data = load_split("mnist", "train", data_dir=root)
+    else:
+        data = random_source(shape, max(args.samples, 3 * BATCH))
 
     peak = matmul_peak_gflops(device)
-    flops = step_flops(device)
-    run_textbook, cleanup = textbook(root, args.samples, device)
-    loops = {
-        "textbook (torchvision MNIST + DataLoader)": run_textbook,
-        "in-memory tensors, default layout": in_memory(data, args.samples, device, False),
-        "mmgen train-cvae (in-memory, channels_last)": in_memory(data, args.samples, device, True),
-    }
+    flops = step_flops(device, shape)
+    mmgen_loop = "mmgen train-cvae (in-memory, channels_last)"
+    loops = {mmgen_loop: in_memory(data, args.samples, device, True, shape)}
+    cleanup = None
+    if not args.only_mmgen:
+        loops["in-memory tensors, default layout"] = in_memory(
+            data, args.samples, device, False, shape
+        )
+        if mnist:
+            run_textbook, cleanup = textbook(root, args.samples, device)
+            loops["textbook (torchvision MNIST + DataLoader)"] = run_textbook
     for run in loops.values():
         run(warmup=True)
     rates = {name: 0.0 for name in loops}
     for _ in range(args.rounds):
         for name, run in loops.items():
             rates[name] = max(rates[name], args.samples / seconds_for(run, device))
-    cleanup()
+    if cleanup is not None:
+        cleanup()
     epoch_seconds = None
-    if device.type == "cuda":
-        full = in_memory(data, len(data.labels), device, True)
+    if device.type == "cuda" and not args.only_mmgen:
+        full = in_memory(data, len(data.labels), device, True, shape)
         full(warmup=True)
         epoch_seconds = seconds_for(full, device)
 
-    baseline = rates["textbook (torchvision MNIST + DataLoader)"]
-    print(f"machine: {machine_description(device)}; torch {torch.__version__}")
+    baseline = rates.get("textbook (torchvision MNIST + DataLoader)", rates[mmgen_loop])
+    print(f"machine: {machine_description(device)}; torch {torch.__version__}; shape {shape}")
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s; model: {flops / 1e6:.1f} MFLOP per sample")
-    print(f"{'loop':46s} {'samples/s':>10s} {'GFLOP/s':>8s} {'% peak':>7s} {'× textbook':>10s}")
+    ratio = "× textbook" if mnist and not args.only_mmgen else "× mmgen"
+    print(f"{'loop':46s} {'samples/s':>10s} {'GFLOP/s':>8s} {'% peak':>7s} {ratio:>10s}")
     for name, rate in rates.items():
         gflops = rate * flops / 1e9
         print(
@@ -169,6 +208,7 @@ def main() -> None:
     if args.json:
         figures = {
             "machine": machine_description(device),
+            "shape": list(shape),
             "peak_gflops": peak,
             "mflop_per_sample": flops / 1e6,
             "samples_per_s": rates,

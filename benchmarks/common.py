@@ -65,3 +65,19 @@ def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``"3,32,32"`` → ``(3, 32, 32)``: the ``--shape C,H,W`` of the benchmarks."""
+    parts = tuple(int(part) for part in text.replace("x", ",").split(","))
+    if len(parts) != 3 or min(parts) < 1:
+        raise SystemExit(f"--shape needs C,H,W (three positive integers), got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def cvae_config(shape: tuple[int, int, int]):
+    """The benchmarked CVAE config; at 1×28×28 ``CVAEConfig()`` itself, so that the same script
+    also times an mmgen from before image shapes (issue #10) for a side-by-side comparison."""
+    from mmgen.models.cvae import CVAEConfig
+
+    return CVAEConfig() if shape == (1, 28, 28) else CVAEConfig(image_shape=shape)

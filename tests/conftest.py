@@ -140,10 +140,15 @@ def real_data_dir() -> Path:
 
 
 def make_checkpoint(
-    folder: Path, source: str, latent_dim: int = 2, num_classes: int = 10, seed: int = 0
+    folder: Path,
+    source: str,
+    latent_dim: int = 2,
+    num_classes: int = 10,
+    seed: int = 0,
+    image_shape: tuple[int, int, int] = (1, 28, 28),
 ) -> Path:
     """A randomly initialised CVAE checkpoint whose decoder output visibly depends on ``z``."""
-    config = CVAEConfig(latent_dim=latent_dim, num_classes=num_classes)
+    config = CVAEConfig(latent_dim=latent_dim, num_classes=num_classes, image_shape=image_shape)
     model = build_cvae(config, rng.stream(seed, "init"))
     with torch.no_grad():  # a fresh decoder is nearly constant; sharpen it so z matters
         for layer in (model.decoder.dense[0], model.decoder.dense[2]):

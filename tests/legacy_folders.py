@@ -27,6 +27,22 @@ def _cpu(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
+def cvae_config(config: Any) -> dict[str, Any]:
+    """A CVAE config as mmgen wrote it before image shapes (#10): ``image_size: 28``."""
+    record = to_dict(config)
+    if tuple(record.pop("image_shape")) != (1, 28, 28):
+        raise ValueError("mmgen before #10 knew only 1×28×28 CVAEs")
+    return {**record, "image_size": 28}
+
+
+def multimodal_config(config: Any) -> dict[str, Any]:
+    """A multi-modal config as mmgen wrote it before image shapes (#10): no ``image_shapes``."""
+    record = to_dict(config)
+    if record.pop("image_shapes"):
+        raise ValueError("mmgen before #10 knew only 1×28×28 modalities")
+    return record
+
+
 def write_cvae(
     folder: Path,
     model: nn.Module,
@@ -38,7 +54,7 @@ def write_cvae(
     folder.mkdir(parents=True, exist_ok=True)
     state = {
         "model": _cpu(model),
-        "model_config": to_dict(model.config),
+        "model_config": cvae_config(model.config),
         "mmgen_version": VERSION,
         "epoch": int(metadata.get("epochs_done", 0)),
     }
@@ -48,7 +64,7 @@ def write_cvae(
     _json(folder / "history.json", {"epochs": history})
     _json(
         folder / "config.json",
-        {**metadata, "model": to_dict(model.config), "mmgen_version": VERSION},
+        {**metadata, "model": cvae_config(model.config), "mmgen_version": VERSION},
     )
     return folder
 
@@ -56,7 +72,7 @@ def write_cvae(
 def write_multimodal(folder: Path, name: str, model: nn.Module) -> Path:
     """``registry.save_model`` of the first format: the config in weights.pt and config.json."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = to_dict(model.config)
+    config = multimodal_config(model.config)
     state = {"model": name, "config": config, "state_dict": _cpu(model), "mmgen_version": VERSION}
     torch.save(state, folder / "weights.pt")
     _json(folder / "config.json", {"model": name, "config": config, "mmgen_version": VERSION})

@@ -93,14 +93,35 @@ def test_first_format_cvae_still_loads(tmp_path: Path) -> None:
     metadata = {"source": {"name": "mnist", "name_spec": "mnist"}, "epochs_done": 4, "limit": 7}
     history = [{"epoch": 4, "train_loss": 1.5}]
     legacy_folders.write_cvae(tmp_path / "old", model, None, metadata, history)
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["model"]["image_size"] == 28
     loaded = load_cvae(tmp_path / "old")
-    assert loaded.config == model.config
+    assert loaded.config == model.config and loaded.image_shape == (1, 28, 28)
     assert loaded.metadata["epochs_done"] == 4 and loaded.metadata["limit"] == 7
     assert loaded.source["name"] == "mnist"
     assert loaded.history == history
     assert_same_state(model, loaded.model)
     z, labels = torch.randn(5, 3, generator=torch.Generator().manual_seed(0)), torch.arange(5)
     torch.testing.assert_close(loaded.decode(z, labels), model.eval().decode(z, labels))
+
+
+def test_format_2_cvae_folder_from_before_shapes_loads_as_1x28x28(tmp_path: Path) -> None:
+    """model.json of mmgen before #10: the CVAE config holds ``image_size: 28``."""
+    model = randomised(CVAE(CVAEConfig(latent_dim=3)), seed=2)
+    config = legacy_folders.cvae_config(model.config)
+    save(tmp_path / "m", "cvae", model, config, {"source": {"name": "mnist"}})
+    loaded = load_cvae(tmp_path / "m")
+    assert loaded.config == CVAEConfig(latent_dim=3) and loaded.image_shape == (1, 28, 28)
+    assert_same_state(model, loaded.model)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_format_2_multimodal_folders_from_before_shapes_load(tmp_path: Path, name: str) -> None:
+    model = randomised(build_model(name, ("a", "b"), seed=0), seed=3)
+    config = legacy_folders.multimodal_config(model.config)
+    save(tmp_path / name, name, model, config, {})
+    loaded = load_model(tmp_path / name)
+    assert loaded.config.shapes == {"a": (1, 28, 28), "b": (1, 28, 28)}
+    assert_same_state(model, loaded)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -68,7 +68,9 @@ def test_written_file_reads_back(tmp_path: Path) -> None:
     data = h5io.read_split(path, "train")
     assert len(data) == 2500
     np.testing.assert_array_equal(data.labels, np.arange(2500) % 10)
-    np.testing.assert_array_equal(data.images["mnist"][:, 0, 0], np.arange(2500).astype(np.uint8))
+    np.testing.assert_array_equal(
+        data.images["mnist"][:, 0, 0, 0], np.arange(2500).astype(np.uint8)
+    )
     np.testing.assert_array_equal(data.z[:, 1], -np.arange(2500, dtype=np.float32))
     assert h5io.read_header(path) == header()
     decoded = h5io.read_attrs(path)
@@ -115,7 +117,7 @@ def test_a_second_writer_to_the_same_output_fails(tmp_path: Path) -> None:
             write(path, [20], size=20)  # the other run finishes first
             writer.append("train", rows(0, 20))
             writer.append("test", rows(0, 10))
-    assert h5io.read_split(path, "train").images["mnist"][19, 0, 0] == 19  # the first result
+    assert h5io.read_split(path, "train").images["mnist"][19, 0, 0, 0] == 19  # the first result
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5"]
 
 
@@ -274,7 +276,9 @@ def test_schema_1_files_still_read(tmp_path: Path) -> None:
     assert read.sources["scan.v2"].checkpoint == "runs/cvae-scan" and read.environment == {}
     assert read.config == {"n_train": 4, "radius": 2.0} and read.class_names == ("0", "1")
     assert read.has_latent and read.seed == 4
+    assert read.image_shapes == {"mnist": (1, 28, 28), "scan.v2": (1, 28, 28)}  # no shape stored
     data = h5io.read_split(path, "test")
+    assert data.images["scan.v2"].shape == (4, 1, 28, 28)  # readers give (N, C, H, W)
     np.testing.assert_allclose(data.images_float("scan.v2"), 0.2)
 
 
@@ -319,3 +323,68 @@ def test_torch_dataset_items(tmp_path: Path) -> None:
     assert item["images"]["fashion-mnist"].dtype == torch.float32
     assert torch.allclose(item["images"]["fashion-mnist"], torch.tensor(7 / 255))
     assert item["label"] == 3 and item["z"].tolist() == [3.0, -3.0]
+
+
+SHAPES = {"grey": (1, 28, 28), "colour": (3, 32, 32), "digits": (1, 8, 8)}
+
+
+def shaped_header() -> DatasetHeader:
+    sources = {m: ModalitySource(name=m, image_shape=shape) for m, shape in SHAPES.items()}
+    return header(modalities=tuple(SHAPES), sources=sources)
+
+
+def shaped_rows(start: int, stop: int) -> dict[str, np.ndarray]:
+    index = np.arange(start, stop)
+    images = {
+        f"images/{m}": ((index[:, None] * 7 + np.arange(np.prod(shape))) % 251)
+        .astype(np.uint8)
+        .reshape(len(index), *shape)
+        for m, shape in SHAPES.items()
+    }
+    grey = {m for m, shape in SHAPES.items() if shape[0] == 1}
+    stored = {k: v[:, 0] if k.removeprefix("images/") in grey else v for k, v in images.items()}
+    return {**stored, "labels": index % 10, "z": np.zeros((len(index), 2), np.float32),
+            "code_index": index}  # fmt: skip
+
+
+def test_each_modality_is_stored_and_read_at_its_own_shape(tmp_path: Path) -> None:
+    path = tmp_path / "shapes.h5"
+    fields = h5io.standard_fields(shaped_header().image_shapes, "uint8", 2)
+    with h5io.create_dataset(path, shaped_header(), {"train": 30, "test": 10}, fields) as writer:
+        writer.append("train", shaped_rows(0, 30))
+        writer.append("test", shaped_rows(30, 40))
+    with h5py.File(path, "r") as handle:  # grey as (N, H, W), as before; colour (N, C, H, W)
+        assert handle["train/images/grey"].shape == (30, 28, 28)
+        assert handle["train/images/digits"].shape == (30, 8, 8)
+        assert handle["train/images/colour"].shape == (30, 3, 32, 32)
+        sources = json.loads(handle.attrs["sources"])
+        assert "image_shape" not in sources["grey"]  # 1×28×28 files keep their header bytes
+        assert sources["colour"]["image_shape"] == [3, 32, 32]
+    assert h5io.read_header(path).image_shapes == SHAPES
+    data = h5io.read_split(path, "test")
+    expected = shaped_rows(30, 40)
+    for m, shape in SHAPES.items():
+        assert data.images[m].shape == (10, *shape)
+        np.testing.assert_array_equal(data.images[m].reshape(10, -1),
+                                      expected[f"images/{m}"].reshape(10, -1))  # fmt: skip
+    item = h5io.MultimodalDataset(path, "train")[4]
+    assert {m: tuple(v.shape) for m, v in item["images"].items()} == SHAPES
+    np.testing.assert_allclose(
+        item["images"]["colour"].numpy(), shaped_rows(4, 5)["images/colour"][0] / 255.0
+    )
+
+
+def test_images_that_disagree_with_the_recorded_shape_are_one_line_errors(tmp_path: Path) -> None:
+    path = tmp_path / "shapes.h5"
+    fields = h5io.standard_fields(shaped_header().image_shapes, "uint8", 2)
+    with h5io.create_dataset(path, shaped_header(), {"train": 3, "test": 1}, fields) as writer:
+        writer.append("train", shaped_rows(0, 3))
+        writer.append("test", shaped_rows(3, 4))
+    with h5py.File(path, "r+") as handle:
+        sources = json.loads(handle.attrs["sources"])
+        sources["colour"]["image_shape"] = [3, 28, 28]
+        handle.attrs["sources"] = json.dumps(sources)
+    with pytest.raises(ValueError, match="'colour' have rows of shape .*records 3×28×28"):
+        h5io.read_split(path, "train")
+    with pytest.raises(ValueError, match="three positive integers"):
+        ModalitySource(name="x", image_shape=(3, 0, 32))

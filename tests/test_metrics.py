@@ -568,13 +568,13 @@ def test_metric_generators_are_named_streams_on_the_device() -> None:
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 def test_split_tensors_converts_to_unit_floats(dtype) -> None:
-    raw = np.random.default_rng(0).integers(0, 256, size=(5, 28, 28)).astype(np.uint8)
+    raw = np.random.default_rng(0).integers(0, 256, size=(5, 1, 28, 28)).astype(np.uint8)
     images = raw if dtype == np.uint8 else (raw / 255.0).astype(np.float32)
     data = SplitData({"a": images, "b": images[::-1].copy()}, np.arange(5), None)
     batch = evaluate.split_tensors(data, ("a", "b"), torch.device("cpu"))
     assert batch["a"].shape == (5, 1, 28, 28) and batch["a"].dtype == torch.float32
-    torch.testing.assert_close(batch["a"][:, 0], torch.from_numpy(raw / 255.0).float())
-    torch.testing.assert_close(batch["b"][:, 0], torch.from_numpy(raw[::-1] / 255.0).float())
+    torch.testing.assert_close(batch["a"], torch.from_numpy(raw / 255.0).float())
+    torch.testing.assert_close(batch["b"], torch.from_numpy(raw[::-1] / 255.0).float())
     assert batch["labels"].tolist() == list(range(5))
 
 

@@ -165,15 +165,32 @@ def test_training_curves_draws_one_panel_per_series_name(tmp_path: Path, monkeyp
 def test_tuple_row_and_stack_rows_lay_out_images_with_grey_gaps() -> None:
     a, b = np.zeros((28, 28)), np.ones((28, 28))
     row = plots.tuple_row([[a, b], [b, a]])
-    # tuple 1: a | b, tuple gap, tuple 2: b | a
-    assert row.shape == (28, 4 * 28 + 2 * plots.MODALITY_GAP + plots.TUPLE_GAP)
-    assert row[0, 0] == 0.0 and row[0, 28] == plots.GAP_GREY and row[0, 29] == 1.0
+    # tuple 1: a | b, tuple gap, tuple 2: b | a; RGB, grey images on every channel
+    assert row.shape == (28, 4 * 28 + 2 * plots.MODALITY_GAP + plots.TUPLE_GAP, 3)
+    assert (row[0, 0] == 0.0).all() and (row[0, 28] == plots.GAP_GREY).all()
+    assert (row[0, 29] == 1.0).all()
     second_tuple = 2 * 28 + plots.MODALITY_GAP + plots.TUPLE_GAP
-    assert row[0, second_tuple - 1] == plots.GAP_GREY and row[0, second_tuple] == 1.0
+    assert (row[0, second_tuple - 1] == plots.GAP_GREY).all() and (row[0, second_tuple] == 1).all()
     stacked = plots.stack_rows([row, a])
-    assert stacked.shape == (28 + plots.ROW_GAP + 28, row.shape[1])
+    assert stacked.shape == (28 + plots.ROW_GAP + 28, row.shape[1], 3)
     assert (stacked[28 : 28 + plots.ROW_GAP] == plots.GAP_GREY).all()
     assert (stacked[-1, 28:] == plots.GAP_GREY).all()  # the short row is padded
+
+
+def test_colour_tiles_and_smaller_images_scaled_up_by_nearest_neighbour() -> None:
+    colour = np.zeros((3, 32, 32), np.float32)
+    colour[0] = 1.0  # pure red
+    small = np.arange(64, dtype=np.float32).reshape(1, 8, 8) / 64  # 8×8 grey ramp
+    row = plots.tuple_row([[colour, small]])
+    assert row.shape == (32, 32 + plots.MODALITY_GAP + 32, 3)  # 8×8 scaled ×4 to the tallest
+    np.testing.assert_array_equal(row[5, 7], [1.0, 0.0, 0.0])  # red stays red
+    tile = row[:, 32 + plots.MODALITY_GAP :]
+    for y, x in ((0, 0), (3, 3), (4, 0), (31, 31), (17, 9)):
+        np.testing.assert_array_equal(tile[y, x], [small[0, y // 4, x // 4]] * 3)
+    # a non-integer factor: 8 → 28 rows, each source row repeated 3 or 4 times, none skipped
+    scaled = plots.as_tile(small, 28)
+    assert scaled.shape == (28, 28, 3)
+    assert sorted(set(scaled[:, 0, 0].tolist())) == sorted(small[0, :, 0].tolist())
 
 
 def test_dataset_figure_with_and_without_sweep(tmp_path: Path) -> None:

@@ -245,8 +245,8 @@ def test_the_permuted_modality_s_code_is_the_one_its_image_was_decoded_from(tmp_
             data = h5io.read_split(mixed, split, rows[split])
             z, own = targets["z"][index], targets["z[b]"][index]
             assert len(z) == len(own) == rows[split]
-            np.testing.assert_array_equal(z.numpy(), data.images["a"][:, 0, :2])
-            np.testing.assert_array_equal(own.numpy(), data.images["b"][:, 0, :2])
+            np.testing.assert_array_equal(z.numpy(), data.images["a"][:, 0, 0, :2])
+            np.testing.assert_array_equal(own.numpy(), data.images["b"][:, 0, 0, :2])
             assert not torch.equal(z, own)  # the permutation really moved codes
     plain = probes.read_codes(entangled, 60, 40)
     assert set(plain) == {"z"}

@@ -125,7 +125,8 @@ def test_pair_keeps_classes_aligned(tmp_path: Path, fake_data_root: Path) -> Non
                 source = load_split(name, split, data_dir=fake_data_root)
                 index = group[f"source_index/{name}"][:]
                 np.testing.assert_array_equal(source.labels[index], labels)
-                np.testing.assert_array_equal(source.images[index, 0], group[f"images/{name}"][:])
+                stored = group[f"images/{name}"][:]  # grey: (N, 28, 28) as before
+                np.testing.assert_array_equal(source.images[index, 0], stored)
                 assert len(set(index.tolist())) == size  # each real image used once
             assert not np.array_equal(labels, np.sort(labels))  # classes interleaved
     # The very pairing of the generators used before mmgen.rng: same bytes.

@@ -58,7 +58,7 @@ def model_kinds() -> dict[str, Callable[[dict[str, Any]], nn.Module]]:
     from mmgen.models.registry import MODELS
 
     kinds: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
-        "cvae": lambda config: CVAE(from_dict(CVAEConfig, config)),
+        "cvae": lambda config: CVAE(CVAEConfig.from_dict(config)),
         "classifier": classifier_from_config,
     }
     for name, (config_class, model_class) in MODELS.items():
@@ -341,12 +341,17 @@ class CVAECheckpoint:
         return self.metadata["source"]
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the images the CVAE decodes (1×28×28 for checkpoints before #10)."""
+        return self.config.image_shape
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     @torch.no_grad()
     def decode(self, z: Tensor, labels: Tensor) -> Tensor:
-        """Codes ``(B, d)`` and classes ``(B,)`` → mean images ``(B, 1, 28, 28)`` in [0, 1]."""
+        """Codes ``(B, d)`` and classes ``(B,)`` → mean images ``(B, C, H, W)`` in [0, 1]."""
         z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
         labels = torch.as_tensor(labels, device=self.device)
         return self.model.decode(z, labels)
@@ -395,7 +400,7 @@ def load_cvae(folder: Path | str, device: str | torch.device = "cpu") -> CVAEChe
     history = load_json(history_path)["epochs"] if history_path.is_file() else []
     return CVAECheckpoint(
         model=saved.model,  # type: ignore[arg-type]
-        config=from_dict(CVAEConfig, saved.config),
+        config=CVAEConfig.from_dict(saved.config),
         metadata=saved.run,
         path=saved.path,
         sha256=saved.sha256,

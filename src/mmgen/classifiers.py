@@ -6,13 +6,16 @@ ceiling any coherence figure can reach, and is reported beside every one (METHOD
 penultimate layer is also the feature space of the Fréchet distance (Heusel et al.).
 
 One small CNN per source (two 3×3 convolutions with max-pooling, a 128-unit layer, a linear
-read-out) reaches about 99 % on MNIST and about 90 % on Fashion-MNIST in a few epochs. Trained
-classifiers are cached on disk, one model folder (``mmgen.checkpoint``, kind ``"classifier"``)
-per source, keyed by the SHA-256 of the source's four files together with the classifier config,
-so a second evaluation loads instead of training:
+read-out) reaches about 99 % on MNIST and about 90 % on Fashion-MNIST in a few epochs. It reads
+the source's own image shape ``(C, H, W)``: the two poolings leave ``⌊H/4⌋ × ⌊W/4⌋`` (7×7 at
+28×28, the network of before #10, so cached classifiers stay valid; 2×2 at 8×8; 8×8 at
+32×32). Trained classifiers are cached on disk, one model folder (``mmgen.checkpoint``, kind
+``"classifier"``) per source, keyed by the SHA-256 of the source's four files together with the
+classifier config, so a second evaluation loads instead of training:
 
-    <cache>/<source>-<key>/model.json   config (+ num_classes); run record: key, source identity,
-                                        test accuracy, history, device, versions
+    <cache>/<source>-<key>/model.json   config (+ num_classes, image_shape); run record: key,
+                                        source identity, test accuracy, history, device,
+                                        versions
     <cache>/<source>-<key>/weights.pt   state dict (``torch.load(weights_only=True)``)
 
 ``<cache>`` is ``$XDG_CACHE_HOME/mmgen/classifiers`` (``~/.cache/mmgen/classifiers``) unless a
@@ -37,6 +40,7 @@ from torch import Tensor, nn
 from mmgen import checkpoint, rng
 from mmgen.checkpoint import run_record
 from mmgen.config import from_dict, require_positive, to_dict
+from mmgen.data.shapes import DEFAULT_IMAGE_SHAPE, ImageShape, check_image_shape, describe
 from mmgen.data.sources import SourceData, cache_dir, load_split
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
@@ -74,30 +78,42 @@ class ClassifierConfig:
 
 
 class ImageClassifier(nn.Module):
-    """28×28 grey image → class logits; ``features`` gives the penultimate activations."""
+    """``C×H×W`` image → class logits; ``features`` gives the penultimate activations."""
 
-    def __init__(self, num_classes: int, config: ClassifierConfig) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        config: ClassifierConfig,
+        image_shape: ImageShape = DEFAULT_IMAGE_SHAPE,
+    ) -> None:
         super().__init__()
+        self.image_shape = check_image_shape(image_shape, "the classifier's image shape")
+        channels, height, width = self.image_shape
+        if height < 4 or width < 4:
+            raise UsageError(
+                f"the classifier pools twice by 2, so images need at least 4×4 pixels; got "
+                f"{describe(self.image_shape)}"
+            )
         first, second = config.channels
         self.body = nn.Sequential(
-            nn.Conv2d(1, first, 3, padding=1),
+            nn.Conv2d(channels, first, 3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(2),  # 28 → 14
+            nn.MaxPool2d(2),  # H → ⌊H/2⌋ (28 → 14)
             nn.Conv2d(first, second, 3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(2),  # 14 → 7
-            nn.Flatten(),  # (B, second · 7 · 7)
-            nn.Linear(second * 7 * 7, config.feature_dim),
+            nn.MaxPool2d(2),  # → ⌊H/4⌋ (14 → 7)
+            nn.Flatten(),  # (B, second · ⌊H/4⌋ · ⌊W/4⌋)
+            nn.Linear(second * (height // 4) * (width // 4), config.feature_dim),
             nn.ReLU(),
         )
         self.head = nn.Linear(config.feature_dim, num_classes)
 
     def features(self, images: Tensor) -> Tensor:
-        """Images ``(B, 1, 28, 28)`` in [0, 1] → penultimate features ``(B, feature_dim)``."""
-        return self.body(images.reshape(-1, 1, 28, 28))
+        """Images ``(B, C, H, W)`` in [0, 1] → penultimate features ``(B, feature_dim)``."""
+        return self.body(images.reshape(-1, *self.image_shape))
 
     def forward(self, images: Tensor) -> Tensor:
-        """Images ``(B, 1, 28, 28)`` in [0, 1] → logits ``(B, num_classes)``."""
+        """Images ``(B, C, H, W)`` in [0, 1] → logits ``(B, num_classes)``."""
         return self.head(self.features(images))
 
     def loss_on(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
@@ -127,7 +143,7 @@ class TrainedClassifier:
 
     @torch.no_grad()
     def classify(self, images: Tensor) -> Tensor:
-        """Images ``(B, 1, 28, 28)`` in [0, 1] → class logits ``(B, C)`` (eval mode)."""
+        """Images ``(B, C, H, W)`` in [0, 1] → class logits ``(B, K)`` (eval mode)."""
         return self._inference_model()(images.to(self.device))
 
     @torch.no_grad()
@@ -192,7 +208,9 @@ def train_classifier(
         The model (eval mode) and one record per epoch (``test_accuracy`` is the last ceiling).
     """
     init = rng.stream(config.seed, "init")
-    model = build(lambda: ImageClassifier(train.num_classes, config), init).to(device)
+    model = build(lambda: ImageClassifier(train.num_classes, config, train.image_shape), init).to(
+        device
+    )
     train_config = TrainConfig(
         epochs=config.epochs,
         batch_size=config.batch_size,
@@ -256,7 +274,11 @@ def load_or_train_classifier(
         test_accuracy=history[-1]["test_accuracy"],
         history=history,
     )
-    model_config = {"num_classes": train.num_classes, **to_dict(config)}
+    model_config = {
+        "num_classes": train.num_classes,
+        "image_shape": list(train.image_shape),
+        **to_dict(config),
+    }
     checkpoint.save(folder, "classifier", model, model_config, info)
     log.info(
         "%s classifier: test accuracy %.4f, cached in %s", source, info["test_accuracy"], folder
@@ -272,10 +294,12 @@ def _safe_name(name: str) -> str:
 
 
 def classifier_from_config(config: dict[str, Any]) -> ImageClassifier:
-    """A fresh classifier from its model-folder config: ``num_classes`` + ``ClassifierConfig``."""
+    """A fresh classifier from its model-folder config: ``num_classes``, ``image_shape`` (absent
+    before #10: 1×28×28) and the fields of ``ClassifierConfig``."""
     fields = dict(config)
     num_classes = fields.pop("num_classes")
-    return ImageClassifier(num_classes, from_dict(ClassifierConfig, fields))
+    image_shape = fields.pop("image_shape", DEFAULT_IMAGE_SHAPE)
+    return ImageClassifier(num_classes, from_dict(ClassifierConfig, fields), image_shape)
 
 
 def _load_cached(

@@ -145,7 +145,10 @@ def _train(
     options = {"data_dir": data_dir, "download": download, "limit": limit, "classes": classes}
     train_data = load_split(source, "train", **options)
     test_data = load_split(source, "test", **options)
-    model_config = replace(model_config, num_classes=train_data.num_classes)
+    # The classes and the image shape come from the data: the network is built for them.
+    model_config = replace(
+        model_config, num_classes=train_data.num_classes, image_shape=train_data.image_shape
+    )
     source_record = {
         **train_data.identity(),
         "name_spec": source,
@@ -332,7 +335,8 @@ def draw_figures(
         num_classes * SAMPLES_PER_CLASS, model.config.latent_dim, generator=generator, device=device
     )
     labels = torch.arange(num_classes, device=device).repeat_interleave(SAMPLES_PER_CLASS)
-    images = model.decode(z, labels).view(num_classes, SAMPLES_PER_CLASS, 28, 28)
+    images = model.decode(z, labels)  # (K·S, C, H, W)
+    images = images.view(num_classes, SAMPLES_PER_CLASS, *model.config.image_shape)
     plots.image_grid(
         images.cpu().numpy(),
         class_names,

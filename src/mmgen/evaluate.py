@@ -46,6 +46,7 @@ from mmgen.classifiers import (
 from mmgen.config import require_positive, save_json, to_dict
 from mmgen.data.h5io import SplitData, read_header, read_split
 from mmgen.data.header import check_seed
+from mmgen.data.shapes import ImageShape
 from mmgen.data.sources import load_split
 from mmgen.device import environment, resolve_device
 from mmgen.distributed import World
@@ -171,6 +172,7 @@ class DatasetInfo:
     kind: str  # entangled, mixed or naive
     modalities: tuple[str, ...]
     sources: dict[str, str]  # modality → source spec of mmgen.data.sources (the classifier to use)
+    image_shapes: dict[str, ImageShape]  # modality → (C, H, W): what the models are built for
     has_latent: bool
     class_names: tuple[str, ...]
     sha256: str
@@ -233,6 +235,7 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
                 kind=header.kind,
                 modalities=modalities,
                 sources={m: header.sources[m].name for m in modalities},
+                image_shapes=header.image_shapes,
                 has_latent=header.has_latent,
                 class_names=header.class_names,
                 sha256=file_sha256(path),
@@ -249,14 +252,14 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
 
 
 def split_tensors(data: SplitData, modalities: Sequence[str], device: torch.device) -> dict:
-    """A split as the models' batch: ``{m: (N, 1, 28, 28) float in [0, 1], "labels": (N,)}``.
+    """A split as the models' batch: ``{m: (N, C, H, W) float in [0, 1], "labels": (N,)}``.
 
     The stored images (uint8 ×255 or float32) cross to the device as they are and are converted
     there, once: a quarter of the bytes of a host-side float copy for uint8 files.
     """
     batch = {}
     for m in modalities:
-        images = torch.from_numpy(data.images[m]).to(device).unsqueeze(1)  # (N, 1, 28, 28)
+        images = torch.from_numpy(data.images[m]).to(device)  # (N, C, H, W)
         batch[m] = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
     batch["labels"] = torch.from_numpy(data.labels).to(device)
     return batch
@@ -453,7 +456,9 @@ def plan_jobs(
         }
         for model in config.models:
             config_class = registry[model][0]
-            model_config = to_dict(config_class(modalities=tuple(info.modalities)))
+            model_config = to_dict(
+                config_class(modalities=tuple(info.modalities), image_shapes=info.image_shapes)
+            )
             for seed in config.seeds:
                 key = jobs.job_key(info.sha256, model, model_config, seed, job_settings)
                 planned.append(Job(info.name, model, seed, info.sha256, key))
@@ -476,7 +481,9 @@ def run_job(
     on_stage("train")
     started = time.perf_counter()
     # The same initialisation on every dataset: the seed's stream, not the job's position.
-    model = registry.build_model(job.model, data.info.modalities, seed=job.seed).to(device)
+    model = registry.build_model(
+        job.model, data.info.modalities, seed=job.seed, image_shapes=data.info.image_shapes
+    ).to(device)
     history = fit(model, data.train, data.test, job_config.train_config(), on_step=on_step)
     model.eval()
     on_stage("measure")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ from mmgen.checkpoint import CVAECheckpoint, load_cvae
 from mmgen.config import require_positive, to_dict
 from mmgen.data import h5io, names
 from mmgen.data.header import DatasetHeader, ModalitySource, absolute, check_seed
+from mmgen.data.shapes import DEFAULT_IMAGE_SHAPE, ImageShape, to_stored
 from mmgen.device import environment, resolve_device
 from mmgen.distributed import World
 from mmgen.errors import UsageError
@@ -233,18 +234,29 @@ def num_codes(config: GenerateConfig, split: str, num_classes: int) -> int:
     return size
 
 
-def bernoulli_noise(config: GenerateConfig, split: str, block: Block, modality: int) -> Tensor:
-    """Uniform noise ``(T, 1, 28, 28)`` for Bernoulli sampling, keyed like the block's codes."""
+def bernoulli_noise(
+    config: GenerateConfig,
+    split: str,
+    block: Block,
+    modality: int,
+    image_shape: ImageShape = DEFAULT_IMAGE_SHAPE,
+) -> Tensor:
+    """Uniform noise ``(T, C, H, W)`` for Bernoulli sampling, keyed like the block's codes.
+
+    The key does not depend on the shape: at 1×28×28 the draws are those of mmgen before #10.
+    """
     generator = rng.stream(config.seed, SPLIT_KEYS[split], block.block, NOISE_KEY + modality)
-    return torch.rand(len(block.labels), 1, *h5io.IMAGE_SHAPE, generator=generator)
+    return torch.rand(len(block.labels), *image_shape, generator=generator)
 
 
 def to_storage(images: Tensor, dtype: str) -> np.ndarray:
-    """Images ``(B, 1, 28, 28)`` in [0, 1] → ``(B, 28, 28)`` as stored (uint8: round(255·x))."""
-    images = images.squeeze(1)
+    """Images ``(B, C, H, W)`` in [0, 1] → rows as stored (uint8: round(255·x)).
+
+    Grey images (C = 1) are stored ``(B, H, W)``, others ``(B, C, H, W)`` (``mmgen.data.shapes``).
+    """
     if dtype == "uint8":
         images = torch.round(images * 255.0).to(torch.uint8)
-    return images.contiguous().cpu().numpy()
+    return to_stored(images.contiguous().cpu().numpy())
 
 
 def check_compatible(checkpoints: list[CVAECheckpoint]) -> None:
@@ -280,6 +292,7 @@ def entangled_header(
             files=dict(checkpoint.source.get("files", {})),
             checkpoint=absolute(checkpoint.path),
             checkpoint_sha256=checkpoint.sha256,
+            image_shape=checkpoint.image_shape,
         )
         for name, checkpoint in zip(modalities, checkpoints, strict=True)
     }
@@ -307,13 +320,16 @@ def draw_rows(
     split: str,
     start: int,
     stop: int,
-    num_modalities: int,
+    image_shapes: Sequence[ImageShape],
 ) -> dict[str, Tensor]:
     """Tuples ``start:stop`` of ``split``: cut from the keyed blocks that cover them.
 
+    Args:
+        image_shapes: ``(C, H, W)`` of every modality, in order (the noise of ``"sample"``).
+
     Returns:
         ``z`` (T, d), ``labels`` (T,), ``code_index`` (T,) and, for ``decode="sample"``,
-        ``noise/<i>`` (T, 1, 28, 28) uniform draws for modality i.
+        ``noise/<i>`` (T, C_i, H_i, W_i) uniform draws for modality i.
     """
     per_block = config.block_codes * (num_classes if config.labels == "grid" else 1)
     first, last = start // per_block, (stop - 1) // per_block
@@ -325,9 +341,9 @@ def draw_rows(
         "code_index": torch.cat([b.code_index for b in blocks]),
     }
     if config.decode == "sample":
-        for index in range(num_modalities):
+        for index, shape in enumerate(image_shapes):
             rows[f"noise/{index}"] = torch.cat(
-                [bernoulli_noise(config, split, b, index) for b in blocks]
+                [bernoulli_noise(config, split, b, index, shape) for b in blocks]
             )
     return {name: value[start - offset : stop - offset] for name, value in rows.items()}
 
@@ -438,7 +454,8 @@ def generate_dataset(
     # The device type, not a rank's GPU index: the file records what a one-process run does.
     header = entangled_header(config, checkpoints, modalities, torch.device(torch_device.type))
     sizes = {split: config.size(split) for split in h5io.SPLITS}
-    fields = h5io.standard_fields(modalities, config.dtype, latent_dim)
+    fields = h5io.standard_fields(header.image_shapes, config.dtype, latent_dim)
+    image_shapes = [c.image_shape for c in checkpoints]
     steps = [
         (split, start, min(start + step, sizes[split]))
         for split in h5io.SPLITS
@@ -449,7 +466,7 @@ def generate_dataset(
         if index >= len(steps):
             return None  # the last round has fewer steps than ranks
         split, start, stop = steps[index]
-        drawn = draw_rows(config, latent_dim, num_classes, split, start, stop, len(modalities))
+        drawn = draw_rows(config, latent_dim, num_classes, split, start, stop, image_shapes)
         return decode_rows(config, models, modalities, drawn, torch_device)
 
     # Round r: rank k decodes step r·W + k (its keyed blocks: any rank draws the same codes)

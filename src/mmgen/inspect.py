@@ -21,6 +21,7 @@ from mmgen import plots
 from mmgen.checkpoint import CVAECheckpoint, load_cvae
 from mmgen.data import h5io
 from mmgen.data.header import DatasetHeader
+from mmgen.data.shapes import ImageShape, describe, from_stored
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 
@@ -40,7 +41,10 @@ class DatasetSummary:
     def format(self) -> str:
         """A few human-readable lines."""
         header = self.header
-        sources = ", ".join(f"{m} (source {header.sources[m].name})" for m in header.modalities)
+        sources = ", ".join(
+            f"{m} (source {header.sources[m].name}, {describe(header.image_shapes[m])})"
+            for m in header.modalities
+        )
         lines = [
             f"{self.path}: {header.kind} dataset, schema {header.schema_version}, "
             f"written by mmgen {header.mmgen_version}",
@@ -82,13 +86,18 @@ def summarize(path: Path | str) -> DatasetSummary:
     )
 
 
-def _read_rows(handle: Any, split: str, modalities: list[str], index: np.ndarray) -> np.ndarray:
-    """Images ``(len(index), M, 28, 28)`` in [0, 1] of the tuples ``index`` (any order)."""
+def _read_rows(
+    handle: Any, split: str, image_shapes: dict[str, ImageShape], index: np.ndarray
+) -> list[np.ndarray]:
+    """Per modality, images ``(len(index), C, H, W)`` in [0, 1] of the tuples ``index``."""
     order = np.argsort(index)
     sorted_index = index[order]  # h5py reads increasing indices only
-    out = np.empty((len(index), len(modalities), *h5io.IMAGE_SHAPE), np.float32)
-    for m, name in enumerate(modalities):
-        out[order, m] = h5io.to_unit_float(handle[split]["images"][name][sorted_index])
+    out = []
+    for name, shape in image_shapes.items():
+        images = np.empty((len(index), *shape), np.float32)
+        stored = handle[split]["images"][name][sorted_index]
+        images[order] = from_stored(h5io.to_unit_float(stored), shape)
+        out.append(images)
     return out
 
 
@@ -140,8 +149,8 @@ def draw_dataset(
             index = np.flatnonzero(labels == label)[:per_class]
             if len(index) == 0:
                 continue
-            tuples = _read_rows(handle, split, modalities, index)
-            class_rows.append(plots.tuple_row([list(t) for t in tuples]))
+            images = _read_rows(handle, split, header.image_shapes, index)
+            class_rows.append(plots.tuple_row(list(zip(*images, strict=True))))
             class_labels.append(f"{label}: {names[label]}"[:24])
         sweep_rows, sweep_title = None, ""
         if cvae_folders:
@@ -154,8 +163,8 @@ def draw_dataset(
                 first_axis = handle[split]["z"][:, 0][index]
                 ranked = index[np.argsort(first_axis, kind="stable")]
                 picks = ranked[np.linspace(0, len(ranked) - 1, sweep_steps).round().astype(int)]
-                images = _read_rows(handle, split, modalities, picks)  # (S, M, 28, 28)
-                sweep_rows = [images[:, m] for m in range(len(modalities))]
+                # per modality (S, C, H, W)
+                sweep_rows = _read_rows(handle, split, header.image_shapes, picks)
                 kept = "" if header.kind == "entangled" else " (z of the unpermuted modalities)"
                 sweep_title = f"class {sweep_class}: stored {split} tuples sorted by z[0]{kept}"
     title = f"{Path(path).name} ({header.kind}), {split}: " + " | ".join(modalities)
@@ -191,7 +200,7 @@ def _decoded_sweep(
     z = torch.zeros(steps, header.latent_dim or checkpoints[0].config.latent_dim)
     z[:, 0] = torch.linspace(-radius, radius, steps)
     labels = torch.full((steps,), sweep_class, dtype=torch.int64)
-    rows = [c.decode(z, labels).squeeze(1).cpu().numpy() for c in checkpoints]
+    rows = [c.decode(z, labels).cpu().numpy() for c in checkpoints]  # (S, C, H, W) each
     return rows, f"class {sweep_class}: decoded along z[0] from {-radius:g} to {radius:g}"
 
 
@@ -212,6 +221,13 @@ def check_checkpoints(header: DatasetHeader, checkpoints: list[CVAECheckpoint]) 
             listing = ", ".join(f"{path} has {value}" for path, value in values.items())
             raise UsageError(
                 f"the --cvae checkpoints do not fit the file's {attribute} {expected}: {listing}"
+            )
+    for modality, checkpoint in zip(header.modalities, checkpoints, strict=True):
+        if checkpoint.image_shape != header.image_shapes[modality]:
+            raise UsageError(
+                f"--cvae {checkpoint.path} decodes {describe(checkpoint.image_shape)} images, but "
+                f"modality {modality!r} of the file holds {describe(header.image_shapes[modality])}"
+                f" images; give the CVAEs in the order {', '.join(header.modalities)}"
             )
     recorded = {m: header.sources[m].checkpoint_sha256 for m in header.modalities}
     for modality, checkpoint in zip(header.modalities, checkpoints, strict=True):

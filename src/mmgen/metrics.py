@@ -3,8 +3,9 @@
 Every function takes a model with the ``MultimodalVAE`` interface (``modalities``,
 ``config.latent_dim``, ``encodable_subsets()``, ``encode(images, subset)``,
 ``decode_logits(z)``), tensors already on the model's device, and an explicit
-``torch.Generator`` where it draws. Images are ``{modality: (N, 1, 28, 28)}`` grey levels in
-[0, 1]; every likelihood is the summed grey-level Bernoulli of ``mmgen.objectives``.
+``torch.Generator`` where it draws. Images are ``{modality: (N, C, H, W)}`` levels in
+[0, 1]; every likelihood is the Bernoulli of ``mmgen.objectives`` summed over every channel
+and pixel of every modality (``C·H·W`` terms each; 784 at 1×28×28).
 
 Bounds on the marginal likelihood (all with ``β = 1``: they are bounds on ``log p``, whatever β
 the model was trained with):
@@ -64,7 +65,7 @@ from mmgen.objectives import (
 
 Images = Mapping[str, Tensor]
 Subset = tuple[str, ...]
-Classify = Callable[[Tensor], Tensor]  # images (B, 1, 28, 28) in [0, 1] → class scores (B, C)
+Classify = Callable[[Tensor], Tensor]  # images (B, C, H, W) in [0, 1] → class scores (B, K)
 
 CODES_PER_CHUNK = 1024  # codes decoded and scored at once: (1024, 784) fp32 logits ≈ 3 MB stay
 # in cache between the decoder's product and the softplus (mmvae decodes 12000 codes at once)
@@ -242,7 +243,7 @@ def subset_elbo(
 
     Args:
         model: a ``MultimodalVAE``.
-        images: every modality of the model, ``(N, 1, 28, 28)``.
+        images: every modality of the model, ``(N, C, H, W)`` per modality.
         subset: the modalities the posterior sees.
         generator: source of the draws ``z ~ q(z|S)``.
         num_samples: draws per data point.
@@ -308,7 +309,7 @@ def importance_weighted_bound(
 
     Args:
         model: a ``MultimodalVAE``.
-        images: at least the modalities of ``scored`` and ``proposal``, ``(N, 1, 28, 28)``.
+        images: at least the modalities of ``scored`` and ``proposal``, ``(N, C, H, W)`` each.
         k: importance samples ``K`` per data point (≥ 1).
         generator: source of the draws.
         scored: the modalities ``T`` whose likelihood is bounded (default: all).
@@ -378,7 +379,7 @@ def mixture_log_likelihood(
 
     Args:
         model: a ``MultimodalVAE``.
-        images: the modalities of ``modalities``, ``(N, 1, 28, 28)``.
+        images: the modalities of ``modalities``, ``(N, C, H, W)`` per modality.
         modalities: the modalities ``S`` scored.
         codes: blocks ``(z (J, d), log w (J,))`` of codes and their log-weights.
         points_per_chunk: data points per matrix product (speed and memory only).
@@ -477,7 +478,7 @@ def quadrature_log_likelihood(
 
     Args:
         model: a ``MultimodalVAE`` with ``config.latent_dim <= 2``.
-        images: the modalities scored, ``(N, 1, 28, 28)``.
+        images: the modalities scored, ``(N, C, H, W)`` per modality.
         modalities: the modalities ``S`` (default: all).
         points: grid codes per dimension.
         radius: the grid spans ``[−radius, radius]^d``.

@@ -75,14 +75,38 @@ def scatter_by_class(
         )
 
 
+def as_tile(image: np.ndarray, height: int | None = None) -> np.ndarray:
+    """One image in [0, 1] → an RGB tile ``(h, w, 3)``, scaled up to ``height`` if given.
+
+    ``image`` is ``(C, H, W)`` or ``(H, W)``: three channels are shown as RGB, one as grey, any
+    other count as the grey mean of its channels. Smaller images are scaled up by
+    nearest-neighbour (every pixel stays a visible square, no invented levels), so modalities
+    of different sizes line up in one mosaic; the width keeps the aspect ratio.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[None]
+    channels, rows, cols = image.shape
+    if channels == 3:
+        tile = image.transpose(1, 2, 0)  # (C, H, W) → (H, W, 3)
+    else:
+        tile = np.repeat(image.mean(axis=0)[:, :, None], 3, axis=2)
+    if height is not None and height != rows:
+        width = max(1, round(cols * height / rows))
+        tile = tile[np.arange(height) * rows // height][:, np.arange(width) * cols // width]
+    return tile
+
+
 def image_grid(rows: np.ndarray, row_labels: Sequence[str], path: Path | str, title: str) -> Path:
-    """Save ``rows`` of shape ``(R, C, H, W)`` grey images in [0, 1] as one labelled grid."""
-    num_rows, num_cols, height, width = rows.shape
-    # (R, C, H, W) → (R, H, C, W) → (R·H, C·W)
-    mosaic = rows.transpose(0, 2, 1, 3).reshape(num_rows * height, num_cols * width)
+    """Save ``rows`` ``(R, K, C, H, W)`` (or grey ``(R, K, H, W)``) in [0, 1] as a labelled grid."""
+    num_rows, num_cols = rows.shape[:2]
+    height = rows.shape[-2]
+    mosaic = np.concatenate(
+        [np.concatenate([as_tile(image) for image in row], axis=1) for row in rows], axis=0
+    )  # (R·H, K·W, 3)
     figure = Figure(figsize=(0.5 * num_cols + 1.2, 0.5 * num_rows + 0.6))
     axis = figure.subplots()
-    axis.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    axis.imshow(mosaic, vmin=0.0, vmax=1.0, interpolation="nearest")
     axis.set_yticks(np.arange(num_rows) * height + height / 2, labels=list(row_labels))
     axis.set_xticks([])
     axis.set_title(title, fontsize=9)
@@ -201,26 +225,35 @@ def training_curves(history: Sequence[Mapping[str, object]], path: Path | str, t
 
 
 def tuple_row(tuples: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
-    """One mosaic row: tuples of ``(28, 28)`` images in [0, 1], modalities side by side."""
+    """One RGB mosaic row ``(H, W, 3)``: tuples of images in [0, 1], modalities side by side.
+
+    Images are ``(C, H, W)`` or ``(H, W)`` and may differ in size: each is scaled up to the
+    tallest by nearest-neighbour (:func:`as_tile`).
+    """
+    height = max(np.asarray(image).shape[-2] for images in tuples for image in images)
     parts: list[np.ndarray] = []
     for t, images in enumerate(tuples):
         if t:
-            parts.append(np.full((images[0].shape[0], TUPLE_GAP), GAP_GREY, np.float32))
+            parts.append(np.full((height, TUPLE_GAP, 3), GAP_GREY, np.float32))
         for m, image in enumerate(images):
             if m:
-                parts.append(np.full((image.shape[0], MODALITY_GAP), GAP_GREY, np.float32))
-            parts.append(image.astype(np.float32))
+                parts.append(np.full((height, MODALITY_GAP, 3), GAP_GREY, np.float32))
+            parts.append(as_tile(image, height))
     return np.concatenate(parts, axis=1)
 
 
 def stack_rows(rows: Sequence[np.ndarray], gap: int = ROW_GAP) -> np.ndarray:
-    """Stack mosaic rows of possibly different widths (padded with the gap grey)."""
+    """Stack mosaic rows (RGB ``(h, w, 3)`` or grey ``(h, w)``) of possibly different widths.
+
+    Short rows are padded with the gap grey; the result is RGB.
+    """
+    rows = [row if row.ndim == 3 else as_tile(row) for row in rows]
     width = max(row.shape[1] for row in rows)
     out: list[np.ndarray] = []
     for index, row in enumerate(rows):
         if index:
-            out.append(np.full((gap, width), GAP_GREY, np.float32))
-        pad = np.full((row.shape[0], width - row.shape[1]), GAP_GREY, np.float32)
+            out.append(np.full((gap, width, 3), GAP_GREY, np.float32))
+        pad = np.full((row.shape[0], width - row.shape[1], 3), GAP_GREY, np.float32)
         out.append(np.concatenate([row, pad], axis=1))
     return np.concatenate(out, axis=0)
 
@@ -240,20 +273,19 @@ def dataset_figure(
     together; in a mixed or naive one they share only the class.
 
     Args:
-        class_rows: one mosaic per class (:func:`tuple_row`), all of the same height.
+        class_rows: one mosaic per class (:func:`tuple_row`).
         class_labels: a label per class row.
         title: the title above the tuple grid.
         path: the PNG to write (atomically).
-        sweep_rows: one row of images ``(S, H, W)`` per modality along a line through latent
-            space.
+        sweep_rows: one row of images ``(S, C, H, W)`` (or ``(S, H, W)``) per modality along a
+            line through latent space; modalities may differ in shape.
         sweep_labels: a label per sweep row.
         sweep_title: the title above the sweep.
     """
-    grid = stack_rows(class_rows)
-    panels = [(grid, class_labels, title, class_rows[0].shape[0])]
+    panels = [(stack_rows(class_rows), class_labels, title, [row.shape[0] for row in class_rows])]
     if sweep_rows:
-        sweep = stack_rows([tuple_row([[image] for image in row]) for row in sweep_rows])
-        panels.append((sweep, sweep_labels, sweep_title, sweep_rows[0][0].shape[0]))
+        sweeps = [tuple_row([[image] for image in row]) for row in sweep_rows]
+        panels.append((stack_rows(sweeps), sweep_labels, sweep_title, [r.shape[0] for r in sweeps]))
     width = max(panel[0].shape[1] for panel in panels)
     heights = [panel[0].shape[0] for panel in panels]
     figure = Figure(
@@ -263,9 +295,10 @@ def dataset_figure(
         )
     )
     axes = figure.subplots(len(panels), 1, gridspec_kw={"height_ratios": heights}, squeeze=False)
-    for axis, (mosaic, labels, panel_title, row_height) in zip(axes[:, 0], panels, strict=True):
-        axis.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        axis.set_yticks([i * (row_height + ROW_GAP) + row_height / 2 for i in range(len(labels))])
+    for axis, (mosaic, labels, panel_title, row_heights) in zip(axes[:, 0], panels, strict=True):
+        axis.imshow(mosaic, vmin=0.0, vmax=1.0, interpolation="nearest")
+        tops = np.cumsum([0] + [height + ROW_GAP for height in row_heights[:-1]])
+        axis.set_yticks([top + height / 2 for top, height in zip(tops, row_heights, strict=True)])
         axis.set_yticklabels(list(labels), fontsize=7)
         axis.set_xticks([])
         axis.set_title(panel_title, fontsize=9)

@@ -30,6 +30,7 @@ from mmgen.checkpoint import file_sha256
 from mmgen.config import require_positive, to_dict
 from mmgen.data import h5io, names
 from mmgen.data.header import SCHEMA_VERSION, DatasetHeader, ModalitySource, absolute, check_seed
+from mmgen.data.shapes import to_stored
 from mmgen.data.sources import SourceData, get_source, load_split
 from mmgen.device import environment
 from mmgen.errors import UsageError
@@ -140,7 +141,7 @@ def mix_modality(
         splits = list(h5io.SPLITS)
         image_dtype = handle[splits[0]]["images"][modalities[0]].dtype.name
         extra = (h5io.Field(f"permutation/{modality}", np.dtype(np.int64)),)
-        fields = h5io.standard_fields(modalities, image_dtype, parent.latent_dim, extra)
+        fields = h5io.standard_fields(parent.image_shapes, image_dtype, parent.latent_dim, extra)
         header = mixed_header(parent, config, source)
         sizes = {split: len(handle[split]["labels"]) for split in splits}
         with h5io.create_dataset(out, header, sizes, fields, overwrite) as writer:
@@ -281,6 +282,7 @@ def pair_sources(
             class_names=tuple(train.class_names),
             files={**train.files, **test.files},
             root=absolute(train.root),
+            image_shape=train.image_shape,
         )
         for name, train, test in zip(modalities, data["train"], data["test"], strict=True)
     }
@@ -296,7 +298,7 @@ def pair_sources(
         environment=environment("cpu"),
     )
     extra = tuple(h5io.Field(f"source_index/{m}", np.dtype(np.int64)) for m in modalities)
-    fields = h5io.standard_fields(modalities, "uint8", 0, extra)
+    fields = h5io.standard_fields(header.image_shapes, "uint8", 0, extra)
     sizes = {split: len(p[0]) for split, p in pairs.items()}
     with h5io.create_dataset(out, header, sizes, fields, overwrite) as writer:
         for split, split_data in data.items():
@@ -306,8 +308,7 @@ def pair_sources(
                 for name, source_data, index in zip(
                     modalities, split_data, pairs[split], strict=True
                 ):
-                    # (n, 1, H, W) → (n, H, W): the schema stores grey 28×28 today
-                    rows[f"images/{name}"] = source_data.images[index[start:stop], 0]
+                    rows[f"images/{name}"] = to_stored(source_data.images[index[start:stop]])
                     rows[f"source_index/{name}"] = index[start:stop]
                 rows["labels"] = split_data[0].labels[pairs[split][0][start:stop]]
                 writer.append(split, rows)

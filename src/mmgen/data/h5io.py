@@ -5,7 +5,9 @@ real images). Layout (``docs/format.md`` documents every field):
 
     /                       root attributes: the typed header (mmgen.data.header.DatasetHeader)
     /<split>/               split ∈ {"train", "test"}; attrs: size
-    /<split>/images/<m>     (N, 28, 28) uint8 grey levels ×255 (or float32 in [0, 1])
+    /<split>/images/<m>     (N, H, W) for grey modalities (C = 1), (N, C, H, W) otherwise;
+                            uint8 levels ×255 (or float32 in [0, 1]); (C, H, W) of every
+                            modality is in the header (1×28×28 when not recorded)
     /<split>/labels         (N,) int64 class of every tuple
     /<split>/z              (N, d) float32 true latent code (absent when has_latent is false)
     /<split>/code_index     (N,) int64 index of the shared code (absent when has_latent is false)
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ from mmgen.data.header import (
     encode_attrs,
     header_from_attrs,
 )
+from mmgen.data.shapes import DEFAULT_IMAGE_SHAPE, ImageShape, describe, from_stored, stored_shape
 from mmgen.errors import UsageError
 
 __all__ = [
@@ -70,7 +73,7 @@ SPLITS = ("train", "test")
 class SplitData:
     """One split in memory: images per modality, labels and (where stored) true latent codes."""
 
-    images: dict[str, np.ndarray]  # modality → (N, 28, 28), uint8 (×255) or float32 in [0, 1]
+    images: dict[str, np.ndarray]  # modality → (N, C, H, W), uint8 (×255) or float32 in [0, 1]
     labels: np.ndarray  # (N,) int64
     z: np.ndarray | None  # (N, d) float32, None for a naive pairing
 
@@ -78,7 +81,7 @@ class SplitData:
         return len(self.labels)
 
     def images_float(self, modality: str) -> np.ndarray:
-        """Images of ``modality`` as float32 grey levels in [0, 1], shape ``(N, 28, 28)``."""
+        """Images of ``modality`` as float32 levels in [0, 1], shape ``(N, C, H, W)``."""
         return to_unit_float(self.images[modality])
 
 
@@ -152,6 +155,14 @@ def check_layout(handle: h5py.File, header: DatasetHeader, path: Path | str) -> 
         lengths = {p: group[p].shape[0] if group[p].shape else 0 for p in expected_paths(header)}
         if len(set(lengths.values())) != 1 or not lengths["labels"]:
             raise UsageError(f"{path}: the {split} split's datasets differ in length {lengths}")
+        for modality, shape in header.image_shapes.items():
+            rows = group[f"images/{modality}"].shape[1:]
+            if rows != stored_shape(shape):
+                raise UsageError(
+                    f"{path}: the {split} images of {modality!r} have rows of shape {rows}, but "
+                    f"the header records {describe(shape)} images (stored as "
+                    f"{stored_shape(shape)}); the file is damaged: regenerate it"
+                )
 
 
 def read_rows(dataset: h5py.Dataset, selection: Any, path: Path | str) -> np.ndarray:
@@ -197,14 +208,17 @@ def read_split(path: Path | str, split: str, limit: int | None = None) -> SplitD
         group = handle[split]
         stop = len(group["labels"]) if limit is None else min(limit, len(group["labels"]))
         rows = slice(0, stop)
-        images = {m: read_rows(group["images"][m], rows, path) for m in header.modalities}
+        images = {
+            m: from_stored(read_rows(group["images"][m], rows, path), shape)  # (N, C, H, W)
+            for m, shape in header.image_shapes.items()
+        }
         labels = read_rows(group["labels"], rows, path).astype(np.int64)
         z = read_rows(group["z"], rows, path) if header.has_latent else None
     return SplitData(images=images, labels=labels, z=z)
 
 
 class MultimodalDataset(Dataset):
-    """A split as a torch ``Dataset``: each item is ``{"images": {m: (1, 28, 28)}, "label", "z"}``.
+    """A split as a torch ``Dataset``: each item is ``{"images": {m: (C, H, W)}, "label", "z"}``.
 
     The split is loaded into memory once (MNIST-sized splits take about 100 MB as float32).
     ``"z"`` is present only when the file stores true latent codes.
@@ -213,9 +227,7 @@ class MultimodalDataset(Dataset):
     def __init__(self, path: Path | str, split: str = "train", limit: int | None = None) -> None:
         data = read_split(path, split, limit)
         self.modalities = list(data.images)
-        self.images = {
-            m: torch.from_numpy(data.images_float(m)).unsqueeze(1) for m in self.modalities
-        }
+        self.images = {m: torch.from_numpy(data.images_float(m)) for m in self.modalities}
         self.labels = torch.from_numpy(data.labels)
         self.z = None if data.z is None else torch.from_numpy(data.z)
 
@@ -234,7 +246,6 @@ class MultimodalDataset(Dataset):
 
 # --- Writing -----------------------------------------------------------------------------------
 
-IMAGE_SHAPE = (28, 28)
 IMAGE_DTYPES: dict[str, np.dtype] = {"uint8": np.dtype(np.uint8), "float32": np.dtype(np.float32)}
 CHUNK_ROWS = 1024  # rows per HDF5 chunk of every dataset (800 KB of uint8 images)
 # gzip rather than lzf: every HDF5 tool (h5dump, HDFView, netCDF, MATLAB) reads it without a
@@ -254,15 +265,28 @@ class Field:
 
 
 def standard_fields(
-    modalities: list[str] | tuple[str, ...],
+    image_shapes: Mapping[str, ImageShape] | Sequence[str],
     image_dtype: str,
     latent_dim: int,
     extra: tuple[Field, ...] = (),
 ) -> tuple[Field, ...]:
-    """The datasets every split holds: images per modality, labels, and z/code_index if any."""
+    """The datasets every split holds: images per modality, labels, and z/code_index if any.
+
+    Args:
+        image_shapes: modality → ``(C, H, W)`` in the file's order (the header's
+            ``image_shapes``); a plain sequence of modality names means 1×28×28 for each.
+        image_dtype: ``"uint8"`` or ``"float32"``.
+        latent_dim: d of the stored codes; 0 for none.
+        extra: further per-split datasets (permutations, source rows).
+    """
     if image_dtype not in IMAGE_DTYPES:
         raise UsageError(f"unknown image dtype {image_dtype!r}; choose one of {list(IMAGE_DTYPES)}")
-    fields = [Field(f"images/{m}", IMAGE_DTYPES[image_dtype], IMAGE_SHAPE) for m in modalities]
+    if not isinstance(image_shapes, Mapping):
+        image_shapes = dict.fromkeys(image_shapes, DEFAULT_IMAGE_SHAPE)
+    fields = [
+        Field(f"images/{m}", IMAGE_DTYPES[image_dtype], stored_shape(shape))
+        for m, shape in image_shapes.items()
+    ]
     fields.append(Field("labels", np.dtype(np.int64)))
     if latent_dim > 0:
         fields.append(Field("z", np.dtype(np.float32), (latent_dim,)))

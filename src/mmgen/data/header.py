@@ -8,7 +8,10 @@ Schema versions:
     1: the first layout: no ``environment``; checkpoint and parent paths as the writer was
        given them (possibly relative to its working directory).
     2: adds ``environment`` (where the file was computed; optional for readers, since it only
-       informs); checkpoint and parent paths are absolute.
+       informs); checkpoint and parent paths are absolute. Since issue #10 a source record may
+       hold ``image_shape`` ``[C, H, W]``; it is written only when the shape is not 1×28×28, so
+       grey 28×28 files keep their bytes, and a record without it (every file written before)
+       reads as 1×28×28.
 Both read into the same :class:`DatasetHeader`.
 """
 
@@ -25,6 +28,7 @@ import numpy as np
 
 from mmgen import __version__
 from mmgen.data.names import check_modality_names
+from mmgen.data.shapes import DEFAULT_IMAGE_SHAPE, ImageShape, check_image_shape
 from mmgen.errors import UsageError
 
 FORMAT = "mmgen"
@@ -60,9 +64,14 @@ class ModalitySource:
     checkpoint: str = ""  # entangled/mixed: the CVAE folder that decoded it (absolute)
     checkpoint_sha256: str = ""  # SHA-256 of that folder's weights.pt: the exact decoder
     root: str = ""  # naive: the folder the real images were read from
+    image_shape: ImageShape = DEFAULT_IMAGE_SHAPE  # (C, H, W) of this modality's images
+
+    def __post_init__(self) -> None:
+        shape = check_image_shape(self.image_shape, f"the image shape of source {self.name!r}")
+        object.__setattr__(self, "image_shape", shape)
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON values; empty optional fields are left out (as schema 1 did)."""
+        """Plain JSON values; empty optional fields and a 1×28×28 shape are left out."""
         record: dict[str, Any] = {
             "name": self.name,
             "class_names": list(self.class_names),
@@ -71,6 +80,8 @@ class ModalitySource:
         for key in ("checkpoint", "checkpoint_sha256", "root"):
             if getattr(self, key):
                 record[key] = getattr(self, key)
+        if self.image_shape != DEFAULT_IMAGE_SHAPE:
+            record["image_shape"] = list(self.image_shape)
         return record
 
 
@@ -126,6 +137,11 @@ class DatasetHeader:
         check_seed(self.seed)
         for name in ("config", "parent", "environment"):
             _check_json(name, getattr(self, name))
+
+    @property
+    def image_shapes(self) -> dict[str, ImageShape]:
+        """Modality → ``(C, H, W)`` of its images (1×28×28 for files written before #10)."""
+        return {m: self.sources[m].image_shape for m in self.modalities}
 
     @property
     def has_latent(self) -> bool:
@@ -267,6 +283,10 @@ def _source_from_json(modality: str, entry: Any) -> ModalitySource:
     known = {f.name for f in fields(ModalitySource)}
     values = {key: value for key, value in entry.items() if key in known}
     values["class_names"] = tuple(values.get("class_names", ()))
+    if "image_shape" in values:
+        values["image_shape"] = check_image_shape(
+            values["image_shape"], f"the image_shape recorded for {modality!r}"
+        )
     return ModalitySource(**values)
 
 

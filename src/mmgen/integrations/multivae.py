@@ -3,10 +3,11 @@
 Needs the optional extra: ``pip install 'mmgen-entangled[multivae]'``. Three traps a new
 user meets when handing an mmgen file to MultiVae, and what this module does about each:
 
-1. **Image shape.** mmgen stores images ``(N, 28, 28)``; a MultiVae model declared with
+1. **Image shape.** mmgen stores grey images ``(N, 28, 28)``; a MultiVae model declared with
    ``input_dims = (1, 28, 28)`` decodes ``(B, 1, 28, 28)``, and its likelihood silently
    broadcasts ``(B, 1, 28, 28)`` against ``(B, 28, 28)`` into ``(B, B, 28, 28)``: the loss grows
-   with the batch size and raises no error. ``multivae_dataset`` returns ``(N, 1, 28, 28)``.
+   with the batch size and raises no error. ``multivae_dataset`` returns ``(N, C, H, W)`` for
+   every modality, at its own shape (issue #10), and ``model_settings`` declares those shapes.
 2. **Probabilities for logits.** MultiVae's default MLP decoder ends in a sigmoid, while its
    ``"bernoulli"`` likelihood reads the decoder output as logits; and PyTorch's ``Bernoulli``
    refuses grey-level targets. ``logit_decoders`` end without a sigmoid, and
@@ -50,7 +51,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "mmgen.integrations.multivae needs MultiVae: pip install 'mmgen-entangled[multivae]'"
     ) from error
 
-IMAGE_SHAPE = (1, 28, 28)  # channels × height × width, as MultiVae's input_dims
+IMAGE_SHAPE = (1, 28, 28)  # default channels × height × width, as MultiVae's input_dims
 
 __all__ = [
     "MmgenMultiVaeDataset",
@@ -66,7 +67,7 @@ __all__ = [
 class MmgenMultiVaeDataset(MultimodalBaseDataset):
     """A ``MultimodalBaseDataset`` of an mmgen split that also keeps the true codes ``z``.
 
-    ``data``: modality → float32 ``(N, 1, 28, 28)`` grey levels in [0, 1]; ``labels``: ``(N,)``
+    ``data``: modality → float32 ``(N, C, H, W)`` levels in [0, 1]; ``labels``: ``(N,)``
     int64 classes; ``z``: ``(N, d)`` float32 true latent codes, or ``None`` (a naive pairing
     stores none). Items are MultiVae's ``DatasetOutput(data=..., labels=...)`` plus ``z`` where
     the file has it (MultiVae's models read ``data`` and ignore the rest).
@@ -81,6 +82,11 @@ class MmgenMultiVaeDataset(MultimodalBaseDataset):
         """The modality names, in the file's order."""
         return list(self.data)
 
+    @property
+    def image_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """Modality → ``(C, H, W)``: MultiVae's ``input_dims``."""
+        return {m: tuple(images.shape[1:]) for m, images in self.data.items()}
+
     def __getitem__(self, index: Any) -> DatasetOutput:
         item = super().__getitem__(index)
         if self.z is not None:
@@ -91,7 +97,7 @@ class MmgenMultiVaeDataset(MultimodalBaseDataset):
 def multivae_dataset(
     path: Path | str, split: str = "train", limit: int | None = None
 ) -> MmgenMultiVaeDataset:
-    """One split of an mmgen file as a MultiVae dataset: float images ``(N, 1, 28, 28)``.
+    """One split of an mmgen file as a MultiVae dataset: float images ``(N, C, H, W)``.
 
     Args:
         path: an HDF5 file written by ``mmgen generate`` or ``mmgen shuffle``.
@@ -104,7 +110,7 @@ def multivae_dataset(
     """
     split_data = read_split(path, split, limit)
     data = {
-        m: torch.from_numpy(split_data.images_float(m)).unsqueeze(1)  # (N, 28, 28) → (N, 1, 28, 28)
+        m: torch.from_numpy(split_data.images_float(m))  # (N, C, H, W), C = 1 for grey files
         for m in split_data.images
     }
     z = None if split_data.z is None else torch.from_numpy(np.asarray(split_data.z, np.float32))
@@ -114,14 +120,14 @@ def multivae_dataset(
 def model_settings(dataset: MmgenMultiVaeDataset, latent_dim: int, **extra: Any) -> dict[str, Any]:
     """Keyword arguments of any MultiVae model config for ``dataset``'s modalities.
 
-    ``n_modalities``, ``input_dims`` (every modality ``(1, 28, 28)``), ``latent_dim`` and
+    ``n_modalities``, ``input_dims`` (every modality's ``(C, H, W)``), ``latent_dim`` and
     ``decoders_dist = "bernoulli"`` (the likelihood's family; ``use_grey_level_bernoulli`` then
     makes it accept grey levels), merged with ``extra`` (e.g. ``beta``, ``alpha``).
     """
     modalities = dataset.modalities
     return {
         "n_modalities": len(modalities),
-        "input_dims": {m: IMAGE_SHAPE for m in modalities},
+        "input_dims": dataset.image_shapes,
         "latent_dim": latent_dim,
         "decoders_dist": dict.fromkeys(modalities, "bernoulli"),
         **extra,
@@ -129,31 +135,40 @@ def model_settings(dataset: MmgenMultiVaeDataset, latent_dim: int, **extra: Any)
 
 
 class LogitDecoder(BaseDecoder):
-    """An MLP decoder ``z → logits (…, 1, 28, 28)`` for MultiVae, with no final sigmoid.
+    """An MLP decoder ``z → logits (…, C, H, W)`` for MultiVae, with no final sigmoid.
 
     MultiVae's default ``Decoder_AE_MLP`` (one hidden layer of 512, ReLU) without its sigmoid,
     so that its output is what the Bernoulli likelihood expects: logits.
     """
 
-    def __init__(self, latent_dim: int, hidden_widths: Sequence[int] = (512,)) -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        hidden_widths: Sequence[int] = (512,),
+        image_shape: tuple[int, int, int] = IMAGE_SHAPE,
+    ) -> None:
         super().__init__()
+        self.image_shape = tuple(image_shape)
         sizes = [latent_dim, *hidden_widths]
         layers: list[nn.Module] = []
         for width_in, width_out in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(width_in, width_out), nn.ReLU()]
-        layers.append(nn.Linear(sizes[-1], int(np.prod(IMAGE_SHAPE))))
+        layers.append(nn.Linear(sizes[-1], int(np.prod(self.image_shape))))
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> ModelOutput:
         logits = self.net(z)
-        return ModelOutput(reconstruction=logits.reshape(*z.shape[:-1], *IMAGE_SHAPE))
+        return ModelOutput(reconstruction=logits.reshape(*z.shape[:-1], *self.image_shape))
 
 
 def logit_decoders(
     dataset: MmgenMultiVaeDataset, latent_dim: int, hidden_widths: Sequence[int] = (512,)
 ) -> dict[str, LogitDecoder]:
     """One ``LogitDecoder`` per modality of ``dataset``, for a MultiVae model's ``decoders``."""
-    return {m: LogitDecoder(latent_dim, hidden_widths) for m in dataset.modalities}
+    return {
+        m: LogitDecoder(latent_dim, hidden_widths, shape)
+        for m, shape in dataset.image_shapes.items()
+    }
 
 
 def grey_level_bernoulli_log_prob(logits: Tensor, target: Tensor) -> Tensor:
@@ -168,7 +183,7 @@ def grey_level_bernoulli_log_prob(logits: Tensor, target: Tensor) -> Tensor:
         raise ValueError(
             f"decoder output {tuple(logits.shape)} and images {tuple(target.shape)} differ in "
             "shape; build the dataset with mmgen.integrations.multivae.multivae_dataset, "
-            "which gives images (N, 1, 28, 28)"
+            "which gives images (N, C, H, W)"
         )
     return -F.binary_cross_entropy_with_logits(logits, target, reduction="none")
 

@@ -7,17 +7,29 @@ Per-sample objective (a β-VAE bound, Higgins et al., conditioned on the label a
 
     L(x, C) = Σ_pixels BCE(x, σ(decoder(z, C))) + β · KL(q(z | x, C) ‖ N(0, I)),  z ~ q(z | x, C)
 
-with grey-level targets x/255 and the BCE summed over pixels.
+with targets x/255 and the BCE summed over every channel and pixel.
+
+Image shapes (issue #10): the layout of Table 2 is kept for any ``C × H × W`` with even ``H`` and
+``W``: the first two convolutions read the source's ``C`` channels (Table 2: ``C = 1``), the
+stride-2 convolution halves the image to a ``H/2 × W/2`` grid, and the decoder's stride-2
+transposed convolution (``H/2 → H + 1``) and 2×2 valid convolution return ``C × H × W``. For
+1×28×28 this is exactly Table 2: the same parameters, in the same order, drawn from the same
+stream. Odd sizes are refused (one line naming the shape): Keras' "same" stride-2 convolution
+would round up to ``⌈H/2⌉`` and the decoder would then return ``H + 1``; padding the images
+instead would change what the Bernoulli likelihood scores, so that is left to the user.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mmgen.config import require_positive
+from mmgen.config import from_dict, require_positive
+from mmgen.data.shapes import DEFAULT_IMAGE_SHAPE, check_image_shape, describe
 from mmgen.errors import UsageError
 from mmgen.nn import GaussianHead, build, glorot_uniform_init, initialize, one_hot
 from mmgen.objectives import (
@@ -29,7 +41,6 @@ from mmgen.objectives import (
 
 FEATURES = 64  # channels of every hidden convolution (Table 2)
 HIDDEN = 128  # width of the fully connected layer on both sides
-GRID = 14  # spatial size after the stride-2 convolution
 
 
 @dataclass(frozen=True)
@@ -39,16 +50,36 @@ class CVAEConfig:
     latent_dim: int = 2  # d: size of z, shared by every CVAE of one dataset
     num_classes: int = 10  # C: size of the one-hot label concatenated in encoder and decoder
     beta: float = 4.0  # weight of the KL term
-    image_size: int = 28  # images are 1 × image_size × image_size grey levels
     batch_norm_mu: bool = False  # BatchNorm on μ: a variant of the authors' notebooks
+    # (C, H, W) of the source's images; train-cvae takes it from the data. H and W even.
+    image_shape: tuple[int, int, int] = DEFAULT_IMAGE_SHAPE
 
     def __post_init__(self) -> None:
         require_positive("latent_dim", self.latent_dim)
         require_positive("num_classes", self.num_classes)
         if self.beta < 0:
             raise UsageError(f"beta must be >= 0, got {self.beta}")
-        if self.image_size != 28:
-            raise UsageError(f"the Table 2 layout needs 28×28 images, got {self.image_size}")
+        shape = check_image_shape(self.image_shape, "image_shape")
+        if shape[1] % 2 or shape[2] % 2:
+            raise UsageError(
+                f"the Table 2 CVAE halves height and width with a stride-2 convolution, so both "
+                f"must be even; the images are {describe(shape)}: crop or pad them"
+            )
+        object.__setattr__(self, "image_shape", shape)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """``(H/2, W/2)``: the spatial size after the stride-2 convolution (Table 2: 14×14)."""
+        return self.image_shape[1] // 2, self.image_shape[2] // 2
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CVAEConfig:
+        """Rebuild a saved config; configs before #10 hold ``image_size: 28`` (1×28×28 images)."""
+        data = dict(data)
+        legacy_size = data.pop("image_size", None)
+        if legacy_size is not None and "image_shape" not in data:
+            data["image_shape"] = (1, legacy_size, legacy_size)
+        return from_dict(cls, data)
 
 
 class CVAEEncoder(nn.Module):
@@ -56,25 +87,27 @@ class CVAEEncoder(nn.Module):
 
     def __init__(self, config: CVAEConfig) -> None:
         super().__init__()
+        channels = config.image_shape[0]
+        grid_height, grid_width = config.grid
         self.features = nn.Sequential(
             nn.ZeroPad2d((0, 1, 0, 1)),  # Keras "same" for a 2×2 kernel pads right and bottom
-            nn.Conv2d(1, 1, 2),
+            nn.Conv2d(channels, channels, 2),
             nn.ReLU(),
-            nn.Conv2d(1, FEATURES, 2, stride=2),  # 28 → 14 ("same" needs no padding here)
-            nn.ReLU(),
-            nn.Conv2d(FEATURES, FEATURES, 3, padding=1),
+            nn.Conv2d(channels, FEATURES, 2, stride=2),  # H → H/2 ("same" needs no padding: H even)
             nn.ReLU(),
             nn.Conv2d(FEATURES, FEATURES, 3, padding=1),
             nn.ReLU(),
-            nn.Flatten(),  # (B, 64·14·14 = 12544)
+            nn.Conv2d(FEATURES, FEATURES, 3, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),  # (B, 64·H/2·W/2), 12544 at 28×28
         )
         self.dense = nn.Sequential(
-            nn.Linear(FEATURES * GRID * GRID + config.num_classes, HIDDEN), nn.ReLU()
+            nn.Linear(FEATURES * grid_height * grid_width + config.num_classes, HIDDEN), nn.ReLU()
         )
         self.head = GaussianHead(HIDDEN, config.latent_dim, config.batch_norm_mu)
 
     def forward(self, x: Tensor, label_one_hot: Tensor) -> tuple[Tensor, Tensor]:
-        features = self.features(x)  # (B, 12544)
+        features = self.features(x)  # (B, 64·H/2·W/2)
         return self.head(self.dense(torch.cat([features, label_one_hot], dim=1)))
 
 
@@ -90,10 +123,11 @@ class CVAEDecoder(nn.Module):
 
     def __init__(self, config: CVAEConfig) -> None:
         super().__init__()
+        self.grid = config.grid
         self.dense = nn.Sequential(
             nn.Linear(config.latent_dim + config.num_classes, HIDDEN),
             nn.ReLU(inplace=True),
-            nn.Linear(HIDDEN, FEATURES * GRID * GRID),
+            nn.Linear(HIDDEN, FEATURES * self.grid[0] * self.grid[1]),
             nn.ReLU(inplace=True),
         )
         self.deconv = nn.Sequential(
@@ -101,17 +135,17 @@ class CVAEDecoder(nn.Module):
             nn.ReLU(inplace=True),
             nn.ConvTranspose2d(FEATURES, FEATURES, 3, padding=1),
             nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(FEATURES, FEATURES, 3, stride=2),  # 14 → 29 ("valid")
+            nn.ConvTranspose2d(FEATURES, FEATURES, 3, stride=2),  # H/2 → H + 1 ("valid")
             nn.ReLU(inplace=True),
-            nn.Conv2d(FEATURES, 1, 2),  # 29 → 28 ("valid")
+            nn.Conv2d(FEATURES, config.image_shape[0], 2),  # H + 1 → H ("valid")
         )
 
     def forward(self, z: Tensor, label_one_hot: Tensor) -> Tensor:
         hidden = self.dense(torch.cat([z, label_one_hot], dim=1))
-        hidden = hidden.view(-1, FEATURES, GRID, GRID)  # (B, 64, 14, 14)
+        hidden = hidden.view(-1, FEATURES, *self.grid)  # (B, 64, H/2, W/2)
         if not torch.is_grad_enabled():
             hidden = hidden.contiguous(memory_format=torch.channels_last)
-        return self.deconv(hidden)  # (B, 1, 28, 28) logits
+        return self.deconv(hidden)  # (B, C, H, W) logits
 
 
 class CVAE(nn.Module):
@@ -147,15 +181,15 @@ class CVAE(nn.Module):
         return one_hot(labels, self.config.num_classes, like.dtype)
 
     def encode(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Images ``(B, 1, 28, 28)`` in [0, 1], labels ``(B,)`` → ``(μ, log σ²)``, each (B, d)."""
+        """Images ``(B, C, H, W)`` in [0, 1], labels ``(B,)`` → ``(μ, log σ²)``, each (B, d)."""
         return self.encoder(x, self._one_hot(labels, x))
 
     def decode_logits(self, z: Tensor, labels: Tensor) -> Tensor:
-        """Codes ``(B, d)`` and labels ``(B,)`` → logits ``(B, 1, 28, 28)``."""
+        """Codes ``(B, d)`` and labels ``(B,)`` → logits ``(B, C, H, W)``."""
         return self.decoder(z, self._one_hot(labels, z))
 
     def decode(self, z: Tensor, labels: Tensor) -> Tensor:
-        """Codes and labels → images ``σ(logits)`` in [0, 1], shape ``(B, 1, 28, 28)``."""
+        """Codes and labels → images ``σ(logits)`` in [0, 1], shape ``(B, C, H, W)``."""
         return torch.sigmoid(self.decode_logits(z, labels))
 
     def loss(self, x: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:

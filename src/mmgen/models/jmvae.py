@@ -88,8 +88,11 @@ class JMVAEZero(JMVAE):
         return nonempty_subsets(self.modalities)
 
     def _encode(self, flat: Mapping[str, Tensor], subset: Subset) -> tuple[Tensor, Tensor]:
-        present = next(iter(flat.values()))  # (B, 784)
-        filled = {m: flat[m] if m in flat else torch.zeros_like(present) for m in self.modalities}
+        present = next(iter(flat.values()))  # (B, D_m) of a modality of the subset
+        filled = {
+            m: flat[m] if m in flat else present.new_zeros(len(present), self.config.input_dim(m))
+            for m in self.modalities
+        }  # missing modalities: zeros (B, D_m) of their own size
         return self.encoders[subset_key(self.modalities)](filled)
 
 

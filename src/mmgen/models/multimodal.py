@@ -2,11 +2,14 @@
 
 Networks follow Korthals et al. (M²VAE), Table 1, e-MNIST rows (METHOD.md §4):
 
-    uni-modal encoder q(z|m):  fc 784-128-64 → (μ, log σ²)
-    subset encoder    q(z|S):  one fc 784-128-64 branch per modality of S, concat,
+    uni-modal encoder q(z|m):  fc D_m-128-64 → (μ, log σ²)
+    subset encoder    q(z|S):  one fc D_m-128-64 branch per modality m of S, concat,
                                fc 64 → (μ, log σ²)
-    decoder           p(m|z):  fc d-64-128-784 → Bernoulli logits; one per modality, shared by
-                               every encoder
+    decoder           p(m|z):  fc d-64-128-D_m → Bernoulli logits (B, C, H, W); one per
+                               modality, shared by every encoder
+
+with ``D_m = C·H·W`` the size of modality m's images (784 for the paper's 1×28×28; issue #10:
+every modality has its own shape, ``MultimodalConfig.image_shapes``).
 
 Every model (JMVAE and its variants, tVAE, M²VAE) is a ``MultimodalVAE`` that differs only in
 which subsets get an encoder (``encoder_subsets``), which subsets it can infer from
@@ -16,6 +19,10 @@ name (``loss_on``), so ``mmgen.train.fit`` trains all of them.
 β: the paper states a normalised ``β_norm = β·d/D = 0.01`` with ``d`` the latent size and ``D``
 the input size of one modality (784), so ``β = β_norm·D/d = 0.01·784/2 = 3.92 ≈ 4``
 (``beta_from_normalized``); we keep ``β = 4``, the value of the MNIST-E CVAEs, as the default.
+With modalities of different sizes, ``D`` is the mean size of one modality, ``Σ_m D_m / |M|``
+(``MultimodalConfig.mean_input_dim``): the reconstruction term sums ``Σ_m D_m`` pixels and the
+paper normalises by one modality's share of them, which is 784 when every modality is 1×28×28.
+The default β stays 4 whatever the shapes (an explicit ``beta`` is never rescaled).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from torch import Tensor, nn
 
 from mmgen.config import require_positive
 from mmgen.data.names import check_modality_names
+from mmgen.data.shapes import DEFAULT_IMAGE_SHAPE, ImageShape, check_image_shape, num_pixels
 from mmgen.errors import UsageError
 from mmgen.nn import ACTIVATIONS, GaussianHead, initialize, mlp
 from mmgen.objectives import (
@@ -38,15 +46,16 @@ from mmgen.objectives import (
     reparameterize,
 )
 
-IMAGE_SHAPE = (1, 28, 28)
-INPUT_DIM = 28 * 28  # D: pixels of one modality
+IMAGE_SHAPE = DEFAULT_IMAGE_SHAPE  # (C, H, W) of a modality whose shape is not given
+INPUT_DIM = num_pixels(IMAGE_SHAPE)  # D = 784: pixels of one 1×28×28 modality
 Subset = tuple[str, ...]
 
 
-def beta_from_normalized(beta_norm: float, latent_dim: int, input_dim: int = INPUT_DIM) -> float:
+def beta_from_normalized(beta_norm: float, latent_dim: int, input_dim: float = INPUT_DIM) -> float:
     """``β = β_norm · D / d``: the KL weight from the paper's normalised ``β_norm = β·d/D``.
 
     Korthals et al. report ``β_norm = 0.01`` with ``d = 2``, ``D = 784``, i.e. ``β = 3.92``.
+    For modalities of different sizes pass ``D = MultimodalConfig.mean_input_dim``.
     """
     require_positive("latent_dim", latent_dim)
     require_positive("input_dim", input_dim)
@@ -90,6 +99,10 @@ class MultimodalConfig:
     decoder_widths: tuple[int, ...] = (64, 128)  # hidden widths of every decoder, z first
     encoder_activation: str = "relu"  # our choice: Table 1 names an activation for decoders only
     decoder_activation: str = "tanh"  # the paper's Table 1 lists tanh for the decoders
+    # (C, H, W) of every modality, in the order of `modalities` (a {modality: shape} mapping is
+    # accepted and put in that order). Empty means 1×28×28 each, and all-1×28×28 is stored
+    # empty: configs (model folders, evaluate's job keys) of such models read as before #10.
+    image_shapes: tuple[ImageShape, ...] = ()
 
     def __post_init__(self) -> None:
         modalities = tuple(self.modalities)
@@ -110,6 +123,46 @@ class MultimodalConfig:
                     f"unknown {field} {getattr(self, field)!r}; choose one of {sorted(ACTIVATIONS)}"
                 )
         object.__setattr__(self, "modalities", modalities)
+        object.__setattr__(self, "image_shapes", _ordered_shapes(self.image_shapes, modalities))
+
+    @property
+    def shapes(self) -> dict[str, ImageShape]:
+        """Modality → ``(C, H, W)`` of its images."""
+        shapes = self.image_shapes or (IMAGE_SHAPE,) * len(self.modalities)
+        return dict(zip(self.modalities, shapes, strict=True))
+
+    def input_dim(self, modality: str) -> int:
+        """``D_m = C·H·W``: the size of one flattened image of ``modality``."""
+        return num_pixels(self.shapes[modality])
+
+    @property
+    def mean_input_dim(self) -> float:
+        """``D = Σ_m D_m / |M|``: the ``D`` of ``β_norm = β·d/D`` (784 for 1×28×28 modalities)."""
+        return sum(map(self.input_dim, self.modalities)) / len(self.modalities)
+
+
+def _ordered_shapes(
+    shapes: Mapping[str, Sequence[int]] | Sequence[Sequence[int]], modalities: Subset
+) -> tuple[ImageShape, ...]:
+    """The shapes of ``modalities`` in their order, checked; ``()`` when all are 1×28×28."""
+    if isinstance(shapes, Mapping):
+        if set(shapes) != set(modalities):
+            raise UsageError(
+                f"image shapes are given for {sorted(shapes)}, but the modalities are "
+                f"{list(modalities)}"
+            )
+        shapes = [shapes[m] for m in modalities]
+    elif len(shapes) == 0:
+        shapes = [IMAGE_SHAPE] * len(modalities)
+    if len(shapes) != len(modalities):
+        raise UsageError(
+            f"{len(shapes)} image shapes for the {len(modalities)} modalities {list(modalities)}"
+        )
+    checked = tuple(
+        check_image_shape(shape, f"the image shape of modality {m!r}")
+        for m, shape in zip(modalities, shapes, strict=True)
+    )
+    return () if all(shape == IMAGE_SHAPE for shape in checked) else checked
 
 
 class SubsetEncoder(nn.Module):
@@ -118,8 +171,12 @@ class SubsetEncoder(nn.Module):
     def __init__(self, subset: Subset, config: MultimodalConfig) -> None:
         super().__init__()
         self.subset = subset
-        sizes = (INPUT_DIM, *config.encoder_widths)
-        self.branches = nn.ModuleDict({m: mlp(sizes, config.encoder_activation) for m in subset})
+        self.branches = nn.ModuleDict(
+            {
+                m: mlp((config.input_dim(m), *config.encoder_widths), config.encoder_activation)
+                for m in subset
+            }
+        )
         width = config.encoder_widths[-1]
         if len(subset) > 1:
             self.fusion = mlp([width * len(subset), config.fusion_width], config.encoder_activation)
@@ -129,21 +186,22 @@ class SubsetEncoder(nn.Module):
         self.head = GaussianHead(width, config.latent_dim)
 
     def forward(self, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Flat images ``{m: (B, 784)}`` → ``(μ, log σ²)``, each ``(B, d)``."""
+        """Flat images ``{m: (B, D_m)}`` → ``(μ, log σ²)``, each ``(B, d)``."""
         features = torch.cat([self.branches[m](inputs[m]) for m in self.subset], dim=1)
         return self.head(self.fusion(features))
 
 
 class ImageDecoder(nn.Module):
-    """p(m|z): fc d-64-128-784 → Bernoulli logits ``(B, 1, 28, 28)``."""
+    """p(m|z): fc d-64-128-D_m → Bernoulli logits ``(B, C, H, W)``."""
 
-    def __init__(self, config: MultimodalConfig) -> None:
+    def __init__(self, config: MultimodalConfig, image_shape: ImageShape = IMAGE_SHAPE) -> None:
         super().__init__()
-        sizes = (config.latent_dim, *config.decoder_widths, INPUT_DIM)
+        self.image_shape = image_shape
+        sizes = (config.latent_dim, *config.decoder_widths, num_pixels(image_shape))
         self.net = mlp(sizes, config.decoder_activation, final_activation=False)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).view(-1, *IMAGE_SHAPE)  # (B, 784) → (B, 1, 28, 28)
+        return self.net(z).view(-1, *self.image_shape)  # (B, C·H·W) → (B, C, H, W)
 
 
 class MultimodalVAE(nn.Module):
@@ -172,7 +230,9 @@ class MultimodalVAE(nn.Module):
         self.encoders = nn.ModuleDict(
             {subset_key(s): SubsetEncoder(s, config) for s in self.encoder_subsets()}
         )
-        self.decoders = nn.ModuleDict({m: ImageDecoder(config) for m in self.modalities})
+        self.decoders = nn.ModuleDict(
+            {m: ImageDecoder(config, shape) for m, shape in config.shapes.items()}
+        )
         self.stage = self.stages[0]  # nothing is frozen here: mmgen.train.fit runs the stages
 
     def reset_parameters(self, generator: torch.Generator) -> None:
@@ -202,7 +262,7 @@ class MultimodalVAE(nn.Module):
         """``q(z|S)`` of the images of ``subset``.
 
         Args:
-            images: modality → ``(B, 1, 28, 28)`` or ``(B, 784)`` grey levels in [0, 1]; needs
+            images: modality → ``(B, C, H, W)`` or ``(B, C·H·W)`` levels in [0, 1]; needs
                 the modalities of ``subset`` (others are ignored).
             subset: modality names, any order.
 
@@ -218,7 +278,7 @@ class MultimodalVAE(nn.Module):
     def encoder_inputs(
         self, images: Mapping[str, Tensor], subset: Sequence[str]
     ) -> tuple[Subset, dict[str, Tensor]]:
-        """``subset`` checked and put in canonical order, and its images flat ``(B, 784)``."""
+        """``subset`` checked and put in canonical order, and its images flat ``(B, D_m)``."""
         subset = self.canonical_subset(subset)
         if subset not in self.encodable_subsets():
             raise ValueError(
@@ -228,7 +288,7 @@ class MultimodalVAE(nn.Module):
         missing = [m for m in subset if m not in images]
         if missing:
             raise ValueError(f"encode from {subset} needs images of {missing}")
-        return subset, {m: images[m].flatten(1) for m in subset}  # (B, 784) each
+        return subset, {m: images[m].flatten(1) for m in subset}  # (B, D_m) each
 
     def _encode(self, flat: Mapping[str, Tensor], subset: Subset) -> tuple[Tensor, Tensor]:
         """Run the encoder of ``subset`` on flat images (``subset`` already validated)."""
@@ -247,7 +307,7 @@ class MultimodalVAE(nn.Module):
         return mu.unsqueeze(0), logvar.unsqueeze(0)
 
     def decode_logits(self, z: Tensor) -> dict[str, Tensor]:
-        """Codes ``(B, d)`` → logits ``(B, 1, 28, 28)`` of every modality."""
+        """Codes ``(B, d)`` → logits ``(B, C_m, H_m, W_m)`` of every modality m."""
         return {m: decoder(z) for m, decoder in self.decoders.items()}
 
     def decode(self, z: Tensor) -> dict[str, Tensor]:
@@ -258,7 +318,7 @@ class MultimodalVAE(nn.Module):
         """The trainer's entry point: batch means of the negative objective (``loss``) and terms.
 
         Args:
-            batch: modality → images ``(B, 1, 28, 28)`` in [0, 1]; ``labels`` / ``z`` ignored.
+            batch: modality → images ``(B, C, H, W)`` in [0, 1]; ``labels`` / ``z`` ignored.
             generator: source of the reparameterisation noise.
         """
         missing = [m for m in self.modalities if m not in batch]

@@ -6,7 +6,7 @@ A model is saved as a model folder of ``mmgen.checkpoint`` whose kind is its reg
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 from mmgen import checkpoint, rng
 from mmgen.checkpoint import run_record
 from mmgen.config import to_dict
+from mmgen.data.shapes import ImageShape
 from mmgen.errors import UsageError
 from mmgen.models.jmvae import JMVAE, JMVAEKL, JMVAEZero
 from mmgen.models.m2vae import M2VAE
@@ -39,7 +40,12 @@ def model_entry(name: str) -> tuple[type[MultimodalConfig], type[MultimodalVAE]]
 
 
 def build_model(
-    name: str, modalities: Sequence[str], *, seed: int, **overrides: Any
+    name: str,
+    modalities: Sequence[str],
+    *,
+    seed: int,
+    image_shapes: Mapping[str, ImageShape] | None = None,
+    **overrides: Any,
 ) -> MultimodalVAE:
     """A fresh model of registry ``name`` for ``modalities``, on the CPU.
 
@@ -48,17 +54,21 @@ def build_model(
         modalities: modality names in the dataset's order (≥ 2).
         seed: every weight is drawn from the stream ``mmgen.rng.stream(seed, "init")``
             (PyTorch's default scheme; the global generator is never touched).
+        image_shapes: modality → ``(C, H, W)`` (a dataset header's ``image_shapes``); default
+            1×28×28 for every modality.
         **overrides: fields of the model's config (``latent_dim``, ``beta``, ``alpha``, ...).
 
     Example:
         >>> model = build_model("m2vae", ("mnist", "fashion"), alpha=1e-3, seed=0)
     """
     config_class, model_class = model_entry(name)
-    fields = {f.name for f in dataclasses.fields(config_class)} - {"modalities"}
+    fields = {f.name for f in dataclasses.fields(config_class)} - {"modalities", "image_shapes"}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise UsageError(f"{name} has no setting(s) {unknown}; valid settings: {sorted(fields)}")
-    config = config_class(modalities=tuple(modalities), **overrides)
+    config = config_class(
+        modalities=tuple(modalities), image_shapes=dict(image_shapes or {}) or (), **overrides
+    )
     generator = rng.stream(seed, "init")
     return build(lambda: model_class(config), generator, model_class.reset_parameters)
 
