@@ -28,6 +28,7 @@ import torch
 from mmgen import rng
 from mmgen.checkpoint import save_checkpoint
 from mmgen.models.cvae import CVAEConfig, build_cvae
+from tiny_sources import cifar10_root, svhn_root  # noqa: F401 (fixtures for every module)
 
 # The tests run tiny tensors, for which thread start-up costs more than it saves (about 3× the
 # suite's time on the 2-core CI machines).
