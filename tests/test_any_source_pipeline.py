@@ -101,3 +101,25 @@ def test_a_folder_of_odd_sized_images_is_refused_on_one_line(tmp_path: Path) -> 
                     "--out", tmp_path / "c", *QUICK)  # fmt: skip
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "even" in result.output and not (tmp_path / "c").exists()
+
+
+def test_default_beta_is_four_per_784_pixels_and_resume_keeps_it(
+    tmp_path: Path, fake_data_root: Path
+) -> None:
+    mnist = invoke("train-cvae", "--source", "mnist", "--data-dir", fake_data_root,
+                   "--out", tmp_path / "mnist", *QUICK)  # fmt: skip
+    assert mnist.exit_code == 0, mnist.output
+    assert load_cvae(tmp_path / "mnist").config.beta == 4.0  # the released MNIST-E's, exactly
+
+    folder = grey_folder(tmp_path / "pics")
+    first = invoke("train-cvae", "--source", f"folder:{folder}", "--out", tmp_path / "grey",
+                   *QUICK)  # fmt: skip
+    assert first.exit_code == 0, first.output
+    assert load_cvae(tmp_path / "grey").config.beta == pytest.approx(4 * 64 / 784)
+    resumed = invoke("train-cvae", "--source", f"folder:{folder}", "--out", tmp_path / "grey",
+                     "--resume", "--epochs", "2", "--batch-size", "4", "-q")  # fmt: skip
+    assert resumed.exit_code == 0, resumed.output  # shape and β from the data, not refused
+    assert load_cvae(tmp_path / "grey").metadata["epochs_done"] == 2
+    other = invoke("train-cvae", "--source", f"folder:{folder}", "--out", tmp_path / "grey",
+                   "--resume", "--epochs", "3", "--beta", "4", *QUICK[2:])  # fmt: skip
+    assert other.exit_code == 2 and "--beta 4.0 (saved: 0.326" in other.output

@@ -37,7 +37,7 @@ from mmgen.config import to_dict
 from mmgen.data.sources import SourceData, load_split
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
-from mmgen.models.cvae import CVAE, CVAEConfig, build_cvae
+from mmgen.models.cvae import CVAE, CVAEConfig, build_cvae, default_beta
 from mmgen.train import TrainConfig, fit, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,12 @@ def _train(
     train_data = load_split(source, "train", **options)
     test_data = load_split(source, "test", **options)
     # The classes and the image shape come from the data: the network is built for them.
+    shape = train_data.image_shape
     model_config = replace(
-        model_config, num_classes=train_data.num_classes, image_shape=train_data.image_shape
+        model_config,
+        num_classes=train_data.num_classes,
+        image_shape=shape,
+        beta=default_beta(shape) if model_config.beta is None else model_config.beta,
     )
     source_record = {
         **train_data.identity(),
@@ -279,8 +283,10 @@ def refuse_changes(
         "device": (str(device), saved.get("device")),
     }
     requested_model = to_dict(model_config)
+    if model_config.beta is None:  # the default for the saved run's images
+        requested_model["beta"] = default_beta(previous.config.image_shape)
     for name, value in to_dict(previous.config).items():
-        if name != "num_classes":  # taken from the source, compared through it
+        if name not in ("num_classes", "image_shape"):  # from the source, compared through it
             pairs[name] = (requested_model[name], value)
     requested_train = to_dict(train_config)
     for name, value in saved["train"].items():

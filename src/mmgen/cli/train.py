@@ -65,7 +65,13 @@ def train_cvae_command(
         typer.Option(help="Use only the first N train and test examples (quick runs)."),
     ] = None,
     latent_dim: Annotated[int, typer.Option(help="Latent size d.")] = model_defaults.latent_dim,
-    beta: Annotated[float, typer.Option(help="Weight β of the KL term.")] = model_defaults.beta,
+    beta: Annotated[
+        float | None,
+        typer.Option(
+            help="Weight β of the KL term [default: 4 per 784 pixel values, 4·C·H·W/784: "
+            "4 for 1×28×28, 0.33 for 1×8×8, 15.7 for 3×32×32]."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Examples per step.")] = train_defaults.batch_size,
     lr: Annotated[float, typer.Option(help="RMSprop learning rate.")] = train_defaults.lr,
     batch_norm_mu: Annotated[
