@@ -208,3 +208,15 @@ def test_dataset_figure_with_and_without_sweep(tmp_path: Path) -> None:
     )
     assert read_png(sweep).shape[0] > read_png(plain).shape[0]
     assert plain.stat().st_size > 2_000
+    # A modality of 8×8 sweeps at the height of the 28×28 one, as in the tuple grid.
+    assert plots.tuple_row([[np.zeros((8, 8))]], 28).shape == (28, 28, 3)
+    mixed = plots.dataset_figure(
+        rows,
+        ["0", "1", "2"],
+        "tuples",
+        tmp_path / "mixed.png",
+        sweep_rows=[np.zeros((5, 28, 28)), np.ones((5, 8, 8))],
+        sweep_labels=["a", "b"],
+        sweep_title="sweep",
+    )
+    assert read_png(mixed).shape == read_png(sweep).shape

@@ -224,13 +224,14 @@ def training_curves(history: Sequence[Mapping[str, object]], path: Path | str, t
     return save_figure(figure, path)
 
 
-def tuple_row(tuples: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+def tuple_row(tuples: Sequence[Sequence[np.ndarray]], height: int | None = None) -> np.ndarray:
     """One RGB mosaic row ``(H, W, 3)``: tuples of images in [0, 1], modalities side by side.
 
-    Images are ``(C, H, W)`` or ``(H, W)`` and may differ in size: each is scaled up to the
-    tallest by nearest-neighbour (:func:`as_tile`).
+    Images are ``(C, H, W)`` or ``(H, W)`` and may differ in size: each is scaled up to
+    ``height`` (default: the tallest) by nearest-neighbour (:func:`as_tile`).
     """
-    height = max(np.asarray(image).shape[-2] for images in tuples for image in images)
+    tallest = max(np.asarray(image).shape[-2] for images in tuples for image in images)
+    height = height or tallest
     parts: list[np.ndarray] = []
     for t, images in enumerate(tuples):
         if t:
@@ -284,7 +285,9 @@ def dataset_figure(
     """
     panels = [(stack_rows(class_rows), class_labels, title, [row.shape[0] for row in class_rows])]
     if sweep_rows:
-        sweeps = [tuple_row([[image] for image in row]) for row in sweep_rows]
+        # One height for every modality's sweep, as in the tuple grid above.
+        height = max(np.asarray(row).shape[-2] for row in sweep_rows)
+        sweeps = [tuple_row([[image] for image in row], height) for row in sweep_rows]
         panels.append((stack_rows(sweeps), sweep_labels, sweep_title, [r.shape[0] for r in sweeps]))
     width = max(panel[0].shape[1] for panel in panels)
     heights = [panel[0].shape[0] for panel in panels]
