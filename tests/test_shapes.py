@@ -229,3 +229,6 @@ def test_evaluate_m2vae_on_a_mixed_shape_file(
     # Σ over 784 + 3072 + 64 Bernoulli terms: every one costs at most a few nats
     assert -50_000 < m2vae["elbo"]["mnist+svhn+digits"] < -100
     assert 0.0 <= m2vae["coherence"]["joint"] <= 1.0
+    shapes = report["datasets"]["mixed"]["image_shapes"]
+    assert {m: tuple(shape) for m, shape in shapes.items()} == SHAPES
+    assert "b = svhn (3×32×32), c = digits (1×8×8)" in (out / "report.md").read_text()

@@ -184,6 +184,7 @@ class DatasetInfo:
             "kind": self.kind,
             "modalities": list(self.modalities),
             "sources": dict(self.sources),
+            "image_shapes": {m: list(self.image_shapes[m]) for m in self.modalities},
             "has_latent": self.has_latent,
             "letters": modality_letters(self.modalities),
         }

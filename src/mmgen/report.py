@@ -220,7 +220,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     ]
     for name, entry in datasets.items():
         letters = entry["letters"]
-        modalities = ", ".join(f"{letters[m]} = {m}" for m in entry["modalities"])
+        shapes = entry.get("image_shapes", {})  # reports before #10: every modality 1×28×28
+        modalities = ", ".join(
+            f"{letters[m]} = {m} ({'×'.join(map(str, shapes.get(m, (1, 28, 28))))})"
+            for m in entry["modalities"]
+        )
         sources = ", ".join(f"{letters[m]}: {s}" for m, s in entry["sources"].items())
         lines.append(
             f"| {name} | {entry['kind']} | {modalities} | {sources} | {entry['num_train']} | "
