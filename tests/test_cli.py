@@ -179,7 +179,8 @@ def command_defaults(name: str) -> dict[str, object]:
                                         "test_limit", "batch_size", "lr", "classifier_epochs",
                                         "seed", "device"]),
         ("train-cvae", TrainConfig(), ["epochs", "batch_size", "lr", "seed"]),
-        ("train-cvae", CVAEConfig(), ["latent_dim", "beta", "batch_norm_mu"]),
+        # --beta has no fixed default: 4 per 784 pixel values of the source's images
+        ("train-cvae", CVAEConfig(), ["latent_dim", "batch_norm_mu"]),
         ("generate", GenerateConfig(), ["n_train", "n_test", "truncation", "radius", "labels",
                                         "decode", "dtype", "seed"]),
         ("shuffle", MixConfig(), ["seed"]),
