@@ -13,8 +13,8 @@ best round of each reported (the shared 2-core machines vary by ±15 % minute to
 
 The limit per test point is ``decoder FLOPs / fp32 matmul peak + softplus count / softplus
 rate``: FLOPs counted by ``FlopCounterMode`` on the decode of ``K`` codes, the peak and the
-softplus rate (``F.softplus`` on one cache-sized block of logits, the best elementwise rate of
-that function here) measured in the same run.
+softplus rate (the softplus-and-sum of one cache-sized block of logits, the faster of
+``F.softplus`` and ``mmgen.metrics.softplus_sum``) measured in the same run.
 
 Part 2 times ``evaluate_model`` (everything ``mmgen evaluate`` measures after training) for
 ``--datasets`` synthetic datasets × the five registry models, in a fresh process per test size,
@@ -156,10 +156,21 @@ def softplus_rate(device: torch.device) -> dict[str, float]:
             F.softplus(block).sum(1)
         return 20 * elements
 
-    return {
+    def mmgen_softplus_sum() -> int:
+        for _ in range(20):
+            metrics.softplus_sum(block, 1)
+        return 20 * elements
+
+    rates = {
         "softplus_elements_per_s": best_rate(softplus, device, repeats=5),
         "softplus_sum_elements_per_s": best_rate(softplus_sum, device, repeats=5),
+        "mmgen_softplus_sum_elements_per_s": best_rate(mmgen_softplus_sum, device, repeats=5),
     }
+    # The limit takes the faster of the two ways to the same sum: the machine's, not torch's.
+    rates["best_softplus_sum_elements_per_s"] = max(
+        rates["softplus_sum_elements_per_s"], rates["mmgen_softplus_sum_elements_per_s"]
+    )
+    return rates
 
 
 def iw_comparison(device: torch.device, k: int, points: int, rounds: int) -> dict:
@@ -196,7 +207,7 @@ def iw_comparison(device: torch.device, k: int, points: int, rounds: int) -> dic
     decode_seconds = 1.0 / best_rate(decode, device, repeats=5)
     softplus_count = k * PIXELS * len(MODALITIES)
     matmul_seconds = flops / (peak * 1e9)
-    softplus_seconds = softplus_count / elementwise["softplus_elements_per_s"]
+    softplus_seconds = softplus_count / elementwise["best_softplus_sum_elements_per_s"]
     limit = 1.0 / (matmul_seconds + softplus_seconds)
     floor = 1.0 / (decode_seconds + softplus_seconds)
     return {

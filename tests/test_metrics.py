@@ -591,3 +591,15 @@ def shifted_encoder():
 
 def _head(images, count: int) -> dict[str, Tensor]:
     return {m: x[:count] for m, x in images.items()}
+
+
+def test_softplus_sum_is_softplus_summed() -> None:
+    generator = stream(0, "softplus")
+    logits = torch.randn(3, 5, 784, generator=generator) * 8
+    logits[0, 0, :4] = torch.tensor([-100.0, 100.0, 0.0, -20.0])  # the tails and the kink
+    exact = torch.nn.functional.softplus(logits.double()).sum(2)
+    got = metrics.softplus_sum(logits, 2)
+    torch.testing.assert_close(got.double(), exact, rtol=0, atol=2e-4)
+    assert metrics.softplus_sum(torch.tensor([[-1.0, 2.0]]), 1).item() == pytest.approx(
+        math.log(1 + math.exp(-1.0)) + math.log(1 + math.exp(2.0)), abs=1e-6
+    )

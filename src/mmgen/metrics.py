@@ -48,7 +48,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mmgen.errors import UsageError
@@ -272,6 +271,18 @@ def subset_elbo(
     return torch.cat(results)
 
 
+def softplus_sum(logits: Tensor, dim: int) -> Tensor:
+    """``Σ softplus(l)`` along ``dim``, computed as ``max(l, 0) + log(1 + exp(−|l|))``.
+
+    The same function as ``F.softplus``, about 3.6× faster on a CPU: PyTorch's CPU ``softplus``
+    and ``log1p`` run at ≈ 85 M elements/s per thread here against ≈ 520 M for ``log``
+    (``benchmarks/bench_evaluate.py``, docs/performance.md). With ``e = exp(−|l|) ≤ 1``,
+    ``log(1 + e)`` differs from ``log1p(e)`` by under 6·10⁻⁸ per logit (1 + e rounds e away
+    when e < 2⁻²⁴), under 10⁻⁵ nats over the 784 pixels of a 28×28 image.
+    """
+    return (logits.clamp(min=0) + torch.log(1 + torch.exp(-logits.abs()))).sum(dim)
+
+
 def grouped_log_likelihood(logits: Tensor, targets: Tensor) -> Tensor:
     """``log p(x_b | z_bk)`` for ``K`` codes per target, shape ``(B, K)``.
 
@@ -286,7 +297,7 @@ def grouped_log_likelihood(logits: Tensor, targets: Tensor) -> Tensor:
     """
     flat = logits.flatten(2)  # (B, K, P)
     dot = torch.bmm(flat, targets.flatten(1).unsqueeze(2)).squeeze(2)  # (B, K)
-    return dot - F.softplus(flat).sum(2)
+    return dot - softplus_sum(flat, 2)
 
 
 @torch.no_grad()
@@ -361,7 +372,7 @@ def bernoulli_log_likelihood_matrix(logits: Tensor, targets: Tensor) -> Tensor:
         targets: ``(I, ...)`` grey levels in [0, 1], the same pixel layout.
     """
     flat_logits = logits.flatten(1)  # (J, P)
-    return targets.flatten(1) @ flat_logits.T - F.softplus(flat_logits).sum(1)
+    return targets.flatten(1) @ flat_logits.T - softplus_sum(flat_logits, 1)
 
 
 def mixture_log_likelihood(
