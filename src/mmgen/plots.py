@@ -230,8 +230,7 @@ def tuple_row(tuples: Sequence[Sequence[np.ndarray]], height: int | None = None)
     Images are ``(C, H, W)`` or ``(H, W)`` and may differ in size: each is scaled up to
     ``height`` (default: the tallest) by nearest-neighbour (:func:`as_tile`).
     """
-    tallest = max(np.asarray(image).shape[-2] for images in tuples for image in images)
-    height = height or tallest
+    height = height or max(np.asarray(image).shape[-2] for images in tuples for image in images)
     parts: list[np.ndarray] = []
     for t, images in enumerate(tuples):
         if t:

@@ -19,6 +19,7 @@ from typing import Any
 
 from mmgen.atomic import atomic_path
 from mmgen.config import save_json
+from mmgen.data.shapes import DEFAULT_IMAGE_SHAPE, describe
 from mmgen.probes import code_modality
 from mmgen.verdict import NO_INTERVAL
 
@@ -222,7 +223,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         letters = entry["letters"]
         shapes = entry.get("image_shapes", {})  # reports before #10: every modality 1×28×28
         modalities = ", ".join(
-            f"{letters[m]} = {m} ({'×'.join(map(str, shapes.get(m, (1, 28, 28))))})"
+            f"{letters[m]} = {m} ({describe(shapes.get(m, DEFAULT_IMAGE_SHAPE))})"
             for m in entry["modalities"]
         )
         sources = ", ".join(f"{letters[m]}: {s}" for m, s in entry["sources"].items())
