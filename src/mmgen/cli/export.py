@@ -43,9 +43,16 @@ def export_command(
     """
     configure_logging(verbose)
     fmt = str(getattr(to, "value", to))
+    written = [0]
+
     with tqdm(unit="tuple", unit_scale=True, disable=quiet, desc="export", delay=0.5) as bar:
-        path = exporting(file, fmt, out, overwrite, on_progress=bar.update)
-    typer.echo(f"Wrote {path} ({fmt}, {bar.n:,} tuples; card: {path / cards.CARD_JSON})")
+
+        def progress(rows: int) -> None:
+            written[0] += rows
+            bar.update(rows)
+
+        path = exporting(file, fmt, out, overwrite, on_progress=progress)
+    typer.echo(f"Wrote {path} ({fmt}, {written[0]:,} tuples; card: {path / cards.CARD_JSON})")
 
 
 @app.command("card")
