@@ -75,9 +75,9 @@ def read_all(path: Path) -> dict[str, dict[str, np.ndarray]]:
         for split in SIZES:
             values: dict[str, np.ndarray] = {}
             handle[split].visititems(
-                lambda name, item, values=values: values.__setitem__(name, item[:])
-                if isinstance(item, h5py.Dataset)
-                else None
+                lambda name, item, values=values: (
+                    values.__setitem__(name, item[:]) if isinstance(item, h5py.Dataset) else None
+                )
             )
             for m, shape in SHAPES.items():
                 images = values[f"images/{m}"]

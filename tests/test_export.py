@@ -184,9 +184,7 @@ def test_card_records_sources_settings_balance_and_every_file(polymnist, truth, 
     assert "CC BY-SA 3.0" in (polymnist / "card.md").read_text()
 
 
-def test_verify_passes_then_names_the_first_changed_missing_or_added_file(
-    five, tmp_path
-) -> None:
+def test_verify_passes_then_names_the_first_changed_missing_or_added_file(five, tmp_path) -> None:
     out = export(five, "polymnist", tmp_path / "poly")
     result = invoke("verify", out)
     assert result.exit_code == 0, result.output

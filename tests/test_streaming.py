@@ -1,0 +1,117 @@
+"""``mmgen.data.streaming``: the lazy dataset gives MultimodalDataset's items, with flat memory.
+
+The file spans three HDF5 chunks (2,600 tuples, 1,024 rows a chunk), so chunk boundaries,
+the partial last chunk and the cache's eviction are all exercised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from mmgen.data.h5io import CHUNK_ROWS, MultimodalDataset, create_dataset, standard_fields
+from mmgen.data.header import DatasetHeader, ModalitySource
+from mmgen.data.streaming import ChunkShuffleSampler, StreamingDataset
+
+N = 2600
+SHAPES = {"a": (1, 8, 8), "b": (3, 4, 4)}
+
+
+@pytest.fixture(scope="module")
+def three_chunks(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("stream") / "s.h5"
+    header = DatasetHeader(
+        kind="entangled",
+        modalities=tuple(SHAPES),
+        sources={m: ModalitySource(name=m, image_shape=s) for m, s in SHAPES.items()},
+        num_classes=10,
+        class_names=tuple(str(k) for k in range(10)),
+        latent_dim=2,
+        seed=0,
+        config={},
+    )
+    generator = np.random.default_rng(1)
+    sizes = {"train": N, "test": 10}
+    with create_dataset(path, header, sizes, standard_fields(SHAPES, "uint8", 2)) as writer:
+        for split, size in sizes.items():
+            images = {
+                m: generator.integers(0, 256, (size, *s), np.uint8) for m, s in SHAPES.items()
+            }
+            writer.append(
+                split,
+                {
+                    "images/a": images["a"][:, 0],
+                    "images/b": images["b"],
+                    "labels": generator.integers(0, 10, size),
+                    "z": generator.normal(size=(size, 2)).astype(np.float32),
+                    "code_index": np.arange(size),
+                },
+            )
+    return path
+
+
+def gather(loader) -> dict[str, np.ndarray]:
+    parts: dict[str, list[np.ndarray]] = {"a": [], "b": [], "label": [], "z": []}
+    for batch in loader:
+        for m in SHAPES:
+            parts[m].append(batch["images"][m].numpy())
+        parts["label"].append(batch["label"].numpy())
+        parts["z"].append(batch["z"].numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def test_items_equal_the_in_memory_datasets(three_chunks) -> None:
+    memory = MultimodalDataset(three_chunks, "train")
+    stream = StreamingDataset(three_chunks, "train", cache_chunks=2)
+    assert len(stream) == len(memory) == N and stream.num_chunks == 3
+    for index in [0, 1, CHUNK_ROWS - 1, CHUNK_ROWS, 2 * CHUNK_ROWS + 5, N - 1, -1, 17, 5]:
+        got, want = stream[index], memory[index]
+        for m in SHAPES:
+            assert got["images"][m].dtype == torch.float32
+            assert torch.equal(got["images"][m], want["images"][m])
+        assert int(got["label"]) == int(want["label"]) and torch.equal(got["z"], want["z"])
+        assert len(stream._cache) <= 2  # memory bounded by the cache, not by N
+    with pytest.raises(IndexError):
+        stream[N]
+
+
+def test_sampler_is_a_seeded_chunk_local_permutation() -> None:
+    class Fake:
+        chunk_rows = 100
+
+        def __init__(self, size: int = 1050) -> None:
+            self.size = size
+
+        def __len__(self) -> int:
+            return self.size
+
+    sampler = ChunkShuffleSampler(Fake(), seed=3, window=2)
+    first = list(sampler)
+    assert sorted(first) == list(range(1050)) and first != sorted(first)
+    assert list(ChunkShuffleSampler(Fake(), seed=3, window=2)) == first
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    whole = list(ChunkShuffleSampler(Fake(1000), seed=3, window=2))
+    for start in range(0, 1000, 200):  # each window of 200 rows touches exactly 2 chunks
+        assert len({i // 100 for i in whole[start : start + 200]}) == 2
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_workers_read_the_same_tuples(three_chunks, context) -> None:
+    memory = MultimodalDataset(three_chunks, "train")
+    stream = StreamingDataset(three_chunks, "train")
+    stream[0]  # the parent holds an open handle that a forked worker must not use
+    sampler = ChunkShuffleSampler(stream, seed=0)
+    order = np.array(list(sampler))
+    loader = DataLoader(
+        stream, batch_size=256, sampler=sampler, num_workers=2, multiprocessing_context=context
+    )
+    got = gather(loader)
+    assert np.array_equal(got["label"], memory.labels.numpy()[order])
+    assert np.array_equal(got["z"], memory.z.numpy()[order])
+    for m in SHAPES:
+        assert np.array_equal(got[m], memory.images[m].numpy()[order])
