@@ -100,6 +100,25 @@ def test_sampler_is_a_seeded_chunk_local_permutation() -> None:
         assert len({i // 100 for i in whole[start : start + 200]}) == 2
 
 
+def test_a_forked_process_opens_its_own_handle(three_chunks) -> None:
+    import multiprocessing
+    import os
+
+    stream = StreamingDataset(three_chunks, "train")
+    parent_item = stream[1500]
+    queue = multiprocessing.get_context("fork").SimpleQueue()
+
+    def child() -> None:
+        item = stream[1500]
+        queue.put((stream._pid == os.getpid(), int(item["label"])))
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(60)
+    assert queue.get() == (True, int(parent_item["label"]))
+    assert stream._pid == os.getpid()  # the parent's handle is still its own
+
+
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_dataloader_workers_read_the_same_tuples(three_chunks, context) -> None:
     memory = MultimodalDataset(three_chunks, "train")
