@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from mmgen.data.h5io import CHUNK_ROWS, MultimodalDataset, create_dataset, standard_fields
 from mmgen.data.header import DatasetHeader, ModalitySource
-from mmgen.data.streaming import ChunkShuffleSampler, StreamingDataset
+from mmgen.data.streaming import ChunkShuffleSampler, StreamingDataset, streaming_loader
 
 N = 2600
 SHAPES = {"a": (1, 8, 8), "b": (3, 4, 4)}
@@ -77,6 +77,12 @@ def test_items_equal_the_in_memory_datasets(three_chunks) -> None:
         assert len(stream._cache) <= 2  # memory bounded by the cache, not by N
     with pytest.raises(IndexError):
         stream[N]
+    picks = [N - 1, 3, CHUNK_ROWS + 2, 3, 0]  # across chunks, repeated, out of order
+    batch = stream[picks]
+    assert torch.equal(batch["label"], memory.labels[picks])
+    assert torch.equal(batch["z"], memory.z[picks])
+    for m in SHAPES:
+        assert torch.equal(batch["images"][m], memory.images[m][picks])
 
 
 def test_sampler_is_a_seeded_chunk_local_permutation() -> None:
@@ -126,10 +132,14 @@ def test_dataloader_workers_read_the_same_tuples(three_chunks, context) -> None:
     stream[0]  # the parent holds an open handle that a forked worker must not use
     sampler = ChunkShuffleSampler(stream, seed=0)
     order = np.array(list(sampler))
-    loader = DataLoader(
+    per_item = DataLoader(
         stream, batch_size=256, sampler=sampler, num_workers=2, multiprocessing_context=context
     )
-    got = gather(loader)
+    batched = streaming_loader(stream, 256, seed=0, num_workers=2, multiprocessing_context=context)
+    got = gather(per_item)
+    whole = gather(batched)
+    for key in got:
+        assert np.array_equal(got[key], whole[key])
     assert np.array_equal(got["label"], memory.labels.numpy()[order])
     assert np.array_equal(got["z"], memory.z.numpy()[order])
     for m in SHAPES:

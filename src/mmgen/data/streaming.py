@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from mmgen import rng
 from mmgen.data.h5io import SPLITS, open_dataset, read_rows, to_unit_float
@@ -33,7 +33,7 @@ from mmgen.data.header import header_from_attrs
 from mmgen.data.shapes import from_stored
 from mmgen.errors import UsageError
 
-__all__ = ["ChunkShuffleSampler", "StreamingDataset"]
+__all__ = ["ChunkShuffleSampler", "StreamingDataset", "streaming_loader"]
 
 DEFAULT_WINDOW = 8  # chunks mixed by ChunkShuffleSampler and cached per process
 
@@ -117,7 +117,10 @@ class StreamingDataset(Dataset):
             self._cache.popitem(last=False)
         return values
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | Sequence[int]) -> dict[str, Any]:
+        """One item, or with a sequence of indices a whole batch (tensors stacked, in order)."""
+        if not isinstance(index, int | np.integer):
+            return self._batch(np.asarray(index, dtype=np.int64))
         if not -self.size <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} tuples")
         index %= self.size
@@ -130,6 +133,32 @@ class StreamingDataset(Dataset):
         if self.has_latent:
             item["z"] = torch.from_numpy(values["z"][row].copy())
         return item
+
+    def _batch(self, indices: np.ndarray) -> dict[str, Any]:
+        """Rows ``indices`` gathered chunk by chunk (one decompression per chunk at most)."""
+        if len(indices) and not (-self.size <= indices.min() and indices.max() < self.size):
+            raise IndexError(f"an index is out of range for {self.size} tuples")
+        indices = indices % max(self.size, 1)
+        chunks, rows = np.divmod(indices, self.chunk_rows)
+        keys = (
+            ["labels", "z", *self.modalities] if self.has_latent else ["labels", *self.modalities]
+        )
+        out: dict[str, np.ndarray] = {}
+        for chunk in np.unique(chunks):
+            where = np.flatnonzero(chunks == chunk)
+            values = self._chunk(int(chunk))
+            for key in keys:
+                part = values[key][rows[where]]
+                if key not in out:
+                    out[key] = np.empty((len(indices), *part.shape[1:]), part.dtype)
+                out[key][where] = part
+        batch: dict[str, Any] = {
+            "images": {m: torch.from_numpy(to_unit_float(out[m])) for m in self.modalities},
+            "label": torch.from_numpy(out["labels"]),
+        }
+        if self.has_latent:
+            batch["z"] = torch.from_numpy(out["z"])
+        return batch
 
     def close(self) -> None:
         """Close this process's handle (reopened on the next item)."""
@@ -170,3 +199,25 @@ class ChunkShuffleSampler(Sampler[int]):
                 ]
             )
             yield from generator.permutation(rows).tolist()
+
+
+def streaming_loader(
+    dataset: StreamingDataset,
+    batch_size: int,
+    seed: int | None = None,
+    window: int = DEFAULT_WINDOW,
+    **loader_options: Any,
+) -> DataLoader:
+    """A ``DataLoader`` that fetches whole batches from ``dataset`` (no per-item Python work).
+
+    ``seed``: shuffle with :class:`ChunkShuffleSampler` (``loader.sampler.sampler.set_epoch``
+    between epochs); ``None``: the file's order. Other options (``num_workers``,
+    ``multiprocessing_context``, ``pin_memory``, ...) go to the ``DataLoader``.
+    """
+    order: Sampler[int] = (
+        SequentialSampler(range(len(dataset)))
+        if seed is None
+        else ChunkShuffleSampler(dataset, seed, window)
+    )
+    batches = BatchSampler(order, batch_size, drop_last=False)
+    return DataLoader(dataset, batch_size=None, sampler=batches, **loader_options)
