@@ -43,8 +43,8 @@ BATCH = 256
 BLOCK = 8192
 
 
-def write_file(path: Path, size: int) -> None:
-    """A synthetic two-modality file of ``size`` train tuples (1,024 test tuples)."""
+def write_file(path: Path, size: int, test_size: int = 1024) -> None:
+    """A synthetic two-modality file of ``size`` train and ``test_size`` test tuples."""
     header = DatasetHeader(
         kind="entangled",
         modalities=("a", "b"),
@@ -57,7 +57,7 @@ def write_file(path: Path, size: int) -> None:
     )
     generator = np.random.default_rng(0)
     patterns = generator.integers(0, 256, (10, 28, 28), dtype=np.uint8)
-    sizes = {"train": size, "test": 1024}
+    sizes = {"train": size, "test": test_size}
     with create_dataset(path, header, sizes, standard_fields(["a", "b"], "uint8", 2)) as writer:
         for split, total in sizes.items():
             for start in range(0, total, BLOCK):

@@ -144,3 +144,14 @@ def test_dataloader_workers_read_the_same_tuples(three_chunks, context) -> None:
     assert np.array_equal(got["z"], memory.z.numpy()[order])
     for m in SHAPES:
         assert np.array_equal(got[m], memory.images[m].numpy()[order])
+
+
+def test_documented_streaming_lines_run(tmp_path, monkeypatch) -> None:
+    from test_integrations import code_blocks, write_mmgen_file
+
+    monkeypatch.chdir(tmp_path)
+    write_mmgen_file(tmp_path / "mnist-e.h5", "entangled")
+    (block,) = code_blocks("Large files")
+    scope: dict = {}
+    exec(block, scope)
+    assert scope["labels"].shape[0] > 0 and set(scope["images"]) == {"mnist", "fashion"}
