@@ -12,8 +12,9 @@ export MMGEN_DATA_DIR ?= $(abspath ../shared/datasets)
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# The [multivae], [digits] and [svhn] extras too, so that their tests run rather than skip.
-	$(BIN)/pip install --quiet -e '.[dev,multivae,digits,svhn]'
+	# The [multivae], [digits], [svhn], [hf] and [webdataset] extras too, so that their tests
+	# run rather than skip.
+	$(BIN)/pip install --quiet -e '.[dev,multivae,digits,svhn,hf,webdataset]'
 	touch $@
 
 demo: $(BIN)/.installed  ## train → generate → shuffle → evaluate at a small budget, into demo/
@@ -25,6 +26,8 @@ test: $(BIN)/.installed  ## lint, then every test (the real-data ones read MMGEN
 
 bench: $(BIN)/.installed  ## the measurements behind docs/performance.md
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_streaming.py
+	$(BIN)/python benchmarks/bench_export.py
 
 # The GPU path in one command, on a machine with a CUDA GPU: the CUDA tests (they skip, saying
 # why, without one) and every benchmark on the GPU. Each benchmark prints its figures as JSON.

@@ -1,4 +1,4 @@
-"""MVAE, MMVAE and MoPoE (METHOD.md §4, "Today's aggregators"): fusion, mixture posteriors, and
+"""MVAE, MMVAE and MoPoE (docs/method.md, "Today's aggregators"): fusion, mixture posteriors, and
 every metric correct for a mixture ``q(z|S)``.
 
 Their objectives are pinned by hand in ``test_pinned_objectives.py``; here the pieces the
@@ -64,7 +64,7 @@ def test_product_of_experts_is_the_normalised_product_with_the_prior() -> None:
     )
     difference = unnormalised - log_normal(z, poe_mu, poe_logvar)  # (7, 1)
     torch.testing.assert_close(difference, difference[:1].expand_as(difference))
-    # The closed form of METHOD.md §4 on one dimension: precision 1 + Σ σ⁻².
+    # The closed form of docs/method.md on one dimension: precision 1 + Σ σ⁻².
     precision = 1 + math.exp(-0.2) + math.exp(0.5)
     assert float(poe_logvar[0, 0]) == pytest.approx(-math.log(precision))
     expected_mean = (0.8 * math.exp(-0.2) - 0.3 * math.exp(0.5)) / precision

@@ -93,6 +93,9 @@ def test_pair_command(tmp_path: Path, fake_data_root: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert h5io.read_attrs(out)["kind"] == "naive"
+    with h5py.File(out, "r") as handle:  # the line reports what the file holds
+        sizes = [len(handle[split]["labels"]) for split in ("train", "test")]
+    assert f"{sizes[0]:,} train, {sizes[1]:,} test tuples" in result.output
     result = invoke("inspect", out, "--out", tmp_path / "naive.png")
     assert result.exit_code == 0, result.output
     assert "latent size: none" in result.output

@@ -1,4 +1,4 @@
-"""Every registered model's training loss, recomputed by hand from METHOD.md §4.
+"""Every registered model's training loss, recomputed by hand from docs/method.md.
 
 For each model (two and three modalities, every training stage) the objective is written out
 literally from the method text, with ``torch.distributions`` for every Gaussian KL and the
@@ -10,7 +10,7 @@ sign of α or β, dropping a term or swapping two weights changes the loss by fa
     ELBO_S(T) = E_{q(z|S)}[Σ_{m∈T} log p(m|z)] − β·KL(q(z|S) ‖ N(0, I)),  one draw z ~ q(z|S)
 
 Today's aggregators (MVAE, MMVAE, MoPoE) are recomputed from their uni-modal experts alone: the
-product of experts from the precision formula of METHOD.md §4 and the mixture density by
+product of experts from the precision formula of docs/method.md and the mixture density by
 ``torch.distributions.MixtureSameFamily``, never through the models' fusion code.
 """
 
@@ -36,7 +36,7 @@ Subset = tuple[str, ...]
 
 
 class Hand:
-    """The pieces of METHOD.md §4, computed from a model's networks without its objective code."""
+    """The pieces of docs/method.md, computed from a model's networks without its objective code."""
 
     def __init__(self, model: MultimodalVAE, batch: dict[str, torch.Tensor]) -> None:
         self.model, self.batch = model, batch
@@ -110,7 +110,7 @@ def smaller(subset: Subset) -> list[Subset]:
     return list(itertools.combinations(subset, len(subset) - 1))
 
 
-# ----- METHOD.md §4, one function per registered model ----------------------------------------
+# ----- docs/method.md, one function per registered model ----------------------------------------
 def jmvae(hand: Hand, modalities: Subset, stage: str) -> torch.Tensor:
     """JMVAE (and JMVAE-zero, same training): maximise ELBO_M(M)."""
     return hand.elbo(modalities, modalities)
@@ -170,7 +170,7 @@ def mvae(hand: Hand, modalities: Subset, stage: str) -> torch.Tensor:
 
 def mmvae(hand: Hand, modalities: Subset, stage: str) -> torch.Tensor:
     """MMVAE: (1/|M|) Σ_m [log p(M|z_m) + β(log p(z_m) − log q(z_m|M))], z_m ~ q(z|m),
-    q(z|M) = (1/|M|) Σ_m q(z|m) (METHOD.md §4, with β on the KL estimate)."""
+    q(z|M) = (1/|M|) Σ_m q(z|m) (docs/method.md, with β on the KL estimate)."""
     experts = [hand.expert(m) for m in modalities]
     mixture = uniform_mixture(experts)
     terms = []

@@ -1,4 +1,4 @@
-"""The verdict across seeds (METHOD.md §5b): Student t, paired differences, mean ± sd tables."""
+"""The verdict across seeds (docs/method.md): Student t, paired differences, mean ± sd tables."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Coherence (Shi et al., MMVAE, §4) asks a classifier trained on the **real** source whether a
 generated image shows the intended class; the classifier's own test accuracy on real data is the
-ceiling any coherence figure can reach, and is reported beside every one (METHOD.md §5). Its
+ceiling any coherence figure can reach, and is reported beside every one (docs/method.md). Its
 penultimate layer is also the feature space of the Fréchet distance (Heusel et al.).
 
 One small CNN per source (two 3×3 convolutions with max-pooling, a 128-unit layer, a linear

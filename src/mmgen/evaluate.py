@@ -3,7 +3,7 @@
 The evidence that an entangled dataset (MNIST-E, Korthals et al.) is coherent: the same
 multi-modal VAEs (JMVAE, JMVAE-zero, JMVAE-kl, tVAE, M²VAE), trained with the same seed on
 MNIST-E, on its mixed twin MNIST-ME and on a naive pairing of real images, and measured side by
-side (METHOD.md §5): subset test ELBOs, the importance-weighted ``log p(M)``, conditionals
+side (docs/method.md): subset test ELBOs, the importance-weighted ``log p(M)``, conditionals
 ``log p(m | rest)``, cross and joint coherence through real-data classifiers (with their test
 accuracy as the ceiling), posterior agreement (KL, JSD, naive Bayes on latent means), recovery
 of the true codes by per-class probes (``mmgen.probes``), and the quality of the file's own
@@ -12,7 +12,7 @@ images (classifier accuracy and Fréchet distance to the real test images).
 Each (dataset, model, seed) is a job (``mmgen.jobs``), stored in ``out/jobs/`` as it finishes
 (model, figures, curves), so that an interrupted run resumes and torchrun's ranks share the work
 (``mmgen.distributed``). Outputs in ``out``: ``report.json`` (every per-seed figure, mean and sd
-over seeds, the verdict of METHOD.md §5b, the config and seeds), ``report.md`` (the verdict, then
+over seeds, the verdict of docs/method.md, the config and seeds), ``report.md`` (the verdict, then
 tables) and ``latent-<model>.png`` (the test set through every encoder, datasets side by side,
 first seed; the paper's Fig. 1 bottom).
 """
@@ -97,7 +97,7 @@ class EvaluateConfig:
     # and the conditionals decode N·K and N·N_w codes, the bulk of evaluate's time on a CPU.
     test_limit: int | None = None
     # One job per (dataset, model, seed): the seed keys the model's initialisation, the shuffles
-    # and every metric draw, and is the same on every dataset (the pairing of METHOD.md §5b).
+    # and every metric draw, and is the same on every dataset (the pairing of docs/method.md).
     seeds: tuple[int, ...] = (0,)
     device: str = "auto"  # auto, cpu or cuda
     classifier_epochs: int = 3  # epochs of each real-data classifier (cached by its config)
@@ -152,7 +152,7 @@ class EvaluateConfig:
         return {k: v for k, v in to_dict(self).items() if k not in JOB_INDEPENDENT_FIELDS}
 
     def train_config(self) -> TrainConfig:
-        """The optimisation settings shared by every model (Adam, METHOD.md §4)."""
+        """The optimisation settings shared by every model (Adam, docs/method.md)."""
         return TrainConfig(
             epochs=self.epochs,
             batch_size=self.batch_size,
@@ -308,7 +308,7 @@ def evaluate_model(
     config: EvaluateConfig,
     codes: Mapping[str, tuple[Tensor, Tensor]] | None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Every METHOD.md §5 metric of one trained model on one dataset.
+    """Every docs/method.md metric of one trained model on one dataset.
 
     Args:
         model: a trained ``MultimodalVAE`` (eval mode, on the tensors' device).

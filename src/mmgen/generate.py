@@ -6,7 +6,7 @@ multi-modal data*, M²VAE) build an *entangled* dataset: one class-conditional �
 
     x_m = σ(decoder_m(z, C))   for every source m,
 
-so the modalities of a tuple vary together through ``z`` (their Fig. 1). METHOD.md §2:
+so the modalities of a tuple vary together through ``z`` (their Fig. 1). docs/method.md:
 
 * ``z ~ N(0, I_d)`` restricted to a radius by exact rejection (never clipping): ``radial``
   keeps ``‖z‖₂ ≤ r``, ``box`` keeps ``max_i |z_i| ≤ r``; default r = 2 (the authors' notebook
@@ -94,7 +94,7 @@ DECODE_MODES = ("mean", "sample")
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """What ``mmgen generate`` draws (defaults: METHOD.md §2, the released MNIST-E).
+    """What ``mmgen generate`` draws (defaults: docs/method.md, the released MNIST-E).
 
     Saved as the root attribute ``config`` of every generated file.
     """

@@ -1,4 +1,4 @@
-"""Metrics of a trained multi-modal VAE and of a generated dataset (METHOD.md §5).
+"""Metrics of a trained multi-modal VAE and of a generated dataset (docs/method.md).
 
 Every function takes a model with the ``MultimodalVAE`` interface (``modalities``,
 ``config.latent_dim``, ``encodable_subsets()``, ``encode(images, subset)``,

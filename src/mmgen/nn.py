@@ -49,7 +49,7 @@ class GaussianHead(nn.Module):
         super().__init__()
         self.mu = nn.Linear(in_features, latent_dim)
         self.logvar = nn.Linear(in_features, latent_dim)
-        # The authors' notebooks tried a BatchNorm on μ; off by default (METHOD.md §1).
+        # The authors' notebooks tried a BatchNorm on μ; off by default (docs/method.md).
         self.mu_norm = nn.BatchNorm1d(latent_dim) if batch_norm_mu else nn.Identity()
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:

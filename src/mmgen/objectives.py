@@ -1,11 +1,11 @@
 """Pure loss functions shared by every model: Gaussian KLs, the Bernoulli likelihood, ELBOs.
 
-Conventions (METHOD.md, "Notation"): images are grey levels in [0, 1]; ``log p(x|z)`` is minus
+Conventions (docs/method.md, "Notation"): images are grey levels in [0, 1]; ``log p(x|z)`` is minus
 the binary cross-entropy against grey-level targets **summed** over pixels; KLs between diagonal
 Gaussians are analytic and summed over latent dimensions. Every loss function here returns one
 value per example, shape ``(B,)``; callers take the batch mean.
 
-The multi-modal bounds (METHOD.md §4) are built from one term: for subsets ``S, T`` of the
+The multi-modal bounds (docs/method.md) are built from one term: for subsets ``S, T`` of the
 modalities ``M``,
 
     ELBO_S(T) = E_{q(z|S)}[Σ_{m∈T} log p(m|z)] − β · KL(q(z|S) ‖ p(z)),   p(z) = N(0, I),
@@ -250,7 +250,7 @@ def m2vae_objective(
     return total - alpha * sum(w * kls[pair] for pair, w in kl_weights.items())
 
 
-# ----- Today's aggregators (METHOD.md §4): products and mixtures of experts ------------------
+# ----- Today's aggregators (docs/method.md): products and mixtures of experts ------------------
 def product_of_experts(mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
     """``PoE(S)``: the product of the prior expert ``N(0, I)`` and the Gaussian experts of ``S``.
 

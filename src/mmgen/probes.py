@@ -1,6 +1,6 @@
 """Latent recovery: how well a posterior mean predicts the true code a tuple was decoded from.
 
-METHOD.md §5 ("Latent recovery"). MNIST-E stores, per tuple, the code ``z`` every modality was
+docs/method.md ("Latent recovery"). MNIST-E stores, per tuple, the code ``z`` every modality was
 decoded from (Korthals et al., §3), so a multi-modal VAE trained on it can be asked whether its
 posterior mean ``μ = E[z | S]`` of an encoder ``S`` determines that code. One global linear map
 ``μ → z`` cannot see this: with ``d = 2`` the same two latent dimensions also separate ten
@@ -82,7 +82,7 @@ def code_modality(key: str) -> str | None:
 
 
 def r_squared(truth: Tensor, predicted: Tensor) -> float:
-    """``R² = 1 − Σ_i ‖z_i − ẑ_i‖² / Σ_i ‖z_i − z̄‖²`` (METHOD.md §5), pooled over dimensions.
+    """``R² = 1 − Σ_i ‖z_i − ẑ_i‖² / Σ_i ‖z_i − z̄‖²`` (docs/method.md), pooled over dimensions.
 
     Args:
         truth: ``(N, d)`` true codes ``z``.

@@ -1,6 +1,6 @@
 """The evaluation report: ``report.json`` (every figure) and ``report.md`` (tables to read).
 
-``report.md`` has one table per metric family of METHOD.md §5 with the datasets side by side as
+``report.md`` has one table per metric family of docs/method.md with the datasets side by side as
 columns, so MNIST-E, MNIST-ME and the naive pairing compare at a glance; the real-data
 classifiers' test accuracies (the ceilings) sit beside every classifier-based figure. Modalities
 are named by position (``a``, ``b``, ``c``…) so that rows line up across files whose modality
@@ -350,7 +350,7 @@ def _seeds(report: Mapping[str, Any]) -> str:
 
 
 def render_verdict(report: Mapping[str, Any]) -> list[str]:
-    """The verdict table (METHOD.md §5b), one row per model, comparison and figure."""
+    """The verdict table (docs/method.md), one row per model, comparison and figure."""
     rows = report.get("verdict", [])
     seeds = len(report["seeds"])
     lines = [

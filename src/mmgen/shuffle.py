@@ -11,7 +11,7 @@
   true latent code (``has_latent`` is false, no ``z``); per split, class c holds
   ``min_m count_m(c)`` tuples, the smallest count of that class over the sources.
 
-Both are seeded with NumPy generators keyed by ``(seed, split, ...)`` (METHOD.md §3).
+Both are seeded with NumPy generators keyed by ``(seed, split, ...)`` (docs/method.md).
 """
 
 from __future__ import annotations

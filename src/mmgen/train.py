@@ -8,7 +8,7 @@ other entry is averaged and logged under its name.
 ``set_stage(stage)`` to select the loss of a stage, and ``stage_parameters(stage)``, the
 parameters that stage trains. ``fit`` runs every stage in order, ``config.epochs`` epochs each,
 with its own optimiser over that stage's parameters (the others are frozen for the stage and
-unfrozen after). tVAE trains its joint part, then its uni-modal encoders (METHOD.md §4); a model
+unfrozen after). tVAE trains its joint part, then its uni-modal encoders (docs/method.md); a model
 without ``stages`` has the single stage ``"train"``. Epochs are numbered across stages, so a
 run's ``epochs_done`` says which stage it reached.
 
@@ -53,7 +53,7 @@ Batch = dict[str, Tensor]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings (defaults: the released MNIST-E CVAEs, METHOD.md §1)."""
+    """Optimisation settings (defaults: the released MNIST-E CVAEs, docs/method.md)."""
 
     epochs: int = 100  # per stage: a two-stage model (tVAE) trains 2 · epochs in all
     batch_size: int = 128

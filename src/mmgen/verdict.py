@@ -1,4 +1,4 @@
-"""The verdict across seeds (METHOD.md §5b): is the entangled dataset measurably better?
+"""The verdict across seeds (docs/method.md): is the entangled dataset measurably better?
 
 The same seed s trains every model on every dataset, so the figures of one seed are paired. For
 a figure f and the seeds s = 1 … n, the paired differences

@@ -1,8 +1,8 @@
 """The ``mmgen`` command line: a thin typer shell over the library.
 
 Each command parses its options, builds a config, calls one library function and reports.
-Commands live in one module per job (``train``, ``data``, ``evaluate``) and register on the app
-of ``mmgen.cli.common`` when imported.
+Commands live in one module per job (``train``, ``data``, ``evaluate``, ``export``) and register
+on the app of ``mmgen.cli.common`` when imported.
 
 This package imports nothing heavy itself: torch, h5py and matplotlib load inside :func:`main`'s
 guarded call, so that Ctrl-C during the seconds of start-up is one line and exit code 130, not a
@@ -24,7 +24,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped
 def load_app() -> typer.Typer:
     """The app with every command registered (imports torch and h5py: seconds on a cold start)."""
     # Importing a command module registers its commands on ``common.app``.
-    from mmgen.cli import data, evaluate, train  # noqa: F401
+    from mmgen.cli import data, evaluate, export, train  # noqa: F401
     from mmgen.cli.common import app
 
     return app

@@ -10,7 +10,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
+import click
 import typer
+import typer.core
 
 from mmgen import __version__
 from mmgen.atomic import signals_as_interrupts
@@ -18,8 +20,25 @@ from mmgen.cli import EXIT_INTERRUPTED
 from mmgen.device import DEVICE_CHOICES, deterministic
 from mmgen.errors import UsageError
 
+
+class WrappedHelpGroup(typer.core.TyperGroup):
+    """The command list of ``mmgen --help``: each command's first paragraph, wrapped, not cut."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                text = command.short_help or inspect.cleandoc(command.help or "")
+                rows.append((name, " ".join(text.split("\n\n")[0].split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
     name="mmgen",
+    cls=WrappedHelpGroup,
     help=(
         "Generate entangled multi-modal datasets (MNIST-E) from class-conditional β-CVAEs, "
         "make their mixed and naive baselines, and evaluate multi-modal VAEs on them."
@@ -27,6 +46,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: wrapped to the terminal (80 columns at most), never cut off with "…",
+    # and flags without a `<bool>` type column (tests/test_cli_help.py).
+    rich_markup_mode=None,
 )
 
 # Mistakes a user can make (the library raises ``UsageError`` with a message that says what was

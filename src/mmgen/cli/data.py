@@ -25,7 +25,7 @@ from mmgen.cli.common import (
     reports_user_errors,
 )
 from mmgen.cli.source_options import SOURCE_HELP, DownloadOption, PairClassesOption
-from mmgen.data.h5io import IMAGE_DTYPES
+from mmgen.data.h5io import IMAGE_DTYPES, SPLITS, open_dataset
 from mmgen.data.sources import parse_classes
 
 # CLI choices are enums built from the library's registries.
@@ -206,7 +206,9 @@ def pair_command(
         path = shuffling.pair_sources(
             out, config, data_dir, download, overwrite, on_progress=bar.update
         )
-    typer.echo(f"Wrote {path} (naive pairing of {', '.join(source)})")
+    with open_dataset(path) as handle:
+        sizes = ", ".join(f"{len(handle[s]['labels']):,} {s}" for s in SPLITS)
+    typer.echo(f"Wrote {path} (naive pairing of {', '.join(source)}: {sizes} tuples)")
 
 
 @app.command("inspect")

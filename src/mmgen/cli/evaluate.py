@@ -181,7 +181,7 @@ def evaluate_command(
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Train multi-modal VAEs on each dataset with the same seed and measure them (METHOD §5).
+    """Train multi-modal VAEs on each dataset with the same seed and measure them (docs/method.md).
 
     Writes report.json (every figure, config and seeds), report.md (tables, datasets side by
     side, classifier ceilings), latent-<model>.png and curves-<dataset>-<model>.png. The folder

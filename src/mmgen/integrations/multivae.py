@@ -11,7 +11,7 @@ user meets when handing an mmgen file to MultiVae, and what this module does abo
 2. **Probabilities for logits.** MultiVae's default MLP decoder ends in a sigmoid, while its
    ``"bernoulli"`` likelihood reads the decoder output as logits; and PyTorch's ``Bernoulli``
    refuses grey-level targets. ``logit_decoders`` end without a sigmoid, and
-   ``use_grey_level_bernoulli`` scores grey levels ``x ∈ [0, 1]`` as mmgen does (METHOD.md,
+   ``use_grey_level_bernoulli`` scores grey levels ``x ∈ [0, 1]`` as mmgen does (docs/method.md,
    "Notation"): ``log p(x|z) = Σ_pixels [x log σ(l) + (1 − x) log(1 − σ(l))]``.
 3. **uint8.** mmgen may store grey levels as uint8 ×255; MultiVae needs floats in [0, 1].
    ``multivae_dataset`` converts (``mmgen.data.h5io.to_unit_float``).

@@ -1,4 +1,4 @@
-"""The class-conditional β-CVAE of Korthals et al., Table 2 (METHOD.md §1).
+"""The class-conditional β-CVAE of Korthals et al., Table 2 (docs/method.md).
 
 One CVAE is trained per uni-modal source. Its decoder ``p(x | z, C)`` later turns a shared
 latent code ``z`` and a class ``C`` into one modality of an entangled tuple (MNIST-E).

@@ -1,6 +1,6 @@
 """The shared base of today's aggregators (MVAE, MMVAE, MoPoE): uni-modal experts, fused.
 
-METHOD.md §4, "Today's aggregators": each modality ``m`` has one uni-modal encoder, the expert
+docs/method.md, "Today's aggregators": each modality ``m`` has one uni-modal encoder, the expert
 ``q(z|m) = N(μ_m, σ_m²)`` (the Table-1 network fc D_m-128-64 → (μ, log σ²)); the posterior of a
 subset ``S`` is built from the experts of ``S`` alone, so every non-empty subset is encodable
 and no network sees a missing modality. Two fusions, from ``mmgen.objectives``:

@@ -1,5 +1,5 @@
 """JMVAE, JMVAE-zero and JMVAE-kl(α): Suzuki, Nakayama & Matsuo, *Joint multimodal learning
-with deep generative models* (2016), for any number of modalities (METHOD.md §4).
+with deep generative models* (2016), for any number of modalities (docs/method.md).
 
 All three learn one joint encoder ``q(z|M)`` and a decoder ``p(m|z)`` per modality by
 maximising the joint bound (the paper's, with a β on the KL as in the M²VAE experiments)

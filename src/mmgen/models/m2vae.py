@@ -1,5 +1,5 @@
 """M²VAE: Korthals, Hesse, Rückert & Leitner, *Deep generative models for learning coherent
-latent representations from multi-modal data*, for any number of modalities (METHOD.md §4).
+latent representations from multi-modal data*, for any number of modalities (docs/method.md).
 
 One encoder ``q(z|S)`` per non-empty subset ``S`` of the modalities ``M``, shared decoders
 ``p(m|z)``, and the recursive bound of the paper (the |M| = 3 form is in its appendix)::

@@ -1,5 +1,5 @@
 """MMVAE: Shi, Siddharth, Paige & Torr, *Variational mixture-of-experts autoencoders for
-multi-modal deep generative models* (NeurIPS 2019), with the Table-1 networks (METHOD.md §4).
+multi-modal deep generative models* (NeurIPS 2019), with the Table-1 networks (docs/method.md).
 
 The joint posterior is the uniform mixture of the uni-modal experts (their eq. 2); for any
 subset ``S``, the same mixture over the experts of ``S``::

@@ -1,5 +1,5 @@
 """MoPoE: Sutter, Daunhawer & Vogt, *Generalized multimodal ELBO* (ICLR 2021), with the
-Table-1 networks (METHOD.md §4, "Today's aggregators").
+Table-1 networks (docs/method.md, "Today's aggregators").
 
 The posterior of a subset ``S`` is the uniform mixture, over the non-empty subsets ``S'`` of
 ``S``, of their products of experts with the prior expert (their eq. 6 with PoE subsets)::

@@ -1,6 +1,6 @@
 """The shared base of the multi-modal VAEs: config, MLP encoders and decoders, the interface.
 
-Networks follow Korthals et al. (M²VAE), Table 1, e-MNIST rows (METHOD.md §4):
+Networks follow Korthals et al. (M²VAE), Table 1, e-MNIST rows (docs/method.md):
 
     uni-modal encoder q(z|m):  fc D_m-128-64 → (μ, log σ²)
     subset encoder    q(z|S):  one fc D_m-128-64 branch per modality m of S, concat,

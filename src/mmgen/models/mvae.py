@@ -1,5 +1,5 @@
 """MVAE: Wu & Goodman, *Multimodal generative models for scalable weakly-supervised learning*
-(NeurIPS 2018), with the Table-1 networks (METHOD.md §4, "Today's aggregators").
+(NeurIPS 2018), with the Table-1 networks (docs/method.md, "Today's aggregators").
 
 The posterior of any subset ``S`` is the product of Gaussian experts with a prior expert
 (their eq. 5 and §3)::

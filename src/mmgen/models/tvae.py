@@ -1,5 +1,5 @@
 """tVAE: Vedantam, Fischer, Huang & Murphy, *Generative models of visually grounded imagination*
-(2018), the "triple ELBO", for any number of modalities (METHOD.md §4).
+(2018), the "triple ELBO", for any number of modalities (docs/method.md).
 
 Objective (the paper's triple ELBO, one uni-modal term per modality):
 
