@@ -130,8 +130,7 @@ def calls(monkeypatch) -> dict[str, list]:
 def markers(out: Path, kind: str) -> dict[str, int]:
     """Finished job folder → its marker's inode (a rerun job writes a new one)."""
     return {
-        p.parent.name: p.stat().st_ino
-        for p in (out / JOBS_DIR / kind).glob(f"*/{MARKER_FILE}")
+        p.parent.name: p.stat().st_ino for p in (out / JOBS_DIR / kind).glob(f"*/{MARKER_FILE}")
     }
 
 
@@ -142,7 +141,9 @@ def test_replicates_get_their_own_keyed_seeds(tmp_path, fake_data_root, calls) -
     specs = [json.loads(p.read_text())["spec"] for p in (out / JOBS_DIR).glob(f"*/*/{MARKER_FILE}")]
     cvae_seeds = sorted(s["seed"] for s in specs if "cvae" in s)
     expected = sorted(
-        replicate_seed(0, r, "cvae", source) for r in (0, 1) for source in ("mnist", "fashion-mnist")
+        replicate_seed(0, r, "cvae", source)
+        for r in (0, 1)
+        for source in ("mnist", "fashion-mnist")
     )
     assert cvae_seeds == expected and len(set(expected)) == 4
     generate_seeds = sorted(s["seed"] for s in specs if "generate" in s)
@@ -238,7 +239,10 @@ def test_a_changed_evaluate_setting_reruns_only_the_evaluations(
 
 
 def test_every_mistake_is_one_line_and_nothing_is_written(tmp_path) -> None:
-    bad = tiny(tmp_path, models='["jmvae", "nope"]', extra="""
+    bad = tiny(
+        tmp_path,
+        models='["jmvae", "nope"]',
+        extra="""
 [[sweep]]
 factor = "evaluate.epochs"
 values = [1, -2]
@@ -246,9 +250,12 @@ values = [1, -2]
 [[sweep]]
 factor = "generate.colour"
 values = [1, 2]
-""")
+""",
+    )
     text = bad.read_text().replace("n_train = 40", "n_train = 40\nsize = 3")
-    text = 'colour = "red"\n' + text.replace("count = 2", "count = 0").replace('primary = "log p(M)"', 'primary = "x"')
+    text = 'colour = "red"\n' + text.replace("count = 2", "count = 0").replace(
+        'primary = "log p(M)"', 'primary = "x"'
+    )
     bad.write_text(text)
     out = tmp_path / "study"
     result = invoke("study", "run", bad, "--out", out)
@@ -300,3 +307,51 @@ def test_defaults_are_a_valid_recipe() -> None:
     recipe = validate({})
     assert recipe.primary == "log p(M)" and recipe.replicates == 5
     assert math.isclose(recipe.generate["radius"], 2.0)
+
+
+def test_a_sweep_draws_each_models_gap_against_the_factor(tmp_path, fake_data_root, calls) -> None:
+    extra = '\n[[sweep]]\nfactor = "evaluate.k"\nvalues = [2, 5]\n'
+    out = tmp_path / "study"
+    result = run(tiny(tmp_path, extra=extra), out, fake_data_root, tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    assert len(calls["evaluate"]) == 4  # k = 2 is the recipe's own point: shared, not redone
+    report = json.loads((out / "report.json").read_text())
+    (curve,) = report["sweeps"]
+    assert curve["factor"] == "evaluate.k" and curve["budget"]
+    entry = curve["models"]["jmvae"][""]
+    assert [p["value"] for p in entry["points"]] == [2, 5]
+    assert entry["converged"] is True  # the fake figure does not depend on k
+    assert (out / report["figures"]["evaluate.k"]).is_file()
+    assert "## Sweep: evaluate.k" in (out / "report.md").read_text()
+
+
+def test_not_converged_when_the_last_step_moves_more_than_the_interval() -> None:
+    from mmgen.study.report import converged
+
+    def point(mean, half):
+        return {"mean": mean, "interval": [mean - half, mean + half]}
+
+    assert converged([point(1.0, 0.5), point(1.4, 0.5)], budget=True) is True
+    assert converged([point(1.0, 0.5), point(1.6, 0.5)], budget=True) is False
+    assert converged([point(1.0, 0.5), point(1.6, 0.5)], budget=False) is None
+    assert converged([point(1.0, 0.5), {"mean": 3.0, "interval": None}], budget=True) is None
+
+
+def test_tiny_recipe_end_to_end_with_the_real_evaluate(tmp_path, fake_data_root) -> None:
+    out = tmp_path / "study"
+    result = run(tiny(tmp_path), out, fake_data_root, tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["primary"] == "log p(M)"
+    primary = [row for row in report["verdict"] if row["figure"] == "log p(M)"]
+    assert [(r["model"], r["comparison"], r["replicates"], r["seeds"]) for r in primary] == [
+        ("jmvae", "me", 2, 2)
+    ]
+    assert primary[0]["interval"] is not None
+    lines = (out / "values.csv").read_text().splitlines()
+    assert len(lines) - 1 == 4 * len(report["verdict"])  # 2 replicates × 2 seeds per row
+    # `mmgen study report` rewrites the same report from the folder.
+    before = (out / "report.json").read_bytes()
+    result = invoke("study", "report", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "report.json").read_bytes() == before

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from mmgen import distributed
 from mmgen.cli import EXIT_INTERRUPTED
 from mmgen.cli.common import (
+    EXIT_USER_ERROR,
     DataDirOption,
     DeviceOption,
     QuietOption,
@@ -19,7 +20,6 @@ from mmgen.cli.common import (
     configure_logging,
     reports_user_errors,
 )
-from mmgen.cli.common import EXIT_USER_ERROR
 from mmgen.study.recipe import RecipeError, load_recipe
 from mmgen.study.report import REPORT_MD, build_report
 from mmgen.study.run import run_study
@@ -38,8 +38,10 @@ def run_command(
     out: Annotated[Path, typer.Option("--out", help="The study folder (reused by a rerun).")],
     cache_dir: Annotated[
         Path | None,
-        typer.Option(help="Classifier cache (default: $XDG_CACHE_HOME/mmgen/classifiers).",
-                     show_default=False),
+        typer.Option(
+            help="Classifier cache (default: $XDG_CACHE_HOME/mmgen/classifiers).",
+            show_default=False,
+        ),
     ] = None,
     data_dir: DataDirOption = None,
     device: DeviceOption = "auto",

@@ -92,9 +92,12 @@ def points(recipe: Recipe) -> list[Point]:
     for sweep in recipe.sweeps:
         for value in sweep.values:
             found.append(
-                Point(f"{sweep.factor}={value}", sweep.factor, value, recipe.with_override(
-                    sweep.factor, value
-                ))
+                Point(
+                    f"{sweep.factor}={value}",
+                    sweep.factor,
+                    value,
+                    recipe.with_override(sweep.factor, value),
+                )
             )
     return found
 
@@ -128,7 +131,9 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
         StudyJob("generate", key, f"generate/{key[:12]}-r{r}", r, spec, tuple(j.key for j in cvaes))
     )
     files = {ENTANGLED: entangled}
-    fractions = ([1.0] if recipe.twins["mixed"] else []) + [float(f) for f in recipe.twins["fractions"]]
+    fractions = ([1.0] if recipe.twins["mixed"] else []) + [
+        float(f) for f in recipe.twins["fractions"]
+    ]
     for fraction in fractions:
         name = twin_name(fraction)
         seed = replicate_seed(recipe.seed, r, "shuffle", name)
@@ -161,8 +166,12 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
     }
     identity = {"kind": "evaluate", **spec, "files": {n: j.key for n, j in files.items()}}
     key = key_of(identity)
-    spec = {**spec, "models": list(recipe.evaluate["models"]), "seeds": list(recipe.evaluator_seeds)}
-    evaluate = plan.add(
+    spec = {
+        **spec,
+        "models": list(recipe.evaluate["models"]),
+        "seeds": list(recipe.evaluator_seeds),
+    }
+    plan.add(
         StudyJob(
             "evaluate",
             key,

@@ -175,8 +175,10 @@ def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
         errors.append(f"seed must be an integer in 0 .. 2**63-1, got {seed!r}")
         seed = 0
     sources = data.get("sources", ["mnist", "fashion-mnist"])
-    if not isinstance(sources, list) or len(sources) < 2 or not all(
-        isinstance(s, str) for s in sources
+    if (
+        not isinstance(sources, list)
+        or len(sources) < 2
+        or not all(isinstance(s, str) for s in sources)
     ):
         errors.append(f"sources must be a list of two or more source names, got {sources!r}")
         sources = ["mnist", "fashion-mnist"]
@@ -240,9 +242,7 @@ def _table(
         errors.append(f"[{name}] must be a table, got {given!r}")
         return dict(defaults)
     for key in sorted(set(given) - set(defaults)):
-        errors.append(
-            f"unknown key {name}.{key}; [{name}] takes {', '.join(sorted(defaults))}"
-        )
+        errors.append(f"unknown key {name}.{key}; [{name}] takes {', '.join(sorted(defaults))}")
     table = dict(defaults)
     for key, value in given.items():
         if key in defaults:
@@ -280,7 +280,9 @@ def _twin_errors(twins: Mapping[str, Any]) -> list[str]:
         return [f"fractions must be numbers in (0, 1), got {fractions!r}"]
     for value in fractions:
         if not 0.0 < value < 1.0:
-            errors.append(f"a partial fraction must lie in (0, 1) (1 is the mixed twin), got {value}")
+            errors.append(
+                f"a partial fraction must lie in (0, 1) (1 is the mixed twin), got {value}"
+            )
     if len(set(fractions)) != len(fractions):
         errors.append(f"fractions lists a value more than once: {fractions}")
     if fractions and not steps.SHUFFLE_HAS_FRACTION:
@@ -293,7 +295,9 @@ def _twin_errors(twins: Mapping[str, Any]) -> list[str]:
     return errors
 
 
-def _settings_errors(tables: Mapping[str, Mapping[str, Any]], sources: list[str], where: str) -> list[str]:
+def _settings_errors(
+    tables: Mapping[str, Mapping[str, Any]], sources: list[str], where: str
+) -> list[str]:
     """The library configs' own refusals of these settings (one line each)."""
     from mmgen.study import steps
 
@@ -334,7 +338,7 @@ def _sweeps(
     for index, entry in enumerate(given, start=1):
         where = f"sweep {index}"
         if not isinstance(entry, Mapping) or set(entry) != {"factor", "values"}:
-            errors.append(f"{where} must hold exactly factor = \"table.key\" and values = [...]")
+            errors.append(f'{where} must hold exactly factor = "table.key" and values = [...]')
             continue
         factor, values = entry["factor"], entry["values"]
         if factor not in factors:
@@ -366,4 +370,3 @@ def _sweeps(
     for factor in sorted({f for f in seen if seen.count(f) > 1}):
         errors.append(f"{factor} is swept more than once; give one [[sweep]] per factor")
     return sweeps
-

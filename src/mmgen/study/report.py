@@ -74,7 +74,9 @@ def collect_values(out: Path, recipe: Recipe, plan: Plan) -> list[dict[str, Any]
     Only figures that both datasets have for every replicate and seed of a point are kept
     (as ``mmgen.verdict`` does for seeds).
     """
-    reports = {key: evaluation_report(out, plan.jobs[key]) for key in {u.evaluate for u in plan.units}}
+    reports = {
+        key: evaluation_report(out, plan.jobs[key]) for key in {u.evaluate for u in plan.units}
+    }
     records = []
     seeds = recipe.evaluator_seeds
     for point in plan.points:
@@ -89,7 +91,9 @@ def collect_values(out: Path, recipe: Recipe, plan: Plan) -> list[dict[str, Any]
                 for unit in units:
                     report = reports[unit.evaluate]
                     for seed in seeds:
-                        left = figure_values(steps.evaluated_figures(report, ENTANGLED, model, seed))
+                        left = figure_values(
+                            steps.evaluated_figures(report, ENTANGLED, model, seed)
+                        )
                         right = figure_values(steps.evaluated_figures(report, other, model, seed))
                         for name in left.keys() & right.keys():
                             grid[name][unit.replicate, seed] = (left[name], right[name])
@@ -227,8 +231,9 @@ def build_report(out: Path | str) -> dict[str, Any]:
         "evaluator_seeds": list(recipe.evaluator_seeds),
         "points": [p.name for p in plan.points],
         "counts": {
-            "primary": counts([r for r in base if r["figure"] == recipe.primary],
-                              recipe.evaluate["models"]),
+            "primary": counts(
+                [r for r in base if r["figure"] == recipe.primary], recipe.evaluate["models"]
+            ),
             "all": counts(base, recipe.evaluate["models"]),
         },
         "verdict": verdict,
@@ -261,8 +266,8 @@ def draw_sweep(curve: Mapping[str, Any], primary: str, out: Path) -> str:
     figure = Figure(figsize=(6, 4))
     axes = figure.add_subplot()
     values = curve["values"]
-    positions = values if all(isinstance(v, int | float) for v in values) else list(
-        range(len(values))
+    positions = (
+        values if all(isinstance(v, int | float) for v in values) else list(range(len(values)))
     )
     for model, keys in curve["models"].items():
         for key, entry in keys.items():
@@ -274,8 +279,9 @@ def draw_sweep(curve: Mapping[str, Any], primary: str, out: Path) -> str:
             label = model + (f" {key}" if key else "")
             if entry["converged"] is False:
                 label += f" ({NOT_CONVERGED})"
-            axes.errorbar(positions[: len(means)], means, yerr=errors, marker="o", capsize=3,
-                          label=label)
+            axes.errorbar(
+                positions[: len(means)], means, yerr=errors, marker="o", capsize=3, label=label
+            )
     axes.axhline(0.0, color="grey", linewidth=0.8)
     if positions is not values:
         axes.set_xticks(positions, [str(v) for v in values])
@@ -338,8 +344,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
     ]
     if r == 1:
-        lines += ["**One dataset replicate: no interval for the construction.** The evaluator "
-                  "seeds measure only the evaluator's noise on one dataset draw.", ""]
+        lines += [
+            "**One dataset replicate: no interval for the construction.** The evaluator "
+            "seeds measure only the evaluator's noise on one dataset draw.",
+            "",
+        ]
     base = [row for row in verdict if row["point"] == BASE_POINT]
     lines += [
         f"## Primary figure (declared in the recipe before the run): {primary}",

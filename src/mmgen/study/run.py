@@ -51,7 +51,9 @@ def is_done(out: Path, job: StudyJob) -> bool:
 
 
 def _mark(out: Path, job: StudyJob) -> None:
-    save_json(job_path(out, job) / MARKER_FILE, {"key": job.key, "kind": job.kind, "spec": job.spec})
+    save_json(
+        job_path(out, job) / MARKER_FILE, {"key": job.key, "kind": job.kind, "spec": job.spec}
+    )
 
 
 def run_study(
@@ -166,7 +168,14 @@ def _evaluate(
     tables = {"evaluate": {**spec["evaluate"], "models": spec["models"]}}
     paths = [out / JOBS_DIR / path for path in spec["files"].values()]
     steps.evaluate_step(
-        paths, job_path(out, job), tables, spec["seeds"], data_dir, cache_dir, device, world,
+        paths,
+        job_path(out, job),
+        tables,
+        spec["seeds"],
+        data_dir,
+        cache_dir,
+        device,
+        world,
         on_step,
     )
     if world.is_main:

@@ -101,9 +101,7 @@ def pair_config(tables: Mapping[str, Any], seed: int = 0) -> PairConfig:
     )
 
 
-def pair_step(
-    out: Path, tables: Mapping[str, Any], seed: int, data_dir: Path | str | None
-) -> None:
+def pair_step(out: Path, tables: Mapping[str, Any], seed: int, data_dir: Path | str | None) -> None:
     """The naive pairing of real images ``out``."""
     pair_sources(out, pair_config(tables, seed), data_dir=data_dir, overwrite=True)
 
@@ -113,9 +111,7 @@ def evaluate_config(
 ) -> EvaluateConfig:
     """``[evaluate]`` as evaluate's config, with the evaluator ``seeds``."""
     e = dict(tables["evaluate"])
-    return EvaluateConfig(
-        models=tuple(e.pop("models")), seeds=tuple(seeds), device=device, **e
-    )
+    return EvaluateConfig(models=tuple(e.pop("models")), seeds=tuple(seeds), device=device, **e)
 
 
 def check_evaluate_models(tables: Mapping[str, Any]) -> None:
