@@ -1,0 +1,107 @@
+"""``mmgen study run RECIPE.toml --out DIR`` and ``mmgen study report DIR``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from tqdm import tqdm
+
+from mmgen import distributed
+from mmgen.cli import EXIT_INTERRUPTED
+from mmgen.cli.common import (
+    EXIT_USER_ERROR,
+    DataDirOption,
+    DeviceOption,
+    QuietOption,
+    VerboseOption,
+    app,
+    configure_logging,
+    reports_user_errors,
+)
+from mmgen.study.recipe import RecipeError, load_recipe
+from mmgen.study.report import REPORT_MD, build_report
+from mmgen.study.run import run_study
+
+study_app = typer.Typer(
+    help="Replicated studies from one TOML recipe: datasets replicated × evaluator seeds.",
+    no_args_is_help=True,
+)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("run")
+@reports_user_errors
+def run_command(
+    recipe: Annotated[Path, typer.Argument(help="The study's TOML recipe.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="The study folder (reused by a rerun).")],
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Classifier cache (default: $XDG_CACHE_HOME/mmgen/classifiers).",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    device: DeviceOption = "auto",
+    report: Annotated[bool, typer.Option(help="Write the report when every job is done.")] = True,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Run every job of RECIPE that DIR does not hold yet (a rerun resumes), then report."""
+    configure_logging(verbose)
+    try:
+        validated = load_recipe(recipe)  # before any work: nothing is written
+    except RecipeError as error:
+        for mistake in error.mistakes:  # every mistake, one line each
+            typer.echo(f"Error: {mistake}", err=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    with distributed.session(getattr(device, "value", device)) as world:
+        hidden = quiet or not world.is_main
+        bar = tqdm(total=None, unit="job", disable=hidden, desc="study", delay=0.5)
+
+        def on_task(done: int, total: int, description: str) -> None:
+            bar.total, bar.n = total, done
+            bar.set_description(description)
+            bar.refresh()
+
+        try:
+            run_study(
+                validated,
+                out,
+                data_dir=data_dir,
+                cache_dir=cache_dir,
+                device=getattr(device, "value", device),
+                world=world,
+                on_task=on_task,
+            )
+        except KeyboardInterrupt as interrupt:
+            bar.close()
+            if world.is_main:
+                what = f" ({interrupt})" if str(interrupt) else ""
+                typer.echo(
+                    f"Interrupted{what}; the finished jobs are kept in {out / 'jobs'}: run the "
+                    "same command again to do the others.",
+                    err=True,
+                )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        finally:
+            bar.close()
+        if not world.is_main:
+            return
+    if report:
+        build_report(out)
+        typer.echo(f"Wrote {out / REPORT_MD}")
+
+
+@study_app.command("report")
+@reports_user_errors
+def report_command(
+    out: Annotated[Path, typer.Argument(help="A study folder of `mmgen study run`.")],
+    verbose: VerboseOption = False,
+) -> None:
+    """Write DIR/report.md, report.json and values.csv from the study's finished jobs."""
+    configure_logging(verbose)
+    build_report(out)
+    typer.echo(f"Wrote {out / REPORT_MD}")

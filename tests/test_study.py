@@ -1,0 +1,357 @@
+"""``mmgen study``: recipe validation, the job graph's resumption and reruns, the report.
+
+The resume and rerun tests replace the evaluation by a fake one (``fake_evaluate``: figures
+computed from each file's bytes), so they train the CVAEs and generate for real in seconds; one
+test runs a tiny recipe end to end with the real ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+import mmgen.study.steps
+from mmgen.cli import app
+from mmgen.config import save_json
+from mmgen.study.recipe import RecipeError, replicate_seed, validate
+from mmgen.study.run import JOBS_DIR, MARKER_FILE
+
+runner = CliRunner()
+
+TINY = """
+seed = 0
+sources = ["mnist", "fashion-mnist"]
+primary = "log p(M)"
+
+[cvae]
+epochs = 1
+limit = 60
+batch_size = 32
+
+[generate]
+n_train = 40
+n_test = 20
+
+[twins]
+naive = {naive}
+naive_limit = 30
+
+[evaluate]
+models = {models}
+epochs = 1
+k = {k}
+prior_samples = 10
+joint_samples = 20
+batch_size = 16
+classifier_epochs = 1
+elbo_samples = 1
+jsd_samples = 2
+
+[replicates]
+count = 2
+evaluator_seeds = [0, 1]
+"""
+
+
+def tiny(tmp_path: Path, naive: bool = False, models: str = '["jmvae"]', k: int = 2,
+         extra: str = "") -> Path:  # fmt: skip
+    path = tmp_path / "recipe.toml"
+    path.write_text(TINY.format(naive=str(naive).lower(), models=models, k=k) + extra)
+    return path
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def run(recipe: Path, out: Path, data: Path, cache: Path):
+    return invoke("study", "run", recipe, "--out", out, "--data-dir", data, "--cache-dir", cache,
+                  "--device", "cpu", "--quiet")  # fmt: skip
+
+
+# --- a fake evaluation: figures from each file's test images ----------------------------------
+
+
+def file_figure(path: Path, seed: int) -> float:
+    """A figure that depends on the file's contents and the seed (an E/ME difference that
+    differs between replicates)."""
+    with h5py.File(path, "r") as handle:
+        names = sorted(handle["test/images"])
+        last = np.asarray(handle[f"test/images/{names[-1]}"], dtype=np.float64)
+        first = np.asarray(handle[f"test/images/{names[0]}"], dtype=np.float64)
+    # Correlation of the two modalities' pixel means: what shuffling one of them changes.
+    a, b = first.reshape(len(first), -1).mean(1), last.reshape(len(last), -1).mean(1)
+    return float(np.corrcoef(a, b)[0, 1]) + 0.01 * seed
+
+
+@pytest.fixture
+def calls(monkeypatch) -> dict[str, list]:
+    """Replace the evaluation by ``file_figure``, and count every step that runs."""
+    seen: dict[str, list] = {"evaluate": [], "cvae": [], "generate": [], "mix": [], "pair": []}
+
+    def fake_evaluate(paths, out, config, **kwargs):
+        seen["evaluate"].append(Path(out).name)
+        if seen.get("interrupt_at") == len(seen["evaluate"]):
+            raise KeyboardInterrupt
+        datasets = {}
+        for path in map(Path, paths):
+            datasets[path.stem] = {
+                "seeds": {
+                    str(s): {m: {"log_likelihood": file_figure(path, s)} for m in config.models}
+                    for s in config.seeds
+                }
+            }
+        report = {"config": {"seeds": list(config.seeds)}, "datasets": datasets}
+        Path(out).mkdir(parents=True, exist_ok=True)
+        save_json(Path(out) / "report.json", report)
+        return report
+
+    monkeypatch.setattr(mmgen.study.steps, "evaluate_datasets", fake_evaluate)
+    for name, attribute in (("cvae", "train_cvae_step"), ("generate", "generate_step"),
+                            ("mix", "mix_step"), ("pair", "pair_step")):  # fmt: skip
+        original = getattr(mmgen.study.steps, attribute)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            seen[_name].append(args)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(mmgen.study.steps, attribute, counted)
+    return seen
+
+
+def markers(out: Path, kind: str) -> dict[str, int]:
+    """Finished job folder → its marker's inode (a rerun job writes a new one)."""
+    return {
+        p.parent.name: p.stat().st_ino for p in (out / JOBS_DIR / kind).glob(f"*/{MARKER_FILE}")
+    }
+
+
+def test_replicates_get_their_own_keyed_seeds(tmp_path, fake_data_root, calls) -> None:
+    out = tmp_path / "study"
+    result = run(tiny(tmp_path), out, fake_data_root, tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    specs = [json.loads(p.read_text())["spec"] for p in (out / JOBS_DIR).glob(f"*/*/{MARKER_FILE}")]
+    cvae_seeds = sorted(s["seed"] for s in specs if "cvae" in s)
+    expected = sorted(
+        replicate_seed(0, r, "cvae", source)
+        for r in (0, 1)
+        for source in ("mnist", "fashion-mnist")
+    )
+    assert cvae_seeds == expected and len(set(expected)) == 4
+    generate_seeds = sorted(s["seed"] for s in specs if "generate" in s)
+    assert generate_seeds == sorted(replicate_seed(0, r, "generate") for r in (0, 1))
+    mix_seeds = sorted(s["seed"] for s in specs if "fraction" in s)
+    assert mix_seeds == sorted(replicate_seed(0, r, "shuffle", "me") for r in (0, 1))
+
+
+def test_report_intervals_recompute_from_the_csv(tmp_path, fake_data_root, calls) -> None:
+    out = tmp_path / "study"
+    result = run(tiny(tmp_path, naive=True), out, fake_data_root, tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    # The differences straight from the files (independent of the report's reading of them).
+    evaluations = sorted((out / JOBS_DIR / "evaluate").glob(f"*/{MARKER_FILE}"))
+    d = np.zeros((2, 2))
+    for marker in evaluations:
+        spec = json.loads(marker.read_text())["spec"]
+        r = int(marker.parent.name.rsplit("-r", 1)[1])
+        for s in (0, 1):
+            d[r, s] = file_figure(out / JOBS_DIR / spec["files"]["e"], s) - file_figure(
+                out / JOBS_DIR / spec["files"]["me"], s
+            )
+    (row,) = [v for v in report["verdict"] if v["figure"] == "log p(M)"]
+    means = d.mean(axis=1)
+    low, high = stats.t.interval(0.95, 1, loc=means.mean(), scale=stats.sem(means))
+    assert row["interval"] == pytest.approx([low, high], rel=1e-9)
+    assert row["comparison"] == "me" and row["replicates"] == 2 and row["seeds"] == 2
+    # The CSV holds every (replicate, seed) difference: the interval recomputes from it.
+    with open(out / "values.csv") as handle:
+        lines = [x for x in csv.DictReader(handle) if x["comparison"] == "me"]
+    from_csv = np.zeros((2, 2))
+    for line in lines:
+        from_csv[int(line["replicate"]), int(line["seed"])] = float(line["difference"])
+    assert from_csv == pytest.approx(d, rel=1e-12)
+    # The naive pairing is descriptive: outside the verdict, in its own section.
+    assert [v["comparison"] for v in report["descriptive"]] == ["naive"]
+    assert all(v["comparison"] != "naive" for v in report["verdict"])
+    markdown = (out / "report.md").read_text()
+    assert markdown.index("Primary figure") < markdown.index("Every verdict row")
+    assert markdown.index("Every verdict row") < markdown.index("naive pairing (descriptive")
+    assert "Multiplicity" in markdown
+
+
+def test_a_killed_study_resumes_with_only_the_unfinished_jobs(
+    tmp_path, fake_data_root, calls
+) -> None:
+    out, recipe = tmp_path / "study", tiny(tmp_path)
+    calls["interrupt_at"] = 2  # the second evaluation is killed
+    assert run(recipe, out, fake_data_root, tmp_path / "cache").exit_code == 130
+    before = {kind: markers(out, kind) for kind in ("cvae", "generate", "mix", "evaluate")}
+    assert len(before["cvae"]) == 4 and len(before["evaluate"]) == 1
+    assert not (out / "report.json").exists()
+    calls["interrupt_at"] = None
+    for kind in ("cvae", "generate", "mix", "evaluate"):
+        calls[kind].clear()
+    result = run(recipe, out, fake_data_root, tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    assert calls["cvae"] == calls["generate"] == calls["mix"] == []
+    assert len(calls["evaluate"]) == 1  # only the killed one
+    assert markers(out, "evaluate").items() >= before["evaluate"].items()
+    assert (out / "report.json").is_file()
+
+
+def test_a_changed_evaluate_setting_reruns_only_the_evaluations(
+    tmp_path, fake_data_root, calls
+) -> None:
+    out = tmp_path / "study"
+    assert run(tiny(tmp_path, k=2), out, fake_data_root, tmp_path / "cache").exit_code == 0
+    before = {kind: markers(out, kind) for kind in ("cvae", "generate", "mix", "evaluate")}
+    for kind in calls:
+        if isinstance(calls[kind], list):
+            calls[kind].clear()
+    result = run(tiny(tmp_path, k=3), out, fake_data_root, tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    assert calls["cvae"] == calls["generate"] == calls["mix"] == []
+    assert len(calls["evaluate"]) == 2  # both replicates' evaluations, nothing else
+    for kind in ("cvae", "generate", "mix"):
+        assert markers(out, kind) == before[kind]  # the same folders, untouched
+    new = set(markers(out, "evaluate")) - set(before["evaluate"])
+    assert len(new) == 2
+    # A changed CVAE setting reruns everything downstream of the CVAEs.
+    for kind in calls:
+        if isinstance(calls[kind], list):
+            calls[kind].clear()
+    text = tiny(tmp_path, k=3).read_text().replace("epochs = 1\nlimit", "epochs = 2\nlimit")
+    (tmp_path / "recipe.toml").write_text(text)
+    assert run(tmp_path / "recipe.toml", out, fake_data_root, tmp_path / "cache").exit_code == 0
+    assert (len(calls["cvae"]), len(calls["generate"]), len(calls["mix"])) == (4, 2, 2)
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def test_every_mistake_is_one_line_and_nothing_is_written(tmp_path) -> None:
+    bad = tiny(
+        tmp_path,
+        models='["jmvae", "nope"]',
+        extra="""
+[[sweep]]
+factor = "evaluate.epochs"
+values = [1, -2]
+
+[[sweep]]
+factor = "generate.colour"
+values = [1, 2]
+""",
+    )
+    text = bad.read_text().replace("n_train = 40", "n_train = 40\nsize = 3")
+    text = 'colour = "red"\n' + text.replace("count = 2", "count = 0").replace(
+        'primary = "log p(M)"', 'primary = "x"'
+    )
+    bad.write_text(text)
+    out = tmp_path / "study"
+    result = invoke("study", "run", bad, "--out", out)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "Traceback" not in result.output
+    expected = [
+        "unknown top-level key 'colour'",
+        "unknown key generate.size",
+        "replicates.count must be an integer >= 1, got 0",
+        "primary 'x' is not a figure",
+        "unknown model(s) nope",
+        "sweep 1: evaluate.epochs = -2",
+        "sweep 2: unknown factor 'generate.colour'",
+    ]
+    for fragment in expected:
+        assert sum(fragment in line for line in errors) >= 1, (fragment, errors)
+    assert len(errors) == len(expected), errors
+    assert not out.exists()
+
+
+def test_the_demo_recipe_is_valid() -> None:
+    import tomllib
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "demo.toml"
+    recipe = validate(tomllib.loads(path.read_text()), str(path))
+    assert recipe.replicates >= 2 and len(recipe.evaluator_seeds) >= 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"twins": {"fractions": [1.5]}}, "must lie in (0, 1)"),
+        ({"twins": {"mixed": False}}, "no twin to compare E with"),
+        ({"replicates": {"evaluator_seeds": [0, 0]}}, "more than once"),
+        ({"sources": ["mnist"]}, "two or more"),
+        ({"cvae": {"beta": -1.0}}, "beta must be >= 0"),
+        ({"generate": {"decode": "median"}}, "unknown --decode 'median'"),
+        ({"sweep": [{"factor": "cvae.epochs", "values": [1]}]}, "two or more values"),
+    ],
+)
+def test_single_mistakes(change, message) -> None:
+    with pytest.raises(RecipeError) as caught:
+        validate(change, "r.toml")
+    assert any(message in line for line in caught.value.mistakes), caught.value.mistakes
+
+
+def test_defaults_are_a_valid_recipe() -> None:
+    recipe = validate({})
+    assert recipe.primary == "log p(M)" and recipe.replicates == 5
+    assert math.isclose(recipe.generate["radius"], 2.0)
+
+
+def test_a_sweep_draws_each_models_gap_against_the_factor(tmp_path, fake_data_root, calls) -> None:
+    extra = '\n[[sweep]]\nfactor = "evaluate.k"\nvalues = [2, 5]\n'
+    out = tmp_path / "study"
+    result = run(tiny(tmp_path, extra=extra), out, fake_data_root, tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    assert len(calls["evaluate"]) == 4  # k = 2 is the recipe's own point: shared, not redone
+    report = json.loads((out / "report.json").read_text())
+    (curve,) = report["sweeps"]
+    assert curve["factor"] == "evaluate.k" and curve["budget"]
+    entry = curve["models"]["jmvae"][""]
+    assert [p["value"] for p in entry["points"]] == [2, 5]
+    assert entry["converged"] is True  # the fake figure does not depend on k
+    assert (out / report["figures"]["evaluate.k"]).is_file()
+    assert "## Sweep: evaluate.k" in (out / "report.md").read_text()
+
+
+def test_not_converged_when_the_last_step_moves_more_than_the_interval() -> None:
+    from mmgen.study.report import converged
+
+    def point(mean, half):
+        return {"mean": mean, "interval": [mean - half, mean + half]}
+
+    assert converged([point(1.0, 0.5), point(1.4, 0.5)], budget=True) is True
+    assert converged([point(1.0, 0.5), point(1.6, 0.5)], budget=True) is False
+    assert converged([point(1.0, 0.5), point(1.6, 0.5)], budget=False) is None
+    assert converged([point(1.0, 0.5), {"mean": 3.0, "interval": None}], budget=True) is None
+
+
+def test_tiny_recipe_end_to_end_with_the_real_evaluate(tmp_path, fake_data_root) -> None:
+    out = tmp_path / "study"
+    result = run(tiny(tmp_path), out, fake_data_root, tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["primary"] == "log p(M)"
+    primary = [row for row in report["verdict"] if row["figure"] == "log p(M)"]
+    assert [(r["model"], r["comparison"], r["replicates"], r["seeds"]) for r in primary] == [
+        ("jmvae", "me", 2, 2)
+    ]
+    assert primary[0]["interval"] is not None
+    lines = (out / "values.csv").read_text().splitlines()
+    assert len(lines) - 1 == 4 * len(report["verdict"])  # 2 replicates × 2 seeds per row
+    # `mmgen study report` rewrites the same report from the folder.
+    before = (out / "report.json").read_bytes()
+    result = invoke("study", "report", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "report.json").read_bytes() == before
