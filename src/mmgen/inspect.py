@@ -60,9 +60,9 @@ class DatasetSummary:
         config = header.config
         lines.append("config: " + ", ".join(f"{k}={v}" for k, v in sorted(config.items())))
         if self.truth is not None:
-            from mmgen.truth.text import describe
+            from mmgen.truth.text import describe as describe_truth
 
-            lines += describe(self.truth)
+            lines += describe_truth(self.truth)
         return "\n".join(lines)
 
 
