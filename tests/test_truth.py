@@ -56,7 +56,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ]
     e = entangled_file(folder, folders)
     files = {"e": e, "means": entangled_file(folder, folders, "mean")}
-    for fraction in (0.5, 1.0):
+    for fraction in (0.25, 1.0):
         config = MixConfig(seed=1, fraction=fraction, block_codes=0)
         files[f"f{fraction}"] = mix_modality(e, folder / f"m{fraction}.h5", config)
     return files
@@ -154,6 +154,7 @@ def test_quadrature_agrees_with_importance_sampling(files: dict[str, Path]) -> N
     q = quadrature.summary["mutual_information"][PAIR]
     s = sampled.summary["mutual_information"][PAIR]
     assert q["mean"] > 0.05  # the decoders share z: real information
+    assert 0 < q["numerical_error"] < 0.05  # the 2× grid moved it, a little
     assert abs(q["mean"] - s["mean"]) < 3 * s["numerical_error"] + q["numerical_error"] + 1e-3
 
 
@@ -199,7 +200,7 @@ def direct_log_p(path: Path, fraction: float, points: int) -> np.ndarray:
 
 
 def test_mixture_truth_against_a_direct_computation(files: dict[str, Path]) -> None:
-    for key, fraction in (("f0.5", 0.5), ("f1.0", 1.0), ("e", 0.0)):
+    for key, fraction in (("f0.25", 0.25), ("f1.0", 1.0), ("e", 0.0)):
         truth = compute_truth(files[key], FAST)
         direct = direct_log_p(files[key], fraction, 2 * FAST.points)
         np.testing.assert_allclose(truth.per_tuple["log_p"], direct, atol=1e-3, rtol=0)
