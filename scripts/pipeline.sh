@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole mmgen pipeline, end to end:
-#   train-cvae (MNIST, Fashion-MNIST) → generate (MNIST-E) → shuffle (MNIST-ME) → pair (naive)
-#   → inspect → evaluate (E vs ME vs naive), leaving checkpoints, datasets, report and figures.
+#   train-cvae (MNIST, Fashion-MNIST) → generate (MNIST-E, sampled observations) → shuffle
+#   (MNIST-ME) → pair (naive) → truth (E, ME) → inspect → evaluate (E vs ME vs naive), leaving
+#   checkpoints, datasets, their ground truth, report and figures.
 #
 # Usage: scripts/pipeline.sh OUT_DIR   (sources from MMGEN_DATA_DIR; `mmgen` on the PATH)
 # The budget comes from the environment; the defaults are the quick-start demo's (a few minutes
@@ -23,6 +24,8 @@ out="${1:-demo}"
 : "${CLASSIFIER_EPOCHS:=1}"    # real-data classifiers, cached across runs
 : "${MM_LIMIT=}"               # train and test tuples per file used by evaluate; "" = all
 : "${TEST_LIMIT=1000}"         # test tuples per file measured (N·K decodes); "" = all
+: "${DECODE:=sample}"          # sample: Bernoulli observations (the evidence); mean: the paper's
+: "${TRUTH_POINTS:=32}"        # quadrature cells per axis of the ground truth (check: 2×)
 mkdir -p "$out"
 
 limit_flag() { if [ -n "$2" ]; then echo "$1 $2"; fi; }
@@ -36,8 +39,13 @@ for source in mnist fashion-mnist; do
 done
 
 mmgen generate --cvae "$out/cvae-mnist" --cvae "$out/cvae-fashion-mnist" \
-    --out "$out/mnist-e.h5" --n-train "$N_TRAIN" --n-test "$N_TEST" --seed "$SEED" --overwrite
+    --out "$out/mnist-e.h5" --n-train "$N_TRAIN" --n-test "$N_TEST" --seed "$SEED" \
+    --decode "$DECODE" --overwrite
 mmgen shuffle "$out/mnist-e.h5" --out "$out/mnist-me.h5" --seed "$SEED" --overwrite
+for name in mnist-e mnist-me; do  # the true log p(x) and shared information, beside each file
+    mmgen truth "$out/$name.h5" --points "$TRUTH_POINTS" --device auto --recompute \
+        > "$out/$name-truth.txt"
+done
 # shellcheck disable=SC2046
 mmgen pair --source mnist --source fashion-mnist --out "$out/m-mnist.h5" --seed "$SEED" \
     --overwrite $(limit_flag --limit "$PAIR_LIMIT")

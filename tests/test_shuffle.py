@@ -50,7 +50,7 @@ def test_mix_permutes_one_modality_within_each_class(tmp_path: Path, entangled: 
     out = mix_modality(entangled, tmp_path / "m.h5", MixConfig(seed=5))
     attrs, source_attrs = h5io.read_attrs(out), h5io.read_attrs(entangled)
     assert attrs["kind"] == "mixed" and attrs["seed"] == 5
-    assert attrs["config"] == {"modality": "fashion-mnist", "seed": 5}
+    assert attrs["config"] == {"modality": "fashion-mnist", "seed": 5, "block_codes": 256}
     assert attrs["parent"]["sha256"] == sha256(entangled)
     assert attrs["parent"]["path"] == str(entangled.resolve())  # found from anywhere
     assert attrs["parent"]["config"] == source_attrs["config"]

@@ -37,6 +37,7 @@ class DatasetSummary:
     sizes: dict[str, int]  # split → tuples
     class_counts: dict[str, list[int]]  # split → tuples per class
     image_dtype: str
+    truth: dict[str, Any] | None = None  # the stored ground truth's summary (mmgen truth)
 
     def format(self) -> str:
         """A few human-readable lines."""
@@ -58,6 +59,10 @@ class DatasetSummary:
             lines.append(f"{split}: {size} tuples, per class {min(counts)}..{max(counts)}")
         config = header.config
         lines.append("config: " + ", ".join(f"{k}={v}" for k, v in sorted(config.items())))
+        if self.truth is not None:
+            from mmgen.truth.text import describe as describe_truth
+
+            lines += describe_truth(self.truth)
         return "\n".join(lines)
 
 
@@ -81,8 +86,16 @@ def summarize(path: Path | str) -> DatasetSummary:
                 )
             counts[split] = np.bincount(labels, minlength=header.num_classes).tolist()
         image_dtype = handle["train"]["images"][header.modalities[0]].dtype.name
+    from mmgen.truth import load_truth
+
+    stored = load_truth(path)
     return DatasetSummary(
-        path=Path(path), header=header, sizes=sizes, class_counts=counts, image_dtype=image_dtype
+        path=Path(path),
+        header=header,
+        sizes=sizes,
+        class_counts=counts,
+        image_dtype=image_dtype,
+        truth=None if stored is None else stored.summary,
     )
 
 

@@ -186,9 +186,7 @@ def class_affine(
         ``(M, d)`` float64 predictions and an empty details dict.
     """
     _check_rows(train_means, train_labels, train_codes, test_means, test_labels)
-    predicted = _per_class(
-        _affine, train_means, train_labels, train_codes, test_means, test_labels
-    )
+    predicted = _per_class(_affine, train_means, train_labels, train_codes, test_means, test_labels)
     return predicted, {}
 
 

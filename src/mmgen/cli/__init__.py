@@ -24,7 +24,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped
 def load_app() -> typer.Typer:
     """The app with every command registered (imports torch and h5py: seconds on a cold start)."""
     # Importing a command module registers its commands on ``common.app``.
-    from mmgen.cli import data, evaluate, export, study, train  # noqa: F401
+    from mmgen.cli import data, evaluate, export, study, train, truth  # noqa: F401
     from mmgen.cli.common import app
 
     return app

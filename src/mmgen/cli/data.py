@@ -156,19 +156,38 @@ def shuffle_command(
         typer.Option(help="Modality to permute within each class (default: the last)."),
     ] = None,
     seed: SeedOption = mix_defaults.seed,
+    fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share f of each class's tuples permuted (1: MNIST-ME; 0.5: partly mixed)."
+        ),
+    ] = mix_defaults.fraction,
+    block_codes: Annotated[
+        int,
+        typer.Option(
+            help="Permute within blocks of this many consecutive codes, so any prefix of whole "
+            "blocks keeps the entangled file's images (0: the whole split, as before)."
+        ),
+    ] = mix_defaults.block_codes,
     overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
     """Make the mixed baseline (MNIST-ME): permute one modality within each class and split.
 
-    The class stays shared; the continuous correlation through z is broken.
+    The class stays shared; the continuous correlation through z is broken (for a share
+    --fraction of the tuples).
     """
     configure_logging(verbose)
-    config = shuffling.MixConfig(modality=modality or "", seed=seed)
+    config = shuffling.MixConfig(
+        modality=modality or "", seed=seed, fraction=fraction, block_codes=block_codes
+    )
     with _progress(None, quiet, "shuffle") as bar:
         path = shuffling.mix_modality(source, out, config, overwrite, on_progress=bar.update)
-    typer.echo(f"Wrote {path} (mixed: {config.modality or 'last modality'} permuted per class)")
+    typer.echo(
+        f"Wrote {path} (mixed: {config.modality or 'last modality'} permuted per class, "
+        f"fraction {config.fraction:g})"
+    )
 
 
 @app.command("pair")

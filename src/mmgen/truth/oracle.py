@@ -1,0 +1,435 @@
+"""The ground truth of a generated file's test split (issue 16; docs/truth.md).
+
+For every test tuple, from the file's own generating CVAEs (checked against the SHA-256 the file
+records): the true ``log p(x | c)`` and ``log p(x) = log Σ_c π_c p(x | c)`` of the file's own
+density, each modality's marginal, the conditional and unconditional mutual information of
+every pair of modalities and the total correlation, with their means over the tuples and 95 %
+intervals, and the numerical error of the computation.
+
+The file's own density (docs/truth.md §3):
+    entangled:          p_E(x | c) = ∫ p_T(z) Π_m p(x_m | z, c) dz
+    mixed (modality k): p_ME(x | c) = p_E(x_{−k} | c) · p(x_k | c)
+    partly mixed (f):   p_f = (1 − f)·p_E + f·p_ME
+and the same rule for the density of any subset S of modalities (a subset without k, or k
+alone, has the entangled marginal). π_c = 1/C: both label policies of ``generate`` draw classes
+uniformly (grid labels: exactly the file's frequencies).
+
+Decoded-means files (``--decode mean``) have no finite density (each image is a deterministic
+function of (z, c)): their truth is the entropy floor ``Σ_pixels H(x)`` per modality and the
+statement that the likelihood gap has no finite target.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmgen.checkpoint import file_sha256, load_cvae
+from mmgen.data import h5io
+from mmgen.data.header import DatasetHeader
+from mmgen.device import resolve_device
+from mmgen.errors import UsageError
+from mmgen.metrics import subset_name
+from mmgen.shuffle import read_mix_config
+from mmgen.truth import prior
+from mmgen.truth.integrate import Decoder, Integrals, integrate
+from mmgen.truth.stats import mean_interval
+
+log = logging.getLogger(__name__)
+
+VERSION = 1  # of the truth record (docs/format.md, "Ground truth")
+DEFAULT_POINTS = 128  # grid cells per axis (d ≤ 2); the error check doubles them
+DEFAULT_SAMPLES = 20_000  # importance draws (d > 2)
+METHODS = ("auto", "quadrature", "importance")
+NO_TARGET = (
+    "decoded means: every image is a deterministic function of (z, c), so no finite density "
+    "exists and the E − ME likelihood gap has no finite target; shown instead: the entropy "
+    "floor Σ_pixels H(x), which no Bernoulli (BCE) log-likelihood of these images can exceed "
+    "in magnitude (log-likelihood ≤ −floor)"
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the truth is computed (recorded with it)."""
+
+    method: str = "auto"  # auto: quadrature for d ≤ 2, importance sampling beyond
+    points: int = DEFAULT_POINTS  # quadrature cells per axis (the check uses 2·points)
+    samples: int = DEFAULT_SAMPLES  # importance draws from p_T
+    seed: int = 0  # keys the importance draws
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UsageError(
+                f"unknown --method {self.method!r}; choose one of {', '.join(METHODS)}"
+            )
+
+    def resolved(self, latent_dim: int) -> str:
+        if self.method != "auto":
+            return self.method
+        return "quadrature" if latent_dim <= 2 else "importance"
+
+
+@dataclass(frozen=True)
+class Truth:
+    """A file's truth: the summary (JSON-ready, docs/truth.md) and per-tuple arrays."""
+
+    summary: dict[str, Any]
+    per_tuple: dict[str, np.ndarray]  # name → (N,) float64
+
+
+@dataclass(frozen=True)
+class Process:
+    """What generated a file: its decoders, prior and, for a mixed file, the mixing."""
+
+    decoders: list[Decoder]
+    latent_dim: int
+    num_classes: int
+    truncation: str
+    radius: float
+    decode: str  # "sample" or "mean"
+    mixed: int | None  # index of the permuted modality; None for an entangled file
+    fraction: float  # f of the mixture (0 for an entangled file)
+
+
+def load_process(
+    path: Path | str, device: str | torch.device = "cpu"
+) -> tuple[DatasetHeader, Process]:
+    """Read a file's header and load its generating CVAEs, each checked against its SHA-256.
+
+    Raises:
+        UsageError: a naive file (no generating process), a CVAE folder missing, or a CVAE
+            whose weights differ from the ones the file records.
+    """
+    header = h5io.read_header(path)
+    if header.kind == "naive":
+        raise UsageError(
+            f"{path} is a naive pairing of real images: it has no generating process, so no "
+            "ground truth (mmgen truth needs a file from mmgen generate or mmgen shuffle)"
+        )
+    generation = (
+        header.config if header.kind == "entangled" else (header.parent or {}).get("config")
+    )
+    if not isinstance(generation, Mapping):
+        raise UsageError(f"{path}: a mixed file without its parent's generate config")
+    decoders: list[Decoder] = []
+    for modality in header.modalities:
+        source = header.sources[modality]
+        folder = Path(source.checkpoint)
+        if not source.checkpoint or not folder.is_dir():
+            raise UsageError(
+                f"{path}: the CVAE of modality {modality!r} is not at {source.checkpoint or '?'} "
+                "(where the file records it); the truth needs the generating decoders"
+            )
+        cvae = load_cvae(folder, device)
+        if cvae.sha256 != source.checkpoint_sha256:
+            raise UsageError(
+                f"{path}: the CVAE at {folder} is not the one that generated modality "
+                f"{modality!r} (weights.pt SHA-256 {cvae.sha256[:12]}…, the file records "
+                f"{source.checkpoint_sha256[:12]}…)"
+            )
+        decoders.append(cvae.model.eval().decode_logits)
+    mixed, fraction = None, 0.0
+    if header.kind == "mixed":
+        mix = read_mix_config(header.config)
+        mixed, fraction = header.modalities.index(mix.modality), mix.fraction
+    process = Process(
+        decoders=decoders,
+        latent_dim=header.latent_dim,
+        num_classes=header.num_classes,
+        truncation=str(generation.get("truncation", "radial")),
+        radius=float(generation.get("radius", 2.0)),
+        decode=str(generation.get("decode", "mean")),
+        mixed=mixed,
+        fraction=fraction,
+    )
+    return header, process
+
+
+def subsets_needed(modalities: int, mixed: int | None) -> list[tuple[int, ...]]:
+    """The joint, every single modality, every pair and (mixed) the joint without ``mixed``."""
+    everything = tuple(range(modalities))
+    wanted = {everything, *((m,) for m in everything), *itertools.combinations(everything, 2)}
+    if mixed is not None and modalities > 2:
+        wanted.add(tuple(m for m in everything if m != mixed))
+        for pair in itertools.combinations(everything, 2):
+            if mixed in pair:
+                wanted.add(tuple(m for m in pair if m != mixed))
+    return sorted(wanted, key=lambda s: (len(s), s))
+
+
+def file_log_density(
+    log_mean: Mapping[tuple[int, ...], Tensor],
+    subset: tuple[int, ...],
+    mixed: int | None,
+    fraction: float,
+) -> Tensor:
+    """``(N, C)`` log density of ``subset`` under the file's own density (module docstring).
+
+    ``log p_f(x_S | c) = log[(1 − f)·p_E(x_S | c) + f·p_E(x_{S−k} | c)·p(x_k | c)]``; a subset
+    without the mixed modality k, or k alone, has the entangled density.
+    """
+    entangled = log_mean[subset]
+    if mixed is None or fraction == 0.0 or mixed not in subset or len(subset) == 1:
+        return entangled
+    rest = tuple(m for m in subset if m != mixed)
+    product = log_mean[rest] + log_mean[(mixed,)]
+    if fraction == 1.0:
+        return product
+    return torch.logaddexp(math.log1p(-fraction) + entangled, math.log(fraction) + product)
+
+
+def tuple_values(
+    integrals: Integrals,
+    labels: Tensor,
+    names: Sequence[str],
+    mixed: int | None,
+    fraction: float,
+) -> dict[str, Tensor]:
+    """Per-tuple ``(N,)`` float64 truths from the integrals (keys: docs/format.md)."""
+    count = len(names)
+    num_classes = next(iter(integrals.log_mean.values())).shape[1]
+    log_prior = -math.log(num_classes)
+    rows = torch.arange(len(labels), device=labels.device)
+
+    def conditional(subset: tuple[int, ...]) -> Tensor:
+        return file_log_density(integrals.log_mean, subset, mixed, fraction)[rows, labels]
+
+    def unconditional(subset: tuple[int, ...]) -> Tensor:
+        density = file_log_density(integrals.log_mean, subset, mixed, fraction)
+        return torch.logsumexp(log_prior + density, 1)
+
+    everything = tuple(range(count))
+    values = {
+        "log_p": unconditional(everything),
+        "log_p_given_class": conditional(everything),
+    }
+    for m, name in enumerate(names):
+        values[f"marginal/{name}"] = unconditional((m,))
+        values[f"marginal_given_class/{name}"] = conditional((m,))
+    for a, b in itertools.combinations(range(count), 2):
+        key = subset_name((names[a], names[b]))
+        values[f"mutual_information/{key}"] = (
+            conditional((a, b)) - conditional((a,)) - conditional((b,))
+        )
+        values[f"mutual_information_unconditional/{key}"] = (
+            unconditional((a, b)) - unconditional((a,)) - unconditional((b,))
+        )
+    values["total_correlation"] = values["log_p_given_class"] - sum(
+        values[f"marginal_given_class/{name}"] for name in names
+    )
+    return values
+
+
+def importance_errors(
+    integrals: Integrals, labels: Tensor, samples: int, names: Sequence[str]
+) -> dict[str, Tensor]:
+    """Per-tuple delta-method standard errors of ``log p̂`` (own class) per subset, ``(N,)``.
+
+    ``se(log p̂) ≈ √((K Σ w² / (Σ w)² − 1) / K)`` for the K draws' likelihoods w.
+    """
+    rows = torch.arange(len(labels), device=labels.device)
+    errors = {}
+    for subset, log_mean in integrals.log_mean.items():
+        ratio = samples * torch.exp(
+            integrals.log_mean_square[subset][rows, labels] - 2 * log_mean[rows, labels]
+        )
+        errors[subset] = torch.sqrt((ratio - 1).clamp(min=0) / samples)
+    return errors
+
+
+def _decoder_codes(
+    process: Process, method: str, settings: Settings, points: int
+) -> Callable[[], Iterable[tuple[Tensor, Tensor]]]:
+    if method == "quadrature":
+        return lambda: prior.grid_codes(
+            process.latent_dim, process.truncation, process.radius, points
+        )
+    return lambda: prior.importance_codes(
+        process.latent_dim, process.truncation, process.radius, settings.samples, settings.seed
+    )
+
+
+def compute_values(
+    process: Process,
+    images: Sequence[Tensor],
+    labels: Tensor,
+    names: Sequence[str],
+    settings: Settings = Settings(),
+) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]]:
+    """Per-tuple truths, their per-tuple numerical errors and what was computed.
+
+    Quadrature: the values on the grid of ``2·points`` cells per axis; the error of each
+    per-tuple value is its change from the grid of ``points``. Importance sampling: the values
+    of ``samples`` draws; errors are delta-method standard errors (summed over the terms of a
+    difference).
+    """
+    method = settings.resolved(process.latent_dim)
+    subsets = subsets_needed(len(names), process.mixed)
+
+    def run(points: int) -> Integrals:
+        codes = _decoder_codes(process, method, settings, points)
+        return integrate(process.decoders, images, process.num_classes, codes, subsets)
+
+    record: dict[str, Any] = {"method": method}
+    mass = prior.prior_mass(process.latent_dim, process.truncation, process.radius)
+    record["prior"] = {"truncation": process.truncation, "radius": process.radius, "mass": mass}
+    if method == "quadrature":
+        coarse, fine = run(settings.points), run(2 * settings.points)
+        values = tuple_values(fine, labels, names, process.mixed, process.fraction)
+        previous = tuple_values(coarse, labels, names, process.mixed, process.fraction)
+        errors = {key: (values[key] - previous[key]).abs() for key in values}
+        record["points"] = 2 * settings.points
+        record["check_points"] = settings.points
+        record["prior"]["grid_mass"] = prior.grid_mass(
+            process.latent_dim, process.truncation, process.radius, 2 * settings.points
+        )
+        record["previous_means"] = {k: float(v.mean()) for k, v in previous.items()}
+    else:
+        integrals = run(0)
+        values = tuple_values(integrals, labels, names, process.mixed, process.fraction)
+        se = importance_errors(integrals, labels, settings.samples, names)
+        everything = tuple(range(len(names)))
+        errors = {"log_p": se[everything], "log_p_given_class": se[everything]}
+        for m, name in enumerate(names):
+            errors[f"marginal/{name}"] = errors[f"marginal_given_class/{name}"] = se[(m,)]
+        for a, b in itertools.combinations(range(len(names)), 2):
+            key = subset_name((names[a], names[b]))
+            total = se[(a, b)] + se[(a,)] + se[(b,)]
+            errors[f"mutual_information/{key}"] = total
+            errors[f"mutual_information_unconditional/{key}"] = total
+        errors["total_correlation"] = se[everything] + sum(se[(m,)] for m in range(len(names)))
+        record["samples"] = settings.samples
+        record["seed"] = settings.seed
+    return values, errors, record
+
+
+def summarize(
+    values: Mapping[str, Tensor],
+    errors: Mapping[str, Tensor],
+    record: Mapping[str, Any],
+    names: Sequence[str],
+) -> dict[str, Any]:
+    """The JSON summary (docs/truth.md §5): means over tuples, intervals, numerical errors."""
+
+    def figure(key: str) -> dict[str, Any]:
+        array = values[key].cpu().numpy()
+        if "previous_means" in record:  # quadrature: the change of the mean on the 2× grid
+            error = abs(float(array.mean()) - record["previous_means"][key])
+        else:  # importance: the mean per-tuple standard error (an upper bound for the mean's)
+            error = float(errors[key].mean())
+        return mean_interval(array, error)
+
+    summary: dict[str, Any] = {
+        "finite": True,
+        "log_likelihood": figure("log_p"),
+        "conditional_log_likelihood": figure("log_p_given_class"),
+        "marginals": {
+            name: {
+                "conditional": figure(f"marginal_given_class/{name}"),
+                "unconditional": figure(f"marginal/{name}"),
+            }
+            for name in names
+        },
+        "mutual_information": {},
+        "total_correlation": figure("total_correlation"),
+    }
+    for a, b in itertools.combinations(names, 2):
+        key = subset_name((a, b))
+        summary["mutual_information"][key] = {
+            "modalities": [a, b],
+            **figure(f"mutual_information/{key}"),
+            "unconditional": figure(f"mutual_information_unconditional/{key}"),
+        }
+    summary["numerical_error"] = {
+        "max_per_tuple_log_likelihood": float(errors["log_p"].max()),
+        "how": (
+            f"change from the {record['check_points']}-point grid to the {record['points']}-point "
+            "grid per axis"
+            if record["method"] == "quadrature"
+            else f"delta-method standard error of {record['samples']} importance draws"
+        ),
+    }
+    summary["computation"] = {k: v for k, v in record.items() if k != "previous_means"}
+    return summary
+
+
+def entropy_floor(images: Tensor) -> Tensor:
+    """``Σ_pixels H_b(x)`` per image, ``(N,)`` float64: ``−x log x − (1 − x) log(1 − x)``."""
+    x = images.double().flatten(1)
+    return -(torch.xlogy(x, x) + torch.xlogy(1 - x, 1 - x)).sum(1)
+
+
+def compute_truth(
+    path: Path | str,
+    settings: Settings = Settings(),
+    device: str = "cpu",
+    split: str = "test",
+) -> Truth:
+    """The truth of ``path``'s ``split`` (module docstring).
+
+    Args:
+        path: an entangled or (partly) mixed file whose CVAEs are where it records them.
+        settings: method, grid points, importance draws and seed.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        split: ``"test"`` (what the evaluators measure) or ``"train"``.
+
+    Raises:
+        UsageError: a naive file, missing or different CVAEs, an unusable method.
+    """
+    torch_device = resolve_device(device)
+    header, process = load_process(path, torch_device)
+    data = h5io.read_split(path, split)
+    names = list(header.modalities)
+    base: dict[str, Any] = {
+        "version": VERSION,
+        "dataset_sha256": file_sha256(path),
+        "kind": header.kind,
+        "decode": process.decode,
+        "split": split,
+        "tuples": len(data),
+        "modalities": names,
+        "latent_dim": process.latent_dim,
+        "num_classes": process.num_classes,
+        "density": _density_name(names, process),
+    }
+    if process.decode != "sample":
+        floors = {m: entropy_floor(torch.from_numpy(data.images_float(m))) for m in names}
+        per_tuple = {f"entropy_floor/{m}": v.numpy() for m, v in floors.items()}
+        per_tuple["entropy_floor"] = sum(per_tuple.values())
+        summary = {
+            **base,
+            "finite": False,
+            "statement": NO_TARGET,
+            "entropy_floor": {
+                **{m: mean_interval(per_tuple[f"entropy_floor/{m}"]) for m in names},
+                "total": mean_interval(per_tuple["entropy_floor"]),
+            },
+            "mutual_information": None,
+        }
+        return Truth(summary=summary, per_tuple=per_tuple)
+    images = [torch.from_numpy(data.images_float(m)).flatten(1).to(torch_device) for m in names]
+    labels = torch.from_numpy(data.labels).to(torch_device)
+    log.info("truth of %s (%s, %d tuples) on %s", path, base["density"], len(data), torch_device)
+    values, errors, record = compute_values(process, images, labels, names, settings)
+    summary = {**base, **summarize(values, errors, record, names)}
+    per_tuple = {key: value.cpu().numpy() for key, value in values.items()}
+    return Truth(summary=summary, per_tuple=per_tuple)
+
+
+def _density_name(names: Sequence[str], process: Process) -> str:
+    if process.mixed is None:
+        return "entangled: p_E(x|c)"
+    k = names[process.mixed]
+    if process.fraction == 1.0:
+        return f"mixed ({k} permuted): p_E(x_-{k}|c)·p({k}|c)"
+    return f"partly mixed ({k}, f = {process.fraction:g}): (1 − f)·p_E + f·p_ME"

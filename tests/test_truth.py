@@ -1,0 +1,266 @@
+"""``mmgen.truth``: the ground truth of a generated file, checked against independent numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import assert_one_line_error, make_checkpoint
+from mmgen import rng
+from mmgen.checkpoint import save_checkpoint
+from mmgen.cli import app
+from mmgen.data import h5io
+from mmgen.generate import GenerateConfig, generate_dataset
+from mmgen.models.cvae import CVAEConfig, build_cvae
+from mmgen.shuffle import MixConfig, mix_modality
+from mmgen.truth import Settings, compute_truth, load_truth, prior, true_gap, truth_path
+from mmgen.truth.oracle import Process, compute_values, load_process
+
+SHAPE = (1, 8, 8)
+PAIR = "mnist+fashion-mnist"
+FAST = Settings(points=6)  # 12 cells per axis in the reported values: tiny files, fast tests
+
+
+def ignoring_checkpoint(folder: Path, source: str, seed: int) -> Path:
+    """A CVAE whose decoder ignores z (its first layer's z-columns are zero)."""
+    config = CVAEConfig(latent_dim=2, num_classes=10, image_shape=SHAPE)
+    model = build_cvae(config, rng.stream(seed, "init"))
+    with torch.no_grad():
+        model.decoder.dense[0].weight[:, :2] = 0.0
+        model.decoder.deconv[-1].weight.mul_(8.0)
+    metadata = {"source": {"name": source, "class_names": [str(k) for k in range(10)], "files": {}}}
+    save_checkpoint(folder, model, None, metadata=metadata, history=[])
+    return folder
+
+
+def entangled_file(folder: Path, folders: list[Path], decode: str = "sample") -> Path:
+    config = GenerateConfig(n_train=20, n_test=30, decode=decode)
+    return generate_dataset(folders, folder / f"e-{decode}.h5", config, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("truth")
+    folders = [
+        make_checkpoint(folder / "a", "mnist", seed=0, image_shape=SHAPE),
+        make_checkpoint(folder / "b", "fashion-mnist", seed=1, image_shape=SHAPE),
+    ]
+    e = entangled_file(folder, folders)
+    files = {"e": e, "means": entangled_file(folder, folders, "mean")}
+    for fraction in (0.25, 1.0):
+        config = MixConfig(seed=1, fraction=fraction, block_codes=0)
+        files[f"f{fraction}"] = mix_modality(e, folder / f"m{fraction}.h5", config)
+    return files
+
+
+def test_decoders_that_ignore_z_share_no_information(tmp_path: Path) -> None:
+    folders = [
+        ignoring_checkpoint(tmp_path / n, s, i)
+        for i, (n, s) in enumerate((("a", "mnist"), ("b", "fashion-mnist")))
+    ]
+    e = entangled_file(tmp_path, folders)
+    truths = {"e": compute_truth(e, FAST)}
+    for fraction in (0.0, 0.5, 1.0):
+        out = mix_modality(e, tmp_path / f"m{fraction}.h5", MixConfig(seed=2, fraction=fraction))
+        truths[fraction] = compute_truth(out, FAST)
+    reference = truths["e"].summary
+    for truth in truths.values():
+        summary = truth.summary
+        assert np.abs(truth.per_tuple[f"mutual_information/{PAIR}"]).max() < 1e-9
+        assert np.abs(truth.per_tuple["total_correlation"]).max() < 1e-9
+        # Each class keeps its images, so the conditional density's mean cannot move.
+        conditional = summary["conditional_log_likelihood"]["mean"]
+        assert abs(conditional - reference["conditional_log_likelihood"]["mean"]) < 1e-9
+        assert summary["log_likelihood"]["numerical_error"] < 1e-9  # nothing depends on z
+    # The same tuples under every mixing fraction: the same density, to the last digit.
+    header, process = load_process(e)
+    data = h5io.read_split(e, "test")
+    images = [torch.from_numpy(data.images_float(m)).flatten(1) for m in header.modalities]
+    labels = torch.from_numpy(data.labels)
+    names = list(header.modalities)
+    first = compute_values(process, images, labels, names, FAST)[0]
+    for fraction in (0.5, 1.0):
+        mixed = dataclasses.replace(process, mixed=1, fraction=fraction)
+        again = compute_values(mixed, images, labels, names, FAST)[0]
+        for key in ("log_p", "log_p_given_class", f"mutual_information/{PAIR}"):
+            torch.testing.assert_close(again[key], first[key], atol=1e-9, rtol=0)
+
+
+def logit_phi(z: torch.Tensor) -> torch.Tensor:
+    """``logit(Φ(z))``: a decoder whose pixel is on with probability Φ(z)."""
+    return torch.special.log_ndtr(z) - torch.special.log_ndtr(-z)
+
+
+def analytic_process(decode, truncation: str, radius: float, mixed=None, fraction=0.0) -> Process:
+    decoders = [lambda z, labels: decode(z[:, :1]), lambda z, labels: decode(z[:, :1])]
+    return Process(decoders, 1, 2, truncation, radius, "sample", mixed, fraction)
+
+
+ALL_PAIRS = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+
+
+def test_one_dimensional_closed_form() -> None:
+    """σ(l(z)) = Φ(z), z ~ N(0, 1) (r = 8: P(T) ≈ 1): p(1, 1) = E Φ² = 1/3, p(1, 0) = 1/6."""
+    process = analytic_process(logit_phi, "box", 8.0)
+    images = [ALL_PAIRS[:, :1], ALL_PAIRS[:, 1:]]
+    labels = torch.tensor([0, 1, 0, 1])
+    values, errors, _ = compute_values(process, images, labels, ["a", "b"], Settings(points=400))
+    joint = torch.log(torch.tensor([1 / 3, 1 / 6, 1 / 6, 1 / 3], dtype=torch.float64))
+    torch.testing.assert_close(values["log_p_given_class"], joint, atol=1e-7, rtol=0)
+    torch.testing.assert_close(values["log_p"], joint, atol=1e-7, rtol=0)  # class-free decoders
+    torch.testing.assert_close(
+        values["mutual_information/a+b"], joint - 2 * math.log(0.5), atol=1e-7, rtol=0
+    )
+    assert errors["log_p"].max() < 1e-6
+    # I(a; b) under the process: (2/3) log(4/3) + (1/3) log(2/3) = 0.0566 nats.
+    expected = (2 / 3) * math.log(4 / 3) + (1 / 3) * math.log(2 / 3)
+    weights = torch.tensor([1 / 3, 1 / 6, 1 / 6, 1 / 3], dtype=torch.float64)
+    assert abs(float((weights * values["mutual_information/a+b"]).sum()) - expected) < 1e-7
+
+
+def test_truncated_prior_is_normalised_exactly() -> None:
+    """A step decoder l(z) = 2·sign(z) on radial r = 1: each side holds half of p_T."""
+    process = analytic_process(lambda z: 2.0 * torch.sign(z), "radial", 1.0)
+    images = [ALL_PAIRS[:, :1], ALL_PAIRS[:, 1:]]
+    values, _, _ = compute_values(
+        process, images, torch.zeros(4, dtype=torch.int64), ["a", "b"], Settings(points=10)
+    )
+    on, off = 1 / (1 + math.exp(-2)), 1 / (1 + math.exp(2))
+    same, different = 0.5 * (on**2 + off**2), on * off
+    expected = torch.log(torch.tensor([same, different, different, same], dtype=torch.float64))
+    torch.testing.assert_close(values["log_p_given_class"], expected, atol=1e-6, rtol=0)
+    for latent_dim, truncation in ((1, "radial"), (2, "radial"), (2, "box")):
+        exact = prior.prior_mass(latent_dim, truncation, 1.5)
+        assert exact < 0.9
+        assert abs(prior.grid_mass(latent_dim, truncation, 1.5, 400) / exact - 1) < 2e-3
+
+
+def test_quadrature_agrees_with_importance_sampling(files: dict[str, Path]) -> None:
+    quadrature = compute_truth(files["e"], Settings(points=12))
+    sampled = compute_truth(files["e"], Settings(method="importance", samples=3000, seed=4))
+    assert sampled.summary["computation"]["method"] == "importance"
+    for key in ("log_likelihood", "conditional_log_likelihood"):
+        q, s = quadrature.summary[key], sampled.summary[key]
+        assert abs(q["mean"] - s["mean"]) < 3 * s["numerical_error"] + q["numerical_error"] + 1e-3
+    q = quadrature.summary["mutual_information"][PAIR]
+    s = sampled.summary["mutual_information"][PAIR]
+    assert q["mean"] > 0.05  # the decoders share z: real information
+    assert 0 < q["numerical_error"] < 0.05  # the 2× grid moved it, a little
+    assert abs(q["mean"] - s["mean"]) < 3 * s["numerical_error"] + q["numerical_error"] + 1e-3
+
+
+def direct_log_p(path: Path, fraction: float, points: int) -> np.ndarray:
+    """log p_f(x) per test tuple by explicit loops over classes and grid codes (no matrices)."""
+    header = h5io.read_header(path)
+    from mmgen.checkpoint import load_cvae
+
+    cvaes = [load_cvae(header.sources[m].checkpoint) for m in header.modalities]
+    data = h5io.read_split(path, "test")
+    x = [torch.from_numpy(data.images_float(m)).flatten(1).double() for m in header.modalities]
+    step = 4.0 / points
+    axis = [-2 + step * (i + 0.5) for i in range(points)]
+    codes = [(u, v) for u in axis for v in axis if u * u + v * v <= 4.0]
+    weights = np.array([math.exp(-(u * u + v * v) / 2) for u, v in codes])
+    weights /= weights.sum()
+    z = torch.tensor(codes, dtype=torch.float32)
+    bernoullis = [  # per class, per modality: the decoded codes' pixel distributions
+        [
+            torch.distributions.Bernoulli(
+                logits=cvae.model.decode_logits(z, torch.full((len(z),), label))
+                .flatten(1)
+                .double()
+                .detach()
+            )
+            for cvae in cvaes
+        ]
+        for label in range(10)
+    ]
+    result = []
+    for i in range(len(data)):
+        per_class = []
+        for label in range(10):
+            a, b = (
+                np.exp(bernoulli.log_prob(images[i].expand(len(z), -1)).sum(1).numpy())
+                for bernoulli, images in zip(bernoullis[label], x, strict=True)
+            )
+            joint = (weights * a * b).sum()
+            product = (weights * a).sum() * (weights * b).sum()
+            per_class.append((1 - fraction) * joint + fraction * product)
+        result.append(math.log(sum(per_class) / 10))
+    return np.array(result)
+
+
+def test_mixture_truth_against_a_direct_computation(files: dict[str, Path]) -> None:
+    for key, fraction in (("f0.25", 0.25), ("f1.0", 1.0), ("e", 0.0)):
+        truth = compute_truth(files[key], FAST)
+        direct = direct_log_p(files[key], fraction, 2 * FAST.points)
+        np.testing.assert_allclose(truth.per_tuple["log_p"], direct, atol=1e-3, rtol=0)
+    # The true E − ME gap is the difference of the shared information (equal marginals).
+    e, me = compute_truth(files["e"], FAST), compute_truth(files["f1.0"], FAST)
+    shared = e.summary["total_correlation"]["mean"] - me.summary["total_correlation"]["mean"]
+    conditional = [t.summary["conditional_log_likelihood"]["mean"] for t in (e, me)]
+    assert abs(conditional[0] - conditional[1] - shared) < 1e-9
+    gap = true_gap(e, me)
+    assert gap["mean"] == pytest.approx(e.per_tuple["log_p"].mean() - me.per_tuple["log_p"].mean())
+    assert gap["mean"] > 0
+    assert abs(me.summary["total_correlation"]["mean"]) < 1e-9
+
+
+def test_cli_stores_prints_and_inspect_shows(files: dict[str, Path]) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["truth", str(files["e"]), "--json", "--points", "6"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    figure = summary["mutual_information"][PAIR]
+    assert figure["interval"][0] < figure["mean"] < figure["interval"][1]
+    assert figure["numerical_error"] >= 0 and summary["numerical_error"]["how"]
+    stored = load_truth(files["e"])
+    assert (
+        stored is not None and stored.summary["mutual_information"][PAIR]["mean"] == figure["mean"]
+    )
+    assert np.isclose(stored.per_tuple[f"mutual_information/{PAIR}"].mean(), figure["mean"])
+    result = runner.invoke(app, ["inspect", str(files["e"])])
+    assert result.exit_code == 0 and "I(mnist; fashion-mnist | c)" in result.output
+
+
+def test_decoded_means_have_an_entropy_floor_and_no_target(files: dict[str, Path]) -> None:
+    truth = compute_truth(files["means"])
+    assert truth.summary["finite"] is False and truth.summary["mutual_information"] is None
+    assert "no finite target" in truth.summary["statement"]
+    x = h5io.read_split(files["means"], "test").images_float("mnist").reshape(30, -1).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.nan_to_num(x * np.log(x)) - np.nan_to_num((1 - x) * np.log(1 - x))
+    np.testing.assert_allclose(truth.per_tuple["entropy_floor/mnist"], entropy.sum(1), rtol=1e-9)
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    folders = [
+        make_checkpoint(tmp_path / "a", "mnist", seed=0, image_shape=SHAPE),
+        make_checkpoint(tmp_path / "b", "fashion-mnist", seed=1, image_shape=SHAPE),
+    ]
+    e = entangled_file(tmp_path, folders)
+    runner = CliRunner()
+    # CVAEs that do not match the recorded hashes: b's weights replaced by a's.
+    original = (tmp_path / "b" / "weights.pt").read_bytes()
+    shutil.copy(tmp_path / "a" / "weights.pt", tmp_path / "b" / "weights.pt")
+    result = runner.invoke(app, ["truth", str(e)])
+    assert_one_line_error(result, "is not the one that generated modality 'fashion-mnist'")
+    assert not truth_path(e).exists()
+    (tmp_path / "b" / "weights.pt").write_bytes(original)
+    # A file without its CVAEs.
+    shutil.move(tmp_path / "a", tmp_path / "moved")
+    result = runner.invoke(app, ["truth", str(e), "--json"])
+    assert_one_line_error(result, "the CVAE of modality 'mnist' is not at")
+    assert not truth_path(e).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "e-sample.h5", "moved"]
+    with h5py.File(e, "r") as handle:
+        assert "truth" not in handle
