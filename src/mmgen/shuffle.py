@@ -45,7 +45,9 @@ COPY_ROWS = 8 * h5io.CHUNK_ROWS  # rows read and written at a time when copying 
 class MixConfig:
     """What ``mmgen shuffle`` permutes; saved as the ``config`` attribute of a mixed file."""
 
-    modality: str = ""  # the modality permuted within each class; "" means the last one
+    # the modality permuted within each class; "" means the last one; several, comma-separated
+    # ("m1,m2,m3,m4" for PolyMNIST-E), are each permuted by their own stream
+    modality: str = ""
     seed: int = 0  # keys the permutation of (split, class)
 
     def __post_init__(self) -> None:
@@ -132,40 +134,66 @@ def mix_modality(
                 "from mmgen generate"
             )
         modalities = parent.modalities
-        modality = config.modality or modalities[-1]
-        if modality not in modalities:
+        chosen = (config.modality or modalities[-1]).split(",")
+        for modality in chosen:
+            if modality not in modalities:
+                raise UsageError(
+                    f"unknown --modality {modality!r}; {source} has {', '.join(modalities)}"
+                )
+        if len(set(chosen)) != len(chosen) or len(chosen) == len(modalities):
             raise UsageError(
-                f"unknown --modality {modality!r}; {source} has {', '.join(modalities)}"
+                f"--modality {config.modality}: name each modality once and keep one unpermuted"
             )
-        config = MixConfig(modality=modality, seed=config.seed)
+        config = MixConfig(modality=",".join(chosen), seed=config.seed)
         splits = list(h5io.SPLITS)
         image_dtype = handle[splits[0]]["images"][modalities[0]].dtype.name
-        extra = (h5io.Field(f"permutation/{modality}", np.dtype(np.int64)),)
+        extra = tuple(h5io.Field(f"permutation/{m}", np.dtype(np.int64)) for m in chosen)
+        if parent.has_nuisance:  # PolyMNIST-E: the crops travel with their images
+            extra += tuple(
+                h5io.Field(f"nuisance/{m}", np.dtype(np.int64), (3,)) for m in modalities
+            )
+        moved = {f"{kind}/{m}" for m in chosen for kind in ("images", "permutation", "nuisance")}
         fields = h5io.standard_fields(parent.image_shapes, image_dtype, parent.latent_dim, extra)
         header = mixed_header(parent, config, source)
         sizes = {split: len(handle[split]["labels"]) for split in splits}
         with h5io.create_dataset(out, header, sizes, fields, overwrite) as writer:
             for split in splits:
                 group = handle[split]
-                permutation = class_permutation(
-                    h5io.read_rows(group["labels"], slice(None), source),
-                    rng.numpy_stream(config.seed, SPLIT_KEYS[split]),
-                )
-                # The whole split's images of `modality`.
-                permuted = h5io.read_rows(group["images"][modality], slice(None), source)
+                labels = h5io.read_rows(group["labels"], slice(None), source)
+                # One modality: the stream (seed, split) of mmgen before #19; several: each its
+                # own (seed, split, its index in the file).
+                permutation = {
+                    m: class_permutation(
+                        labels,
+                        rng.numpy_stream(config.seed, SPLIT_KEYS[split])
+                        if len(chosen) == 1
+                        else rng.numpy_stream(config.seed, SPLIT_KEYS[split], modalities.index(m)),
+                    )
+                    for m in chosen
+                }
+                # The whole split's images (and crops) of the permuted modalities.
+                held = {
+                    path: h5io.read_rows(group[path], slice(None), source)
+                    for path in moved
+                    if path in group and not path.startswith("permutation/")
+                }
                 for start in range(0, sizes[split], COPY_ROWS):
                     stop = min(start + COPY_ROWS, sizes[split])
                     rows = {
                         field.path: h5io.read_rows(group[field.path], slice(start, stop), source)
                         for field in fields
-                        if field.path not in (f"images/{modality}", f"permutation/{modality}")
+                        if field.path not in moved
                     }
-                    rows[f"images/{modality}"] = permuted[permutation[start:stop]]
-                    rows[f"permutation/{modality}"] = permutation[start:stop]
+                    for m in chosen:
+                        order = permutation[m][start:stop]
+                        rows[f"permutation/{m}"] = order
+                        for path in (f"images/{m}", f"nuisance/{m}"):
+                            if path in held:
+                                rows[path] = held[path][order]
                     writer.append(split, rows)
                     if on_progress is not None:
                         on_progress(stop - start)
-    log.info("wrote %s (modality %s permuted within classes)", out, modality)
+    log.info("wrote %s (modality %s permuted within classes)", out, config.modality)
     return Path(out)
 
 
