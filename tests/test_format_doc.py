@@ -62,7 +62,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("kind", ["entangled", "mixed"])
 def test_root_attributes_are_exactly_the_documented_ones(files, kind) -> None:
     attrs = read_attrs(files[kind])
-    documented = set(ROOT) - ({"parent"} if kind == "entangled" else set())
+    optional = {"nuisance"}  # PolyMNIST-style files only (tests/test_polymnist.py)
+    documented = set(ROOT) - optional - ({"parent"} if kind == "entangled" else set())
     assert set(attrs) == documented, "format.md's root attributes differ from the file's"
     assert set(attrs["environment"]) == ENVIRONMENT, "format.md's environment keys"
     for record in attrs["sources"].values():

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from mmgen import plots, rng
+from mmgen import collapse, plots, rng
 from mmgen.atomic import folder_lock, recover
 from mmgen.checkpoint import (
     HISTORY_FILE,
@@ -190,7 +190,10 @@ def _train(
             limit=limit,
             train=to_dict(train_config),
             epochs_done=epochs_done,
+            collapse=collapse.collapse_record(history),  # issue #19: generate refuses collapse
         )
+        if epochs_done == train_config.epochs and run["collapse"]["collapsed"]:
+            log.warning(collapse.warning(run["collapse"]["test_kl"]))
 
         def figures(folder: Path) -> None:
             draw_figures(

@@ -24,6 +24,7 @@ on its own. Codes are drawn on the CPU; only decoding runs on the chosen device.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmgen import rng
+from mmgen import collapse, rng
 from mmgen.checkpoint import CVAECheckpoint, load_cvae
 from mmgen.config import require_positive, to_dict
 from mmgen.data import h5io, names
@@ -278,6 +279,30 @@ def check_compatible(checkpoints: list[CVAECheckpoint]) -> None:
             raise UsageError(f"the CVAEs disagree on {attribute}: {listing}; {fix}")
 
 
+def collapsed_checkpoints(checkpoints: Sequence[CVAECheckpoint]) -> list[str]:
+    """Absolute folders of the CVAEs whose posterior collapsed (``mmgen.collapse``)."""
+    return sorted(
+        {absolute(c.path) for c in checkpoints if collapse.is_collapsed(c.metadata, c.history)}
+    )
+
+
+def refuse_collapsed(checkpoints: Sequence[CVAECheckpoint], allow_collapsed: bool) -> None:
+    """One line naming the first collapsed CVAE, unless ``allow_collapsed`` (then a warning)."""
+    collapsed = collapsed_checkpoints(checkpoints)
+    if not collapsed:
+        return
+    kl = collapse.last_test_kl(
+        next(c.history for c in checkpoints if absolute(c.path) == collapsed[0])
+    )
+    what = f"{collapsed[0]} collapsed (test KL {kl:.3f} nats < {collapse.COLLAPSE_KL_NATS})"
+    if not allow_collapsed:
+        raise UsageError(
+            f"{what}: its images barely depend on z, so the file would be class-only, not "
+            "entangled; retrain it, or pass --allow-collapsed (recorded in the file)"
+        )
+    log.warning("%s; decoding it anyway (--allow-collapsed, recorded in the header)", what)
+
+
 def entangled_header(
     config: GenerateConfig,
     checkpoints: list[CVAECheckpoint],
@@ -391,6 +416,7 @@ def generate_dataset(
     overwrite: bool = False,
     on_progress: Callable[[int], None] | None = None,
     world: World | None = None,
+    allow_collapsed: bool = False,
 ) -> Path:
     """Decode shared latent codes with every CVAE and write an entangled HDF5 file.
 
@@ -409,6 +435,8 @@ def generate_dataset(
         on_progress: called with the number of tuples finished after every chunk (rank 0).
         world: under torchrun, the ranks decode disjoint steps of ``batch_size`` tuples (step
             i on rank i mod W) and rank 0 writes them in order: the same bytes as one process.
+        allow_collapsed: decode CVAEs whose posterior collapsed (``mmgen.collapse``) instead of
+            refusing them; their folders are recorded as ``config["allow_collapsed"]``.
 
     Returns:
         ``out`` as a ``Path``.
@@ -432,6 +460,7 @@ def generate_dataset(
     torch_device = world.device(resolve_device(device))
     checkpoints = [load_cvae(folder, torch_device) for folder in checkpoint_folders]
     check_compatible(checkpoints)
+    refuse_collapsed(checkpoints, allow_collapsed)
     latent_dim, num_classes = checkpoints[0].config.latent_dim, checkpoints[0].config.num_classes
     if modality_names is None:
         sources = [str(c.source.get("name", "")) for c in checkpoints]
@@ -453,6 +482,9 @@ def generate_dataset(
     )
     # The device type, not a rank's GPU index: the file records what a one-process run does.
     header = entangled_header(config, checkpoints, modalities, torch.device(torch_device.type))
+    if allow_collapsed and collapsed_checkpoints(checkpoints):
+        overridden = {**header.config, "allow_collapsed": collapsed_checkpoints(checkpoints)}
+        header = dataclasses.replace(header, config=overridden)
     sizes = {split: config.size(split) for split in h5io.SPLITS}
     fields = h5io.standard_fields(header.image_shapes, config.dtype, latent_dim)
     image_shapes = [c.image_shape for c in checkpoints]

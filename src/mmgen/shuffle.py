@@ -58,7 +58,9 @@ class MixConfig:
     permutation is exactly the former one.
     """
 
-    modality: str = ""  # the modality permuted within each class; "" means the last one
+    # the modality permuted within each class; "" means the last one; several, comma-separated
+    # ("m1,m2,m3,m4" for PolyMNIST-E), are each permuted by their own stream
+    modality: str = ""
     seed: int = 0  # keys the permutation of (split, class)
     fraction: float = 1.0  # f: share of each (class, block) group that is permuted
     block_codes: int = DEFAULT_BLOCK_CODES  # codes per permutation block; 0: the whole split
@@ -223,51 +225,78 @@ def mix_modality(
                 "from mmgen generate"
             )
         modalities = parent.modalities
-        modality = config.modality or modalities[-1]
-        if modality not in modalities:
+        chosen = (config.modality or modalities[-1]).split(",")
+        for modality in chosen:
+            if modality not in modalities:
+                raise UsageError(
+                    f"unknown --modality {modality!r}; {source} has {', '.join(modalities)}"
+                )
+        if len(set(chosen)) != len(chosen) or len(chosen) == len(modalities):
             raise UsageError(
-                f"unknown --modality {modality!r}; {source} has {', '.join(modalities)}"
+                f"--modality {config.modality}: name each modality once and keep one unpermuted"
             )
-        config = dataclasses.replace(config, modality=modality)
+        config = dataclasses.replace(config, modality=",".join(chosen))
         splits = list(h5io.SPLITS)
         image_dtype = handle[splits[0]]["images"][modalities[0]].dtype.name
-        extra = (h5io.Field(f"permutation/{modality}", np.dtype(np.int64)),)
+        extra = tuple(h5io.Field(f"permutation/{m}", np.dtype(np.int64)) for m in chosen)
         if config.fraction < 1.0:  # which tuples were chosen (f = 1: all of them, as before)
-            extra += (h5io.Field(f"mixed/{modality}", np.dtype(np.uint8)),)
+            extra += tuple(h5io.Field(f"mixed/{m}", np.dtype(np.uint8)) for m in chosen)
+        if parent.has_nuisance:  # PolyMNIST-E: the crops travel with their images
+            extra += tuple(
+                h5io.Field(f"nuisance/{m}", np.dtype(np.int64), (3,)) for m in modalities
+            )
+        moved = {
+            f"{kind}/{m}" for m in chosen for kind in ("images", "permutation", "nuisance", "mixed")
+        }
         fields = h5io.standard_fields(parent.image_shapes, image_dtype, parent.latent_dim, extra)
         header = mixed_header(parent, config, source)
         sizes = {split: len(handle[split]["labels"]) for split in splits}
         with h5io.create_dataset(out, header, sizes, fields, overwrite) as writer:
             for split in splits:
                 group = handle[split]
+                labels = h5io.read_rows(group["labels"], slice(None), source)
                 codes = h5io.read_rows(group["code_index"], slice(None), source)
-                permutation, chosen = block_permutation(
-                    h5io.read_rows(group["labels"], slice(None), source),
-                    codes // config.block_codes if config.block_codes else np.zeros_like(codes),
-                    rng.numpy_stream(config.seed, SPLIT_KEYS[split]),
-                    config.fraction,
-                )
-                # The whole split's images of `modality`.
-                permuted = h5io.read_rows(group["images"][modality], slice(None), source)
+                blocks = codes // config.block_codes if config.block_codes else np.zeros_like(codes)
+                # One modality: the stream (seed, split) of mmgen before #19; several: each its
+                # own (seed, split, its index in the file).
+                permutation, mixed = {}, {}
+                for m in chosen:
+                    stream = (
+                        rng.numpy_stream(config.seed, SPLIT_KEYS[split])
+                        if len(chosen) == 1
+                        else rng.numpy_stream(config.seed, SPLIT_KEYS[split], modalities.index(m))
+                    )
+                    permutation[m], mixed[m] = block_permutation(
+                        labels, blocks, stream, config.fraction
+                    )
+                # The whole split's images (and crops) of the permuted modalities.
+                held = {
+                    path: h5io.read_rows(group[path], slice(None), source)
+                    for path in moved
+                    if path in group and path.split("/")[0] in ("images", "nuisance")
+                }
                 for start in range(0, sizes[split], COPY_ROWS):
                     stop = min(start + COPY_ROWS, sizes[split])
-                    made = (f"images/{modality}", f"permutation/{modality}", f"mixed/{modality}")
                     rows = {
                         field.path: h5io.read_rows(group[field.path], slice(start, stop), source)
                         for field in fields
-                        if field.path not in made
+                        if field.path not in moved
                     }
-                    rows[f"images/{modality}"] = permuted[permutation[start:stop]]
-                    rows[f"permutation/{modality}"] = permutation[start:stop]
-                    if config.fraction < 1.0:
-                        rows[f"mixed/{modality}"] = chosen[start:stop].astype(np.uint8)
+                    for m in chosen:
+                        order = permutation[m][start:stop]
+                        rows[f"permutation/{m}"] = order
+                        if config.fraction < 1.0:
+                            rows[f"mixed/{m}"] = mixed[m][start:stop].astype(np.uint8)
+                        for path in (f"images/{m}", f"nuisance/{m}"):
+                            if path in held:
+                                rows[path] = held[path][order]
                     writer.append(split, rows)
                     if on_progress is not None:
                         on_progress(stop - start)
     log.info(
         "wrote %s (modality %s, fraction %g, permuted within classes and blocks of %s codes)",
         out,
-        modality,
+        config.modality,
         config.fraction,
         config.block_codes or "all",
     )

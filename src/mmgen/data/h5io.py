@@ -14,6 +14,8 @@ real images). Layout (``docs/format.md`` documents every field):
     /<split>/permutation/<m> (N,) int64, mixed files only: tuple i's modality m came from
                              tuple permutation[i] of the entangled source file
     /<split>/source_index/<m> (N,) int64, naive files only: row of the source split used
+    /<split>/nuisance/<m>   (N, 3) int64, PolyMNIST-style files only (header ``nuisance``):
+                            background image index, crop top, crop left (mmgen.polymnist)
 
 Writing goes through :func:`create_dataset` (atomic, never replaces unasked, whole compressed
 chunks only, no timestamps: the same rows give the same bytes). Reading goes through
@@ -134,6 +136,8 @@ def expected_paths(header: DatasetHeader) -> list[str]:
     paths = [f"images/{m}" for m in header.modalities] + ["labels"]
     if header.has_latent:
         paths += ["z", "code_index"]
+    if header.has_nuisance:
+        paths += [f"nuisance/{m}" for m in header.modalities]
     return paths
 
 

@@ -35,7 +35,15 @@ FORMAT = "mmgen"
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 KINDS = ("entangled", "mixed", "naive")
-JSON_ATTRS = ("modalities", "sources", "class_names", "config", "parent", "environment")
+JSON_ATTRS = (
+    "modalities",
+    "sources",
+    "class_names",
+    "config",
+    "parent",
+    "environment",
+    "nuisance",
+)
 # Attributes every readable file has (``parent``, written for mixed files, only informs).
 REQUIRED_ATTRS = (
     "format",
@@ -99,6 +107,9 @@ class DatasetHeader:
     config: Mapping[str, Any]  # that command's config (GenerateConfig, MixConfig, PairConfig)
     parent: Mapping[str, Any] | None = None  # mixed: the entangled file (path, sha256, ...)
     environment: Mapping[str, Any] = field(default_factory=dict)  # mmgen.device.environment
+    # PolyMNIST-style files (mmgen.polymnist): how each modality was composited on its
+    # background and what the per-tuple ``nuisance/<m>`` rows mean; None for other files.
+    nuisance: Mapping[str, Any] | None = None
     mmgen_version: str = __version__
     schema_version: int = SCHEMA_VERSION
 
@@ -135,13 +146,26 @@ class DatasetHeader:
         if self.parent is not None and self.kind != "mixed":
             raise UsageError(f"a {self.kind} dataset has no parent file; only mixed ones do")
         check_seed(self.seed)
-        for name in ("config", "parent", "environment"):
+        for name in ("config", "parent", "environment", "nuisance"):
             _check_json(name, getattr(self, name))
+        if self.nuisance is not None and set(self.nuisance.get("backgrounds", {})) != set(
+            self.modalities
+        ):
+            raise UsageError(
+                f"the nuisance attribute records backgrounds for "
+                f"{sorted(self.nuisance.get('backgrounds', {}))}, but the modalities are "
+                f"{list(self.modalities)}"
+            )
 
     @property
     def image_shapes(self) -> dict[str, ImageShape]:
         """Modality → ``(C, H, W)`` of its images (1×28×28 for files written before #10)."""
         return {m: self.sources[m].image_shape for m in self.modalities}
+
+    @property
+    def has_nuisance(self) -> bool:
+        """Whether every split stores ``nuisance/<m>`` for every modality (PolyMNIST-style)."""
+        return self.nuisance is not None
 
     @property
     def has_latent(self) -> bool:
@@ -167,6 +191,8 @@ class DatasetHeader:
         }
         if self.parent is not None:
             values["parent"] = dict(self.parent)
+        if self.nuisance is not None:
+            values["nuisance"] = dict(self.nuisance)
         return encode_attrs(values)
 
     def write(self, handle: h5py.File) -> None:
@@ -263,6 +289,7 @@ def header_from_attrs(attrs: h5py.AttributeManager, path: Path | str) -> Dataset
             config=values["config"],
             parent=values.get("parent"),
             environment=values.get("environment", {}),
+            nuisance=values.get("nuisance"),
             mmgen_version=str(values["mmgen_version"]),
             schema_version=version,
         )

@@ -15,6 +15,17 @@ user meets when handing an mmgen file to MultiVae, and what this module does abo
    "Notation"): ``log p(x|z) = Σ_pixels [x log σ(l) + (1 − x) log(1 − σ(l))]``.
 3. **uint8.** mmgen may store grey levels as uint8 ×255; MultiVae needs floats in [0, 1].
    ``multivae_dataset`` converts (``mmgen.data.h5io.to_unit_float``).
+4. **A sigmoid decoder of one's own.** ``use_grey_level_bernoulli`` refuses a model whose
+   decoder ends in a sigmoid (MultiVae's ``bernoulli`` reads the output as logits:
+   ``multivae.models.base.base_utils`` scores ``Bernoulli(logits=recon)``), found by its last
+   module or by outputs that all lie in [0, 1] on a probe of codes.
+5. **Warm-up.** JMVAE and MVAE anneal the KL weight linearly over ``warmup`` epochs (MultiVae's
+   default 10: JMVAE uses ``epoch / warmup``, so a 1-epoch run trains at weight 0.1); pass
+   ``warmup=0`` to ``model_settings`` (or the config) for the full ELBO from the start.
+6. **Mixed shapes.** MultiVae sums the log-likelihood over pixels, so a modality weighs in
+   proportion to its C·H·W: 3×32×32 outweighs 8×8 48:1. ``model_settings(balance=True)``
+   rescales every modality to the largest (MultiVae's ``uses_likelihood_rescaling``, factors
+   ``max_m |x_m| / |x_m|``, stated explicitly as ``rescale_factors``).
 
 Example (MultiVae's JMVAE on MNIST-E; ``MVAE`` and ``MoPoE`` take the same arguments)::
 
@@ -56,10 +67,12 @@ IMAGE_SHAPE = (1, 28, 28)  # default channels × height × width, as MultiVae's 
 __all__ = [
     "MmgenMultiVaeDataset",
     "LogitDecoder",
+    "balance_factors",
     "grey_level_bernoulli_log_prob",
     "logit_decoders",
     "model_settings",
     "multivae_dataset",
+    "refuse_sigmoid",
     "use_grey_level_bernoulli",
 ]
 
@@ -117,21 +130,40 @@ def multivae_dataset(
     return MmgenMultiVaeDataset(data, torch.from_numpy(split_data.labels), z)
 
 
-def model_settings(dataset: MmgenMultiVaeDataset, latent_dim: int, **extra: Any) -> dict[str, Any]:
+def balance_factors(dataset: MmgenMultiVaeDataset) -> dict[str, float]:
+    """Per-modality likelihood weights that give every modality the largest one's pixel count:
+    ``max_m |x_m| / |x_m|`` (MultiVae's default ``rescale_factors``), e.g. 48 for 8×8 beside
+    3×32×32."""
+    sizes = {m: int(np.prod(shape)) for m, shape in dataset.image_shapes.items()}
+    largest = max(sizes.values())
+    return {m: largest / size for m, size in sizes.items()}
+
+
+def model_settings(
+    dataset: MmgenMultiVaeDataset, latent_dim: int, balance: bool = False, **extra: Any
+) -> dict[str, Any]:
     """Keyword arguments of any MultiVae model config for ``dataset``'s modalities.
 
     ``n_modalities``, ``input_dims`` (every modality's ``(C, H, W)``), ``latent_dim`` and
     ``decoders_dist = "bernoulli"`` (the likelihood's family; ``use_grey_level_bernoulli`` then
-    makes it accept grey levels), merged with ``extra`` (e.g. ``beta``, ``alpha``).
+    makes it accept grey levels), merged with ``extra`` (e.g. ``beta``, ``alpha``,
+    ``warmup=0``: JMVAE and MVAE otherwise anneal the KL weight over 10 epochs).
+
+    Args:
+        balance: weight every modality's log-likelihood by ``balance_factors`` (MultiVae's
+            ``uses_likelihood_rescaling``); without it a modality weighs its pixel count.
     """
     modalities = dataset.modalities
-    return {
+    settings: dict[str, Any] = {
         "n_modalities": len(modalities),
         "input_dims": dataset.image_shapes,
         "latent_dim": latent_dim,
         "decoders_dist": dict.fromkeys(modalities, "bernoulli"),
-        **extra,
     }
+    if balance:
+        settings["uses_likelihood_rescaling"] = True
+        settings["rescale_factors"] = balance_factors(dataset)
+    return {**settings, **extra}
 
 
 class LogitDecoder(BaseDecoder):
@@ -188,6 +220,42 @@ def grey_level_bernoulli_log_prob(logits: Tensor, target: Tensor) -> Tensor:
     return -F.binary_cross_entropy_with_logits(logits, target, reduction="none")
 
 
+PROBE_CODES = 64  # codes ~ N(0, I) a decoder is probed with (a fixed, private stream)
+SIGMOIDS = (nn.Sigmoid, nn.Hardsigmoid)
+
+
+def refuse_sigmoid(decoder: nn.Module, modality: str, latent_dim: int) -> None:
+    """Raise ``ValueError`` if ``decoder`` outputs probabilities instead of logits.
+
+    Two signs: its last module is a sigmoid (MultiVae's default ``Decoder_AE_MLP``), or every
+    output on ``PROBE_CODES`` codes lies in [0, 1] (a ``torch.sigmoid`` in ``forward``); logits
+    of images with dark backgrounds are far below 0.
+    """
+    leaves = [m for m in decoder.modules() if not list(m.children())]
+    fix = (
+        "MultiVae's bernoulli likelihood reads decoder outputs as logits; drop the final "
+        "sigmoid or use mmgen.integrations.multivae.logit_decoders"
+    )
+    if leaves and isinstance(leaves[-1], SIGMOIDS):
+        raise ValueError(f"the decoder of {modality!r} ends in a sigmoid: {fix}")
+    generator = torch.Generator().manual_seed(0)  # a probe, not data: no recorded seed needed
+    parameter = next(decoder.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    z = torch.randn(PROBE_CODES, latent_dim, generator=generator).to(device)
+    was_training = decoder.training
+    decoder.eval()
+    try:
+        with torch.no_grad():
+            output = decoder(z).reconstruction
+    finally:
+        decoder.train(was_training)
+    if output.min() >= 0 and output.max() <= 1:
+        raise ValueError(
+            f"the decoder of {modality!r} outputs only values in [0, 1] (probabilities, as after "
+            f"a sigmoid): {fix}"
+        )
+
+
 def use_grey_level_bernoulli(model: nn.Module) -> nn.Module:
     """Make a MultiVae model score every modality with ``grey_level_bernoulli_log_prob``.
 
@@ -195,12 +263,17 @@ def use_grey_level_bernoulli(model: nn.Module) -> nn.Module:
     config's ``decoders_dist`` names and has no name for a grey-level Bernoulli, so this
     replaces the entries. Call it again after ``load_from_folder``, which rebuilds them from
     the names. Returns ``model``.
+
+    Raises:
+        ValueError: a decoder ends in a sigmoid (``refuse_sigmoid``).
     """
     log_probs = getattr(model, "recon_log_probs", None)
     if not isinstance(log_probs, dict):
         raise TypeError(
             f"{type(model).__name__} has no recon_log_probs dict; pass a MultiVae model"
         )
+    for modality, decoder in getattr(model, "decoders", {}).items():
+        refuse_sigmoid(decoder, modality, model.latent_dim)
     for modality in list(log_probs):
         log_probs[modality] = grey_level_bernoulli_log_prob
     return model
