@@ -37,6 +37,7 @@ from mmgen.config import from_dict, load_json, save_json, to_dict
 from mmgen.device import environment
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig
+from mmgen.resources import check_saved_weights
 
 FORMAT = "mmgen-model"
 FORMAT_VERSION = 2  # 1: the per-kind layouts of the first mmgen releases (still read)
@@ -184,6 +185,7 @@ def load(
     kind, config, run, state, version = read_folder(folder, what, hint)
     if kinds is not None and kind not in kinds:
         raise UsageError(f"{folder} holds a {kind} model, not {what}; {hint}")
+    check_saved_weights(folder, lambda: model_kinds()[kind](config), state["state_dict"])
     try:
         model = model_kinds()[kind](config)
         model.load_state_dict(state["state_dict"])

@@ -85,6 +85,13 @@ def load_json(path: Path) -> dict[str, Any]:
 
 
 def require_positive(name: str, value: float) -> None:
-    """Raise ``ValueError`` naming the flag when ``value`` is not > 0."""
+    """Raise ``UsageError`` naming the flag unless ``value`` is a finite number > 0."""
     if not value > 0:
         raise UsageError(f"{name} must be > 0, got {value}")
+    require_finite(name, float(value))
+
+
+def require_finite(name: str, value: object) -> None:
+    """Raise ``UsageError`` naming the flag when ``value`` is a non-finite float (NaN, ±inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {value}")

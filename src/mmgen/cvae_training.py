@@ -34,10 +34,12 @@ from mmgen.checkpoint import (
     save_checkpoint,
 )
 from mmgen.config import to_dict
+from mmgen.data.shapes import describe
 from mmgen.data.sources import SourceData, load_split
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig, build_cvae, default_beta
+from mmgen.resources import cvae_training_bytes, require_memory
 from mmgen.train import TrainConfig, fit, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,12 @@ def _train(
     }
     if previous is not None:
         refuse_other_files(previous, source_record, out)
+    require_memory(
+        cvae_training_bytes(model_config, min(train_config.batch_size, len(train_data.labels))),
+        torch_device,
+        f"a CVAE for {describe(shape)} images in batches of {train_config.batch_size}",
+        "use smaller images (crop or resize them) or a smaller --batch-size",
+    )
 
     # channels_last lets oneDNN run the 64-channel convolutions without layout conversions:
     # about 5× the training throughput of the default layout on a 2-core CPU (docs/performance.md).
