@@ -551,3 +551,190 @@ def test_sigterm_and_sighup_end_a_command_cleanly(ws, tmp_path, command, sig) ->
                          "run (nothing partial)."]  # fmt: skip
         assert not out.exists()
     assert litter(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 20: nothing wrong says "done". Each case ends in one line, exit 2, nothing changed.
+
+
+def lying_inputs(ws: Workspace) -> Path:
+    """Inputs that look right and are not, made once inside ``ws`` (so they are snapshotted)."""
+    lies = ws.root / "lies"
+    if lies.exists():
+        return lies
+    lies.mkdir()
+    nan_cvae = lies / "nan-cvae"  # a CVAE whose training diverged (an older mmgen saved it)
+    shutil.copytree(ws.cvae_a, nan_cvae)
+    state = torch.load(nan_cvae / "weights.pt", weights_only=True)
+    first = next(iter(state["state_dict"]))
+    state["state_dict"][first] = torch.full_like(state["state_dict"][first], float("nan"))
+    torch.save(state, nan_cvae / "weights.pt")
+    edited = lies / "edited-latent"  # model.json edited to another latent size
+    shutil.copytree(ws.cvae_a, edited)
+    record = json.loads((edited / "model.json").read_text())
+    record["config"]["latent_dim"] = 1000
+    (edited / "model.json").write_text(json.dumps(record))
+    return lies
+
+
+def train_args(ws: Workspace, *flags: object) -> list:
+    out = ws.root / "new-cvae"
+    return ["train-cvae", "--source", "mnist", "--data-dir", ws.data, "--limit", "20",
+            "--epochs", "1", "--batch-size", "16", "-q", "--out", out, *flags]  # fmt: skip
+
+
+def generate_args(ws: Workspace, *flags: object) -> list:
+    return ["generate", "-q", "--device", "cpu", "--out", ws.root / "x.h5", *flags]
+
+
+def lying_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[str, ...]]]:
+    """``(id, arguments from (workspace, lying inputs), fragments of the error line)``."""
+    return [
+        ("train-cvae-lr-inf", lambda ws, lies: train_args(ws, "--lr", "inf"), ("--lr", "finite")),
+        ("train-cvae-lr-nan", lambda ws, lies: train_args(ws, "--lr", "nan"), ("--lr", "finite")),
+        ("train-cvae-beta-inf",
+         lambda ws, lies: train_args(ws, "--beta", "inf"), ("--beta", "finite")),
+        ("train-cvae-beta-nan",
+         lambda ws, lies: train_args(ws, "--beta", "nan"), ("--beta", "finite")),
+        ("train-cvae-seed-negative",
+         lambda ws, lies: train_args(ws, "--seed", "-1"), ("--seed", "out of range")),
+        ("train-cvae-seed-huge",
+         lambda ws, lies: train_args(ws, "--seed", "99999999999999999999"),
+         ("--seed", "out of range")),
+        ("generate-seed-negative",
+         lambda ws, lies: generate_args(ws, "--cvae", ws.cvae_a, "--cvae", ws.cvae_b,
+                                        "--seed", "-1"), ("--seed", "out of range", "2**63")),
+        ("generate-radius-nan",
+         lambda ws, lies: generate_args(ws, "--cvae", ws.cvae_a, "--cvae", ws.cvae_b,
+                                        "--radius", "nan"), ("--radius", "finite")),
+        ("shuffle-seed-negative",
+         lambda ws, lies: ["shuffle", ws.entangled, "--out", ws.root / "x.h5", "-q",
+                           "--seed", "-1"], ("--seed", "out of range")),
+        ("pair-seed-negative",
+         lambda ws, lies: ["pair", "--source", "mnist", "--source", "fashion-mnist",
+                           "--data-dir", ws.data, "--out", ws.root / "x.h5", "-q",
+                           "--seed", "-1"], ("--seed", "out of range")),
+        ("evaluate-seed-negative",
+         lambda ws, lies: ["evaluate", *ws.evaluate_args(ws.entangled), "--out", ws.root / "x",
+                           "--seed", "-1"], ("--seed", "out of range")),
+        ("evaluate-seeds-negative",
+         lambda ws, lies: ["evaluate", *ws.evaluate_args(ws.entangled), "--out", ws.root / "x",
+                           "--seeds", "0", "--seeds", "-1"], ("--seed", "out of range")),
+        ("generate-nan-cvae",
+         lambda ws, lies: generate_args(ws, "--cvae", lies / "nan-cvae", "--cvae", ws.cvae_b),
+         ("nan-cvae", "NaN or infinite", "retrain")),
+        ("generate-config-edited",
+         lambda ws, lies: generate_args(ws, "--cvae", lies / "edited-latent", "--cvae", ws.cvae_b),
+         ("edited-latent", "the config asks for", "shape")),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "fragments"), [c[1:] for c in lying_cases()],
+                         ids=[c[0] for c in lying_cases()])  # fmt: skip
+def test_a_lie_is_one_line_and_changes_nothing(ws, args, fragments) -> None:
+    lies = lying_inputs(ws)
+    before = snapshot(ws.root)
+    assert_one_error_line(invoke(*args(ws, lies)), *fragments)
+    assert snapshot(ws.root) == before
+
+
+def test_seeds_do_not_alias() -> None:
+    """-1 and 2**63 - 1 were one stream under two recorded seeds: the library refuses the first."""
+    from mmgen import rng
+    from mmgen.errors import UsageError
+
+    assert rng.key_entropy(rng.SEED_MAX, "x") != rng.key_entropy(0, "x")
+    for seed in (-1, 2**63, 10**20):
+        with pytest.raises(UsageError, match="out of range"):
+            rng.stream(seed, "x")
+        with pytest.raises(UsageError, match="out of range"):
+            rng.numpy_stream(seed, "x")
+    with pytest.raises(UsageError, match="--seed"):
+        TrainConfig(seed=2**63)
+
+
+def test_a_diverging_training_stops_in_one_line_without_a_checkpoint(ws, tmp_path) -> None:
+    """A finite but absurd learning rate turns the loss NaN: no NaN CVAE is saved, exit 2."""
+    out = tmp_path / "c"
+    args = [a if a != ws.root / "new-cvae" else out for a in train_args(ws, "--lr", "1e30")]
+    assert_one_error_line(invoke(*args), "diverged", "--lr")
+    assert not out.exists() or not holds_model(out)
+    assert litter(tmp_path) == []
+
+
+def test_memory_is_estimated_before_a_cvae_is_built(ws, tmp_path, monkeypatch) -> None:
+    """More memory than there is: one line with the figure and a way out, before any epoch."""
+    import mmgen.resources
+
+    monkeypatch.setattr(mmgen.resources, "available_bytes", lambda device: 1 << 20)
+    out = tmp_path / "c"
+    args = [a if a != ws.root / "new-cvae" else out for a in train_args(ws)]
+    line = assert_one_error_line(invoke(*args), "needs about", "MiB", "--batch-size")
+    assert "1 MiB free" in line
+    assert not holds_model(out)
+
+
+def test_the_memory_estimate_scales_with_the_images() -> None:
+    """The estimate covers the dense layers' weights: 2000×2000 images ask for tens of GiB."""
+    from mmgen.models.cvae import CVAE, CVAEConfig
+    from mmgen.resources import cvae_training_bytes
+
+    small = CVAEConfig()
+    big = CVAEConfig(image_shape=(1, 2000, 2000))
+    params = sum(p.numel() for p in CVAE(small).parameters())  # built for real: the oracle
+    assert cvae_training_bytes(small, 1) >= 4 * params
+    # encoder Linear(64·1000·1000 + 10 → 128) and decoder Linear(128 → 64·1000·1000)
+    dense = 2 * 128 * 64 * 1000 * 1000
+    assert cvae_training_bytes(big, 8) >= 4 * 4 * dense > 30 * 2**30
+
+
+def test_a_failed_evaluate_does_not_block_its_correction(ws, tmp_path) -> None:
+    """After a one-line failure before any job, the folder binds nothing: another setting is
+    not refused as "other settings"; settings.json is committed only with a finished job."""
+    out = tmp_path / "report"
+    nowhere = ["--data-dir", ws.root / "nowhere"]
+    first = invoke("evaluate", *ws.evaluate_args(ws.entangled), *nowhere, "--out", out)
+    assert_one_error_line(first, "not found")
+    assert not (out / "jobs" / "settings.json").exists()
+    second = invoke("evaluate", *ws.evaluate_args(ws.entangled), *nowhere, "--out", out,
+                    "--epochs", "2")  # fmt: skip
+    assert_one_error_line(second, "not found")
+
+
+def test_temporaries_name_their_host_and_only_local_writers_are_judged(tmp_path) -> None:
+    """A temporary of another node (shared file system) is never removed as dead; a local one
+    of a dead process is; new temporaries carry this host."""
+    from mmgen.atomic import atomic_path, host_tag, recover
+
+    dead = 999999999  # no such pid here
+    other_host = tmp_path / f".x.h5.tmp-some_other_node-{dead}-abcd1234"
+    local_dead = tmp_path / f".x.h5.tmp-{host_tag()}-{dead}-abcd1234"
+    for path in (other_host, local_dead):
+        path.write_bytes(b"")
+    recover(tmp_path / "x.h5")
+    assert other_host.exists() and not local_dead.exists()
+    with atomic_path(tmp_path / "y.h5") as tmp:
+        assert tmp.name.startswith(f".y.h5.tmp-{host_tag()}-{os.getpid()}-")
+        tmp.write_bytes(b"data")
+
+
+def test_a_file_is_flushed_to_disk_before_it_is_renamed(tmp_path, monkeypatch) -> None:
+    """A power loss after the rename must not leave an empty file: fsync comes first."""
+    import mmgen.atomic
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}")
+        real_fsync(fd)
+
+    def replace(source, target) -> None:
+        events.append(f"replace {source}")
+        real_replace(source, target)
+
+    monkeypatch.setattr(mmgen.atomic.os, "fsync", fsync)
+    monkeypatch.setattr(mmgen.atomic.os, "replace", replace)
+    with mmgen.atomic.atomic_path(tmp_path / "f.txt") as tmp:
+        tmp.write_text("content")
+    assert events[:2] == [f"fsync {tmp}", f"replace {tmp}"], events
