@@ -574,6 +574,22 @@ def lying_inputs(ws: Workspace) -> Path:
     record = json.loads((edited / "model.json").read_text())
     record["config"]["latent_dim"] = 1000
     (edited / "model.json").write_text(json.dumps(record))
+
+    def retype_images(handle: h5py.File) -> None:  # float64 0…255 under a uint8 header
+        images = handle["train/images/mnist"][:].astype("float64")
+        del handle["train/images/mnist"]
+        handle["train/images/mnist"] = images
+
+    for name, damage in {
+        "label-99.h5": lambda handle: handle["train/labels"].__setitem__(0, 99),
+        "label-minus-1.h5": lambda handle: handle["test/labels"].__setitem__(3, -1),
+        "latent-5.h5": lambda handle: handle.attrs.__setitem__("latent_dim", 5),
+        "size-3000.h5": lambda handle: handle["train"].attrs.__setitem__("size", 3000),
+        "float64-images.h5": retype_images,
+    }.items():
+        shutil.copy(ws.entangled, lies / name)
+        with h5py.File(lies / name, "r+") as handle:
+            damage(handle)
     return lies
 
 
@@ -626,6 +642,22 @@ def lying_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[st
         ("generate-config-edited",
          lambda ws, lies: generate_args(ws, "--cvae", lies / "edited-latent", "--cvae", ws.cvae_b),
          ("edited-latent", "the config asks for", "shape")),
+        ("inspect-label-99",
+         lambda ws, lies: ["inspect", lies / "label-99.h5"],
+         ("label-99.h5", "train/labels", "99", "10 classes")),
+        ("shuffle-label-minus-1",
+         lambda ws, lies: ["shuffle", lies / "label-minus-1.h5", "--out", ws.root / "x.h5", "-q"],
+         ("label-minus-1.h5", "test/labels", "-1")),
+        ("evaluate-latent-dim-lie",
+         lambda ws, lies: ["evaluate", *ws.evaluate_args(lies / "latent-5.h5"),
+                           "--out", ws.root / "x"], ("latent-5.h5", "z", "latent_dim 5")),
+        ("inspect-size-lie",
+         lambda ws, lies: ["inspect", lies / "size-3000.h5"],
+         ("size-3000.h5", "train", "3000")),
+        ("evaluate-float64-images",
+         lambda ws, lies: ["evaluate", *ws.evaluate_args(lies / "float64-images.h5"),
+                           "--out", ws.root / "x"],
+         ("float64-images.h5", "train/images/mnist", "float64")),
     ]  # fmt: skip
 
 

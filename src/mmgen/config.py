@@ -85,10 +85,9 @@ def load_json(path: Path) -> dict[str, Any]:
 
 
 def require_positive(name: str, value: float) -> None:
-    """Raise ``UsageError`` naming the flag unless ``value`` is a finite number > 0."""
+    """Raise ``UsageError`` naming the flag when ``value`` is not > 0 (NaN included)."""
     if not value > 0:
         raise UsageError(f"{name} must be > 0, got {value}")
-    require_finite(name, float(value))
 
 
 def require_finite(name: str, value: object) -> None:

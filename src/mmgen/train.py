@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from mmgen import rng
-from mmgen.config import require_positive
+from mmgen.config import require_finite, require_positive
 from mmgen.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class TrainConfig:
         require_positive("epochs", self.epochs)
         require_positive("batch_size", self.batch_size)
         require_positive("lr", self.lr)
+        require_finite("lr", self.lr)
         require_positive("eval_batch_size", self.eval_batch_size)
         rng.check_seed(self.seed)
         if self.optimizer not in OPTIMIZERS:
