@@ -582,6 +582,7 @@ def lying_inputs(ws: Workspace) -> Path:
 
     for name, damage in {
         "label-99.h5": lambda handle: handle["train/labels"].__setitem__(0, 99),
+        "label-10.h5": lambda handle: handle["train/labels"].__setitem__(5, 10),
         "label-minus-1.h5": lambda handle: handle["test/labels"].__setitem__(3, -1),
         "latent-5.h5": lambda handle: handle.attrs.__setitem__("latent_dim", 5),
         "size-3000.h5": lambda handle: handle["train"].attrs.__setitem__("size", 3000),
@@ -645,6 +646,8 @@ def lying_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[st
         ("inspect-label-99",
          lambda ws, lies: ["inspect", lies / "label-99.h5"],
          ("label-99.h5", "train/labels", "99", "10 classes")),
+        ("inspect-label-10", lambda ws, lies: ["inspect", lies / "label-10.h5"],
+         ("label-10.h5", "train/labels", "to 10")),
         ("shuffle-label-minus-1",
          lambda ws, lies: ["shuffle", lies / "label-minus-1.h5", "--out", ws.root / "x.h5", "-q"],
          ("label-minus-1.h5", "test/labels", "-1")),
