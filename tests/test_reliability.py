@@ -16,6 +16,7 @@ Three parts, on tiny inputs built once for the module:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -773,3 +775,47 @@ def test_a_file_is_flushed_to_disk_before_it_is_renamed(tmp_path, monkeypatch) -
     with mmgen.atomic.atomic_path(tmp_path / "f.txt") as tmp:
         tmp.write_text("content")
     assert events[:2] == [f"fsync {tmp}", f"replace {tmp}"], events
+
+
+def write_image_folder(root: Path, per_class: dict[str, int], size: int = 4) -> Path:
+    """``root/{train,test}/<class>/k.png``: ``per_class`` grey images per class and split."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label, (name, count) in enumerate(per_class.items()):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for k in range(count):
+                pixels = np.full((size, size), 10 * label + k, dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{k}.png")
+    return root
+
+
+def test_a_folder_link_loop_and_hidden_folders_do_not_change_the_data(tmp_path, caplog) -> None:
+    """``train/a/loop -> ..`` turned 12 images into 492, filing b's and c's images under a;
+    a hidden ``.ipynb_checkpoints`` folder became a class. Neither is read; counts are logged."""
+    from PIL import Image
+
+    from mmgen.data.sources import load_split
+
+    root = write_image_folder(tmp_path / "pics", {"a": 4, "b": 4, "c": 4})
+    (root / "train" / "a" / "loop").symlink_to("..")
+    for hidden in (root / "train" / ".ipynb_checkpoints", root / "train" / "b" / ".cache"):
+        hidden.mkdir()
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(hidden / "x.png")
+    with caplog.at_level(logging.INFO, logger="mmgen.data.sources.folder"):
+        data = load_split(f"folder:{root}", "train")
+    assert data.class_names == ("a", "b", "c")
+    np.testing.assert_array_equal(data.labels, [0] * 4 + [1] * 4 + [2] * 4)
+    np.testing.assert_array_equal(data.images[:, 0, 0, 0], [0, 1, 2, 3, 10, 11, 12, 13,
+                                                            20, 21, 22, 23])  # fmt: skip
+    assert "12 images in 3 classes (a 4, b 4, c 4)" in caplog.text
+    assert "loop: a link to a folder, not followed" in caplog.text
+
+
+def test_a_class_folder_linked_to_its_split_is_refused(tmp_path) -> None:
+    root = write_image_folder(tmp_path / "pics", {"a": 2})
+    (root / "train" / "z").symlink_to("..")
+    (root / "test" / "z").mkdir()
+    result = invoke("train-cvae", "--source", f"folder:{root}", "--out", tmp_path / "c", "-q")
+    assert_one_error_line(result, "train/z", "loop")
+    assert not (tmp_path / "c").exists()
