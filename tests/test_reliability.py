@@ -582,6 +582,18 @@ def lying_inputs(ws: Workspace) -> Path:
         del handle["train/images/mnist"]
         handle["train/images/mnist"] = images
 
+    grey = np.zeros((6, 28, 28), np.uint8)
+    labels = np.arange(6) % 3
+    for name, arrays in {
+        "test-32x32.npz": {"x_test": np.zeros((4, 32, 32), np.uint8)},
+        "test-rgb.npz": {"x_test": np.zeros((4, 28, 28, 3), np.uint8)},
+        "no-test-images.npz": {"x_test": grey[:0], "y_test": labels[:0]},
+        "label-huge.npz": {"y_train": np.array([0, 1, 2, 0, 1, 100_000_000])},
+        "pickled.npz": {"class_names": np.array([{"a": 1}, None, 3], dtype=object)},
+    }.items():
+        np.savez(lies / name, **{"x_train": grey, "y_train": labels, "x_test": grey[:4],
+                                 "y_test": labels[:4], **arrays})  # fmt: skip
+    np.save(lies / "array.npy", grey)
     for name, damage in {
         "label-99.h5": lambda handle: handle["train/labels"].__setitem__(0, 99),
         "label-10.h5": lambda handle: handle["train/labels"].__setitem__(5, 10),
@@ -600,6 +612,11 @@ def train_args(ws: Workspace, *flags: object) -> list:
     out = ws.root / "new-cvae"
     return ["train-cvae", "--source", "mnist", "--data-dir", ws.data, "--limit", "20",
             "--epochs", "1", "--batch-size", "16", "-q", "--out", out, *flags]  # fmt: skip
+
+
+def npz_args(ws: Workspace, path: Path) -> list:
+    return ["train-cvae", "--source", f"npz:{path}", "--epochs", "1", "-q",
+            "--out", ws.root / "new-cvae"]  # fmt: skip
 
 
 def generate_args(ws: Workspace, *flags: object) -> list:
@@ -663,6 +680,18 @@ def lying_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[st
          lambda ws, lies: ["evaluate", *ws.evaluate_args(lies / "float64-images.h5"),
                            "--out", ws.root / "x"],
          ("float64-images.h5", "train/images/mnist", "float64")),
+        ("npz-test-32x32", lambda ws, lies: npz_args(ws, lies / "test-32x32.npz"),
+         ("test-32x32.npz", "28×28", "32×32")),
+        ("npz-grey-and-rgb", lambda ws, lies: npz_args(ws, lies / "test-rgb.npz"),
+         ("test-rgb.npz", "grey", "colour")),
+        ("npz-no-test-images", lambda ws, lies: npz_args(ws, lies / "no-test-images.npz"),
+         ("no-test-images.npz", "x_test", "no images")),
+        ("npz-label-huge", lambda ws, lies: npz_args(ws, lies / "label-huge.npz"),
+         ("label-huge.npz", "100000000", "only 4")),
+        ("npz-given-an-npy", lambda ws, lies: npz_args(ws, lies / "array.npy"),
+         ("array.npy", "not an .npz")),
+        ("npz-pickled-no-unsafe-advice", lambda ws, lies: npz_args(ws, lies / "pickled.npz"),
+         ("pickled.npz", "never loads")),
     ]  # fmt: skip
 
 
@@ -671,8 +700,11 @@ def lying_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[st
 def test_a_lie_is_one_line_and_changes_nothing(ws, args, fragments) -> None:
     lies = lying_inputs(ws)
     before = snapshot(ws.root)
-    assert_one_error_line(invoke(*args(ws, lies)), *fragments)
+    started = time.monotonic()
+    line = assert_one_error_line(invoke(*args(ws, lies)), *fragments)
     assert snapshot(ws.root) == before
+    assert "allow_pickle" not in line and "unsafe" not in line.lower(), line
+    assert time.monotonic() - started < 30  # before any work (a label of 10**8: minutes)
 
 
 def test_seeds_do_not_alias() -> None:

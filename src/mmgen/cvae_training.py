@@ -147,6 +147,11 @@ def _train(
     options = {"data_dir": data_dir, "download": download, "limit": limit, "classes": classes}
     train_data = load_split(source, "train", **options)
     test_data = load_split(source, "test", **options)
+    if test_data.image_shape != train_data.image_shape:  # else: a traceback after an epoch
+        raise UsageError(
+            f"{source}: its train images are {describe(train_data.image_shape)} but its test "
+            f"images are {describe(test_data.image_shape)}; both splits need one size and mode"
+        )
     # The classes and the image shape come from the data: the network is built for them.
     shape = train_data.image_shape
     model_config = replace(
