@@ -582,6 +582,14 @@ def lying_inputs(ws: Workspace) -> Path:
         del handle["train/images/mnist"]
         handle["train/images/mnist"] = images
 
+    for name, edit in {
+        "run-a-string": lambda record: record.__setitem__("run", "x"),
+        "source-null": lambda record: record["run"].__setitem__("source", None),
+    }.items():
+        shutil.copytree(ws.cvae_a, lies / name)
+        record = json.loads((lies / name / "model.json").read_text())
+        edit(record)
+        (lies / name / "model.json").write_text(json.dumps(record))
     grey = np.zeros((6, 28, 28), np.uint8)
     labels = np.arange(6) % 3
     for name, arrays in {
@@ -692,7 +700,37 @@ def lying_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[st
          ("array.npy", "not an .npz")),
         ("npz-pickled-no-unsafe-advice", lambda ws, lies: npz_args(ws, lies / "pickled.npz"),
          ("pickled.npz", "never loads")),
+        ("batch-norm-mu-one-example",
+         lambda ws, lies: [*train_args(ws, "--batch-norm-mu"), "--limit", "1"],
+         ("--batch-norm-mu", "at least 2")),
+        ("batch-norm-mu-one-left-mid-epoch",
+         lambda ws, lies: [*train_args(ws, "--batch-norm-mu"), "--limit", "17"],
+         ("--batch-norm-mu", "17 training examples in batches of 16")),
+        ("train-cvae-out-empty",
+         lambda ws, lies: [*train_args(ws)[:-2], "--out", ""], ("--out", "names no file")),
+        ("evaluate-out-empty",
+         lambda ws, lies: ["evaluate", *ws.evaluate_args(ws.entangled), "--out", ""],
+         ("--out", "names no file")),
+        ("generate-run-a-string",
+         lambda ws, lies: generate_args(ws, "--cvae", lies / "run-a-string", "--cvae", ws.cvae_b),
+         ("run-a-string", "'run' must be a record")),
+        ("generate-run-source-null",
+         lambda ws, lies: generate_args(ws, "--cvae", lies / "source-null", "--cvae", ws.cvae_b),
+         ("source-null", "run.source")),
     ]  # fmt: skip
+
+
+def test_malformed_mirrors_are_one_line_and_leave_no_cache_folder(tmp_path) -> None:
+    cache = tmp_path / "cache-home"
+    result = runner.invoke(
+        app,
+        ["train-cvae", "--source", "fashion-mnist", "--download", "-q", "--out",
+         str(tmp_path / "c")],
+        env={"MMGEN_DATA_DIR": None, "MMGEN_MIRRORS": "::not a url{", "XDG_CACHE_HOME": str(cache),
+             "MMGEN_CACHE_DIR": str(cache / "mmgen")},
+    )  # fmt: skip
+    assert_one_error_line(result, "MMGEN_MIRRORS", "'::not'", "not a base URL")
+    assert not cache.exists() and not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize(("args", "fragments"), [c[1:] for c in lying_cases()],

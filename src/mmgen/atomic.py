@@ -303,6 +303,8 @@ def atomic_folder(path: Path | str) -> Iterator[Path]:
 def lock_path(path: Path | str) -> Path:
     """The lock file of output ``path``: a hidden sibling ``.<name>.lock``."""
     path = Path(path)
+    if path.name in ("", ".."):  # "", ".", "/", "..": no name of its own to write under
+        raise UsageError(f"output path {str(path)!r} names no file or folder; give one: runs/x")
     return path.with_name(f".{path.name}.lock")
 
 

@@ -255,6 +255,13 @@ def read_folder(
         missing = [key for key in ("kind", "config", "run") if key not in record]
         if missing:
             raise UsageError(f"{folder / MODEL_FILE} lacks {missing}; {hint}")
+        wrong = [key for key in ("config", "run") if not isinstance(record[key], dict)]
+        if wrong:  # a hand-edited file: a string or null where mmgen wrote a record
+            raise UsageError(
+                f"{folder / MODEL_FILE}: {' and '.join(repr(key) for key in wrong)} must be a "
+                f"record ({{...}}) but holds {record[wrong[0]]!r}; it was edited: restore it "
+                "or train again"
+            )
         if record["kind"] not in model_kinds():
             raise UsageError(
                 f"{folder} holds an unknown model kind {record['kind']!r}; this mmgen knows "
@@ -398,6 +405,13 @@ def load_cvae(folder: Path | str, device: str | torch.device = "cpu") -> CVAEChe
     saved = load(folder, device, kinds=("cvae",), what="a CVAE checkpoint", hint=CVAE_HINT)
     if "source" not in saved.run:
         raise UsageError(f"{folder}'s run record has no 'source': not a CVAE checkpoint of mmgen")
+    source = saved.run["source"]
+    if not isinstance(source, dict) or not isinstance(source.get("name"), str):
+        raise UsageError(
+            f"{Path(folder) / MODEL_FILE}: run.source must be the record of the data the CVAE "
+            f"was trained on (with its 'name') but holds {source!r}; it was edited: restore it "
+            "or train again"
+        )
     history_path = saved.path / HISTORY_FILE
     history = load_json(history_path)["epochs"] if history_path.is_file() else []
     return CVAECheckpoint(

@@ -129,6 +129,25 @@ def train_cvae(
         )
 
 
+def check_batch_norm_batches(config: CVAEConfig, batch_size: int, examples: int) -> None:
+    """Refuse a BatchNorm on μ that would see a batch of one example (its variance is undefined:
+    torch raises mid-epoch), before any work.
+
+    Raises:
+        UsageError: naming the batch of one and the ways out.
+    """
+    if not config.batch_norm_mu:
+        return
+    left = examples % batch_size if examples > batch_size else examples
+    if batch_size == 1 or left == 1:
+        where = "every batch" if batch_size == 1 else "the last batch of each epoch"
+        raise UsageError(
+            f"--batch-norm-mu needs at least 2 examples per batch, but {where} would hold one "
+            f"({examples} training examples in batches of {batch_size}); change --batch-size "
+            "or --limit"
+        )
+
+
 def _train(
     out: Path,
     source: str,
@@ -152,6 +171,7 @@ def _train(
             f"{source}: its train images are {describe(train_data.image_shape)} but its test "
             f"images are {describe(test_data.image_shape)}; both splits need one size and mode"
         )
+    check_batch_norm_batches(model_config, train_config.batch_size, len(train_data.labels))
     # The classes and the image shape come from the data: the network is built for them.
     shape = train_data.image_shape
     model_config = replace(

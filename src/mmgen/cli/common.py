@@ -77,6 +77,20 @@ def check_numbers(arguments: dict[str, object]) -> None:
             check_seed(value)
 
 
+OUTPUT_OPTIONS = ("out", "cache_dir")  # the options naming what a command writes
+
+
+def check_output_names(arguments: dict[str, object]) -> None:
+    """Refuse an output option that names no file or folder (``--out ''`` is Path('.'))."""
+    for name in OUTPUT_OPTIONS:
+        value = arguments.get(name)
+        if isinstance(value, Path) and value.name in ("", ".."):
+            raise UsageError(
+                f"--{name.replace('_', '-')} {str(value)!r} names no file or folder of its own "
+                "(the current folder, its parent or the root); give one, e.g. runs/x"
+            )
+
+
 def reports_user_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Run ``command`` as a CLI entry point: user errors and signals end in one line.
 
@@ -91,6 +105,7 @@ def reports_user_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             with signals_as_interrupts():
                 check_numbers(kwargs)
+                check_output_names(kwargs)
                 return command(*args, **kwargs)
         except USER_ERRORS as error:
             typer.echo(f"Error: {user_message(error)}", err=True)
