@@ -590,6 +590,8 @@ def lying_inputs(ws: Workspace) -> Path:
         record = json.loads((lies / name / "model.json").read_text())
         edit(record)
         (lies / name / "model.json").write_text(json.dumps(record))
+    (lies / "looping" / "test" / "a").mkdir(parents=True)
+    (lies / "looping" / "train").symlink_to("train")
     grey = np.zeros((6, 28, 28), np.uint8)
     labels = np.arange(6) % 3
     for name, arrays in {
@@ -717,6 +719,9 @@ def lying_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[st
         ("generate-run-source-null",
          lambda ws, lies: generate_args(ws, "--cvae", lies / "source-null", "--cvae", ws.cvae_b),
          ("source-null", "run.source")),
+        ("folder-train-link-loop",
+         lambda ws, lies: ["train-cvae", "--source", f"folder:{lies / 'looping'}", "-q",
+                           "--out", ws.root / "new-cvae"], ("looping/train", "loops")),
     ]  # fmt: skip
 
 

@@ -15,6 +15,7 @@ since one CVAE is trained per source.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -51,7 +52,21 @@ class ImageFolderSource(Source):
 
     def missing_files(self, folder: Path) -> list[str]:
         """The split sub-folders that ``folder`` lacks."""
-        return [f"{split}/" for split in SPLITS if not (folder / split).is_dir()]
+        missing = []
+        for split in SPLITS:
+            path = folder / split
+            if path.is_symlink() and not path.exists():  # a dangling link or a loop
+                try:
+                    path.resolve(strict=True)
+                except (RuntimeError, OSError) as error:  # 3.11 raises RuntimeError for a loop
+                    if isinstance(error, RuntimeError) or error.errno == errno.ELOOP:
+                        raise UsageError(
+                            f"{path} is a link that loops ({path} -> {os.readlink(path)}); "
+                            f"make {split}/ a real folder"
+                        ) from None
+            if not path.is_dir():
+                missing.append(f"{split}/")
+        return missing
 
     def how_to_supply(self) -> str:
         """The layout to create."""
