@@ -894,3 +894,20 @@ def test_a_class_folder_linked_to_its_split_is_refused(tmp_path) -> None:
     result = invoke("train-cvae", "--source", f"folder:{root}", "--out", tmp_path / "c", "-q")
     assert_one_error_line(result, "train/z", "loop")
     assert not (tmp_path / "c").exists()
+
+
+def test_torchvision_s_bare_assert_gives_a_reason(ws, monkeypatch) -> None:
+    """torchvision's checks are bare asserts: the line said "cannot read … ()"."""
+    import torchvision.datasets
+
+    from mmgen.data.sources import load_split
+    from mmgen.errors import UsageError
+
+    def bare_assert(*args, **kwargs):
+        raise AssertionError
+
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "__init__", bare_assert)
+    with pytest.raises(UsageError) as raised:
+        load_split("fashion-mnist", "train", data_dir=ws.data)
+    message = str(raised.value)
+    assert "()" not in message and "AssertionError check failed" in message, message

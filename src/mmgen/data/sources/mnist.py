@@ -155,8 +155,10 @@ class IdxSource(Source):
                 folder.parent.parent, train=split == "train", **dict(self.torchvision_args)
             )
         except (AssertionError, TypeError, ValueError, RuntimeError) as error:
+            # torchvision's checks are bare asserts: an empty message names no reason
+            reason = " ".join(str(error).split()) or f"its {type(error).__name__} check failed"
             raise UsageError(
-                f"torchvision cannot read {self.name} from {folder} ({error}); the files are "
+                f"torchvision cannot read {self.name} from {folder} ({reason}); the files are "
                 "not valid IDX data: replace them"
             ) from None
         images, labels = dataset.data.numpy(), dataset.targets.numpy()
