@@ -101,7 +101,7 @@ def captured(monkeypatch) -> dict:
         (["--seed", "7"], (7,)),
         (["--seeds", "3", "1", "2"], (1, 2, 3)),  # the numbers after --seeds, sorted
         (["--seeds", "0,4"], (0, 4)),
-        (["--seeds", "5", "--seeds", "-2"], (-2, 5)),
+        (["--seeds", "5", "--seeds", "2"], (2, 5)),
     ],
 )
 def test_seeds_flags(tmp_path, captured, flags, seeds) -> None:

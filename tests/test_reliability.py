@@ -16,6 +16,7 @@ Three parts, on tiny inputs built once for the module:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -551,3 +553,361 @@ def test_sigterm_and_sighup_end_a_command_cleanly(ws, tmp_path, command, sig) ->
                          "run (nothing partial)."]  # fmt: skip
         assert not out.exists()
     assert litter(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 20: nothing wrong says "done". Each case ends in one line, exit 2, nothing changed.
+
+
+def lying_inputs(ws: Workspace) -> Path:
+    """Inputs that look right and are not, made once inside ``ws`` (so they are snapshotted)."""
+    lies = ws.root / "lies"
+    if lies.exists():
+        return lies
+    lies.mkdir()
+    nan_cvae = lies / "nan-cvae"  # a CVAE whose training diverged (an older mmgen saved it)
+    shutil.copytree(ws.cvae_a, nan_cvae)
+    state = torch.load(nan_cvae / "weights.pt", weights_only=True)
+    first = next(iter(state["state_dict"]))
+    state["state_dict"][first] = torch.full_like(state["state_dict"][first], float("nan"))
+    torch.save(state, nan_cvae / "weights.pt")
+    edited = lies / "edited-latent"  # model.json edited to another latent size
+    shutil.copytree(ws.cvae_a, edited)
+    record = json.loads((edited / "model.json").read_text())
+    record["config"]["latent_dim"] = 1000
+    (edited / "model.json").write_text(json.dumps(record))
+
+    def retype_images(handle: h5py.File) -> None:  # float64 0…255 under a uint8 header
+        images = handle["train/images/mnist"][:].astype("float64")
+        del handle["train/images/mnist"]
+        handle["train/images/mnist"] = images
+
+    for name, edit in {
+        "run-a-string": lambda record: record.__setitem__("run", "x"),
+        "source-null": lambda record: record["run"].__setitem__("source", None),
+    }.items():
+        shutil.copytree(ws.cvae_a, lies / name)
+        record = json.loads((lies / name / "model.json").read_text())
+        edit(record)
+        (lies / name / "model.json").write_text(json.dumps(record))
+    (lies / "looping" / "test" / "a").mkdir(parents=True)
+    (lies / "looping" / "train").symlink_to("train")
+    grey = np.zeros((6, 28, 28), np.uint8)
+    labels = np.arange(6) % 3
+    for name, arrays in {
+        "test-32x32.npz": {"x_test": np.zeros((4, 32, 32), np.uint8)},
+        "test-rgb.npz": {"x_test": np.zeros((4, 28, 28, 3), np.uint8)},
+        "no-test-images.npz": {"x_test": grey[:0], "y_test": labels[:0]},
+        "label-huge.npz": {"y_train": np.array([0, 1, 2, 0, 1, 100_000_000])},
+        "pickled.npz": {"class_names": np.array([{"a": 1}, None, 3], dtype=object)},
+    }.items():
+        np.savez(lies / name, **{"x_train": grey, "y_train": labels, "x_test": grey[:4],
+                                 "y_test": labels[:4], **arrays})  # fmt: skip
+    np.save(lies / "array.npy", grey)
+    for name, damage in {
+        "label-99.h5": lambda handle: handle["train/labels"].__setitem__(0, 99),
+        "label-10.h5": lambda handle: handle["train/labels"].__setitem__(5, 10),
+        "label-minus-1.h5": lambda handle: handle["test/labels"].__setitem__(3, -1),
+        "latent-5.h5": lambda handle: handle.attrs.__setitem__("latent_dim", 5),
+        "size-3000.h5": lambda handle: handle["train"].attrs.__setitem__("size", 3000),
+        "float64-images.h5": retype_images,
+    }.items():
+        shutil.copy(ws.entangled, lies / name)
+        with h5py.File(lies / name, "r+") as handle:
+            damage(handle)
+    return lies
+
+
+def train_args(ws: Workspace, *flags: object) -> list:
+    out = ws.root / "new-cvae"
+    return ["train-cvae", "--source", "mnist", "--data-dir", ws.data, "--limit", "20",
+            "--epochs", "1", "--batch-size", "16", "-q", "--out", out, *flags]  # fmt: skip
+
+
+def npz_args(ws: Workspace, path: Path) -> list:
+    return ["train-cvae", "--source", f"npz:{path}", "--epochs", "1", "-q",
+            "--out", ws.root / "new-cvae"]  # fmt: skip
+
+
+def generate_args(ws: Workspace, *flags: object) -> list:
+    return ["generate", "-q", "--device", "cpu", "--out", ws.root / "x.h5", *flags]
+
+
+def lying_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[str, ...]]]:
+    """``(id, arguments from (workspace, lying inputs), fragments of the error line)``."""
+    return [
+        ("train-cvae-lr-inf", lambda ws, lies: train_args(ws, "--lr", "inf"), ("--lr", "finite")),
+        ("train-cvae-lr-nan", lambda ws, lies: train_args(ws, "--lr", "nan"), ("--lr", "finite")),
+        ("train-cvae-beta-inf",
+         lambda ws, lies: train_args(ws, "--beta", "inf"), ("--beta", "finite")),
+        ("train-cvae-beta-nan",
+         lambda ws, lies: train_args(ws, "--beta", "nan"), ("--beta", "finite")),
+        ("train-cvae-seed-negative",
+         lambda ws, lies: train_args(ws, "--seed", "-1"), ("--seed", "out of range")),
+        ("train-cvae-seed-huge",
+         lambda ws, lies: train_args(ws, "--seed", "99999999999999999999"),
+         ("--seed", "out of range")),
+        ("generate-seed-negative",
+         lambda ws, lies: generate_args(ws, "--cvae", ws.cvae_a, "--cvae", ws.cvae_b,
+                                        "--seed", "-1"), ("--seed", "out of range", "2**63")),
+        ("generate-radius-nan",
+         lambda ws, lies: generate_args(ws, "--cvae", ws.cvae_a, "--cvae", ws.cvae_b,
+                                        "--radius", "nan"), ("--radius", "finite")),
+        ("shuffle-seed-negative",
+         lambda ws, lies: ["shuffle", ws.entangled, "--out", ws.root / "x.h5", "-q",
+                           "--seed", "-1"], ("--seed", "out of range")),
+        ("pair-seed-negative",
+         lambda ws, lies: ["pair", "--source", "mnist", "--source", "fashion-mnist",
+                           "--data-dir", ws.data, "--out", ws.root / "x.h5", "-q",
+                           "--seed", "-1"], ("--seed", "out of range")),
+        ("evaluate-seed-negative",
+         lambda ws, lies: ["evaluate", *ws.evaluate_args(ws.entangled), "--out", ws.root / "x",
+                           "--seed", "-1"], ("--seed", "out of range")),
+        ("evaluate-seeds-negative",
+         lambda ws, lies: ["evaluate", *ws.evaluate_args(ws.entangled), "--out", ws.root / "x",
+                           "--seeds", "0", "--seeds", "-1"], ("--seed", "out of range")),
+        ("generate-nan-cvae",
+         lambda ws, lies: generate_args(ws, "--cvae", lies / "nan-cvae", "--cvae", ws.cvae_b),
+         ("nan-cvae", "NaN or infinite", "retrain")),
+        ("generate-config-edited",
+         lambda ws, lies: generate_args(ws, "--cvae", lies / "edited-latent", "--cvae", ws.cvae_b),
+         ("edited-latent", "the config asks for", "shape")),
+        ("inspect-label-99",
+         lambda ws, lies: ["inspect", lies / "label-99.h5"],
+         ("label-99.h5", "train/labels", "99", "10 classes")),
+        ("inspect-label-10", lambda ws, lies: ["inspect", lies / "label-10.h5"],
+         ("label-10.h5", "train/labels", "to 10")),
+        ("shuffle-label-minus-1",
+         lambda ws, lies: ["shuffle", lies / "label-minus-1.h5", "--out", ws.root / "x.h5", "-q"],
+         ("label-minus-1.h5", "test/labels", "-1")),
+        ("evaluate-latent-dim-lie",
+         lambda ws, lies: ["evaluate", *ws.evaluate_args(lies / "latent-5.h5"),
+                           "--out", ws.root / "x"], ("latent-5.h5", "z", "latent_dim 5")),
+        ("inspect-size-lie",
+         lambda ws, lies: ["inspect", lies / "size-3000.h5"],
+         ("size-3000.h5", "train", "3000")),
+        ("evaluate-float64-images",
+         lambda ws, lies: ["evaluate", *ws.evaluate_args(lies / "float64-images.h5"),
+                           "--out", ws.root / "x"],
+         ("float64-images.h5", "train/images/mnist", "float64")),
+        ("npz-test-32x32", lambda ws, lies: npz_args(ws, lies / "test-32x32.npz"),
+         ("test-32x32.npz", "28×28", "32×32")),
+        ("npz-grey-and-rgb", lambda ws, lies: npz_args(ws, lies / "test-rgb.npz"),
+         ("test-rgb.npz", "grey", "colour")),
+        ("npz-no-test-images", lambda ws, lies: npz_args(ws, lies / "no-test-images.npz"),
+         ("no-test-images.npz", "x_test", "no images")),
+        ("npz-label-huge", lambda ws, lies: npz_args(ws, lies / "label-huge.npz"),
+         ("label-huge.npz", "100000000", "only 4")),
+        ("npz-given-an-npy", lambda ws, lies: npz_args(ws, lies / "array.npy"),
+         ("array.npy", "not an .npz")),
+        ("npz-pickled-no-unsafe-advice", lambda ws, lies: npz_args(ws, lies / "pickled.npz"),
+         ("pickled.npz", "never loads")),
+        ("batch-norm-mu-one-example",
+         lambda ws, lies: [*train_args(ws, "--batch-norm-mu"), "--limit", "1"],
+         ("--batch-norm-mu", "at least 2")),
+        ("batch-norm-mu-one-left-mid-epoch",
+         lambda ws, lies: [*train_args(ws, "--batch-norm-mu"), "--limit", "17"],
+         ("--batch-norm-mu", "17 training examples in batches of 16")),
+        ("train-cvae-out-empty",
+         lambda ws, lies: [*train_args(ws)[:-2], "--out", ""], ("--out", "names no file")),
+        ("evaluate-out-empty",
+         lambda ws, lies: ["evaluate", *ws.evaluate_args(ws.entangled), "--out", ""],
+         ("--out", "names no file")),
+        ("generate-run-a-string",
+         lambda ws, lies: generate_args(ws, "--cvae", lies / "run-a-string", "--cvae", ws.cvae_b),
+         ("run-a-string", "'run' must be a record")),
+        ("generate-run-source-null",
+         lambda ws, lies: generate_args(ws, "--cvae", lies / "source-null", "--cvae", ws.cvae_b),
+         ("source-null", "run.source")),
+        ("folder-train-link-loop",
+         lambda ws, lies: ["train-cvae", "--source", f"folder:{lies / 'looping'}", "-q",
+                           "--out", ws.root / "new-cvae"], ("looping/train", "loops")),
+    ]  # fmt: skip
+
+
+def test_malformed_mirrors_are_one_line_and_leave_no_cache_folder(tmp_path) -> None:
+    cache = tmp_path / "cache-home"
+    result = runner.invoke(
+        app,
+        ["train-cvae", "--source", "fashion-mnist", "--download", "-q", "--out",
+         str(tmp_path / "c")],
+        env={"MMGEN_DATA_DIR": None, "MMGEN_MIRRORS": "::not a url{", "XDG_CACHE_HOME": str(cache),
+             "MMGEN_CACHE_DIR": str(cache / "mmgen")},
+    )  # fmt: skip
+    assert_one_error_line(result, "MMGEN_MIRRORS", "'::not'", "not a base URL")
+    assert not cache.exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(("args", "fragments"), [c[1:] for c in lying_cases()],
+                         ids=[c[0] for c in lying_cases()])  # fmt: skip
+def test_a_lie_is_one_line_and_changes_nothing(ws, args, fragments) -> None:
+    lies = lying_inputs(ws)
+    before = snapshot(ws.root)
+    started = time.monotonic()
+    line = assert_one_error_line(invoke(*args(ws, lies)), *fragments)
+    assert snapshot(ws.root) == before
+    assert "allow_pickle" not in line and "unsafe" not in line.lower(), line
+    assert time.monotonic() - started < 30  # before any work (a label of 10**8: minutes)
+
+
+def test_seeds_do_not_alias() -> None:
+    """-1 and 2**63 - 1 were one stream under two recorded seeds: the library refuses the first."""
+    from mmgen import rng
+    from mmgen.errors import UsageError
+
+    assert rng.key_entropy(rng.SEED_MAX, "x") != rng.key_entropy(0, "x")
+    for seed in (-1, 2**63, 10**20):
+        with pytest.raises(UsageError, match="out of range"):
+            rng.stream(seed, "x")
+        with pytest.raises(UsageError, match="out of range"):
+            rng.numpy_stream(seed, "x")
+    with pytest.raises(UsageError, match="--seed"):
+        TrainConfig(seed=2**63)
+
+
+def test_a_diverging_training_stops_in_one_line_without_a_checkpoint(ws, tmp_path) -> None:
+    """A finite but absurd learning rate turns the loss NaN: no NaN CVAE is saved, exit 2."""
+    out = tmp_path / "c"
+    args = [a if a != ws.root / "new-cvae" else out for a in train_args(ws, "--lr", "1e30")]
+    assert_one_error_line(invoke(*args), "diverged", "--lr")
+    assert not out.exists() or not holds_model(out)
+    assert litter(tmp_path) == []
+
+
+def test_memory_is_estimated_before_a_cvae_is_built(ws, tmp_path, monkeypatch) -> None:
+    """More memory than there is: one line with the figure and a way out, before any epoch."""
+    import mmgen.resources
+
+    monkeypatch.setattr(mmgen.resources, "available_bytes", lambda device: 1 << 20)
+    out = tmp_path / "c"
+    args = [a if a != ws.root / "new-cvae" else out for a in train_args(ws)]
+    line = assert_one_error_line(invoke(*args), "needs about", "MiB", "--batch-size")
+    assert "1 MiB free" in line
+    assert not holds_model(out)
+
+
+def test_the_memory_estimate_scales_with_the_images() -> None:
+    """The estimate covers the dense layers' weights: 2000×2000 images ask for tens of GiB."""
+    from mmgen.models.cvae import CVAE, CVAEConfig
+    from mmgen.resources import cvae_training_bytes
+
+    small = CVAEConfig()
+    big = CVAEConfig(image_shape=(1, 2000, 2000))
+    params = sum(p.numel() for p in CVAE(small).parameters())  # built for real: the oracle
+    assert cvae_training_bytes(small, 1) >= 4 * params
+    # encoder Linear(64·1000·1000 + 10 → 128) and decoder Linear(128 → 64·1000·1000)
+    dense = 2 * 128 * 64 * 1000 * 1000
+    assert cvae_training_bytes(big, 8) >= 4 * 4 * dense > 30 * 2**30
+
+
+def test_a_failed_evaluate_does_not_block_its_correction(ws, tmp_path) -> None:
+    """After a one-line failure before any job, the folder binds nothing: another setting is
+    not refused as "other settings"; settings.json is committed only with a finished job."""
+    out = tmp_path / "report"
+    nowhere = ["--data-dir", ws.root / "nowhere"]
+    first = invoke("evaluate", *ws.evaluate_args(ws.entangled), *nowhere, "--out", out)
+    assert_one_error_line(first, "not found")
+    assert not (out / "jobs" / "settings.json").exists()
+    second = invoke("evaluate", *ws.evaluate_args(ws.entangled), *nowhere, "--out", out,
+                    "--epochs", "2")  # fmt: skip
+    assert_one_error_line(second, "not found")
+
+
+def test_temporaries_name_their_host_and_only_local_writers_are_judged(tmp_path) -> None:
+    """A temporary of another node (shared file system) is never removed as dead; a local one
+    of a dead process is; new temporaries carry this host."""
+    from mmgen.atomic import atomic_path, host_tag, recover
+
+    dead = 999999999  # no such pid here
+    other_host = tmp_path / f".x.h5.tmp-some_other_node-{dead}-abcd1234"
+    local_dead = tmp_path / f".x.h5.tmp-{host_tag()}-{dead}-abcd1234"
+    for path in (other_host, local_dead):
+        path.write_bytes(b"")
+    recover(tmp_path / "x.h5")
+    assert other_host.exists() and not local_dead.exists()
+    with atomic_path(tmp_path / "y.h5") as tmp:
+        assert tmp.name.startswith(f".y.h5.tmp-{host_tag()}-{os.getpid()}-")
+        tmp.write_bytes(b"data")
+
+
+def test_a_file_is_flushed_to_disk_before_it_is_renamed(tmp_path, monkeypatch) -> None:
+    """A power loss after the rename must not leave an empty file: fsync comes first."""
+    import mmgen.atomic
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}")
+        real_fsync(fd)
+
+    def replace(source, target) -> None:
+        events.append(f"replace {source}")
+        real_replace(source, target)
+
+    monkeypatch.setattr(mmgen.atomic.os, "fsync", fsync)
+    monkeypatch.setattr(mmgen.atomic.os, "replace", replace)
+    with mmgen.atomic.atomic_path(tmp_path / "f.txt") as tmp:
+        tmp.write_text("content")
+    assert events[:2] == [f"fsync {tmp}", f"replace {tmp}"], events
+
+
+def write_image_folder(root: Path, per_class: dict[str, int], size: int = 4) -> Path:
+    """``root/{train,test}/<class>/k.png``: ``per_class`` grey images per class and split."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label, (name, count) in enumerate(per_class.items()):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for k in range(count):
+                pixels = np.full((size, size), 10 * label + k, dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{k}.png")
+    return root
+
+
+def test_a_folder_link_loop_and_hidden_folders_do_not_change_the_data(tmp_path, caplog) -> None:
+    """``train/a/loop -> ..`` turned 12 images into 492, filing b's and c's images under a;
+    a hidden ``.ipynb_checkpoints`` folder became a class. Neither is read; counts are logged."""
+    from PIL import Image
+
+    from mmgen.data.sources import load_split
+
+    root = write_image_folder(tmp_path / "pics", {"a": 4, "b": 4, "c": 4})
+    (root / "train" / "a" / "loop").symlink_to("..")
+    for hidden in (root / "train" / ".ipynb_checkpoints", root / "train" / "b" / ".cache"):
+        hidden.mkdir()
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(hidden / "x.png")
+    with caplog.at_level(logging.INFO, logger="mmgen.data.sources.folder"):
+        data = load_split(f"folder:{root}", "train")
+    assert data.class_names == ("a", "b", "c")
+    np.testing.assert_array_equal(data.labels, [0] * 4 + [1] * 4 + [2] * 4)
+    np.testing.assert_array_equal(data.images[:, 0, 0, 0], [0, 1, 2, 3, 10, 11, 12, 13,
+                                                            20, 21, 22, 23])  # fmt: skip
+    assert "12 images in 3 classes (a 4, b 4, c 4)" in caplog.text
+    assert "loop: a link to a folder, not followed" in caplog.text
+
+
+def test_a_class_folder_linked_to_its_split_is_refused(tmp_path) -> None:
+    root = write_image_folder(tmp_path / "pics", {"a": 2})
+    (root / "train" / "z").symlink_to("..")
+    (root / "test" / "z").mkdir()
+    result = invoke("train-cvae", "--source", f"folder:{root}", "--out", tmp_path / "c", "-q")
+    assert_one_error_line(result, "train/z", "loop")
+    assert not (tmp_path / "c").exists()
+
+
+def test_torchvision_s_bare_assert_gives_a_reason(ws, monkeypatch) -> None:
+    """torchvision's checks are bare asserts: the line said "cannot read … ()"."""
+    import torchvision.datasets
+
+    from mmgen.data.sources import load_split
+    from mmgen.errors import UsageError
+
+    def bare_assert(*args, **kwargs):
+        raise AssertionError
+
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "__init__", bare_assert)
+    with pytest.raises(UsageError) as raised:
+        load_split("fashion-mnist", "train", data_dir=ws.data)
+    message = str(raised.value)
+    assert "()" not in message and "AssertionError check failed" in message, message

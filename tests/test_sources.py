@@ -377,8 +377,8 @@ def test_download_checksum_mismatch_leaves_nothing(
     assert "\n" not in message and "could not download mnist through torchvision" in message
     assert "t10k-images-idx3-ubyte.gz" in message
     # Nothing half-written: neither the files before the bad one nor a staging folder.
-    assert cache_contents(isolated_data_env / "mmgen" / "MNIST" / "raw") == []
-    assert cache_contents(isolated_data_env / "mmgen") == ["MNIST"]
+    # nothing left, not even the empty folders made for the download (issue 20, item 10)
+    assert not (isolated_data_env / "mmgen" / "MNIST").exists()
 
 
 def test_download_of_a_file_the_server_lacks_fails_on_one_line(

@@ -1,13 +1,15 @@
 """Atomic outputs: a file or folder appears at its path only when it is complete.
 
-A file is written into a hidden temporary sibling ``.<name>.tmp-<pid>-<random>`` and renamed
-onto its path (one ``os.replace``, atomic on POSIX).
+A file is written into a hidden temporary sibling ``.<name>.tmp-<host>-<pid>-<random>``,
+flushed to disk (``fsync``) and renamed onto its path (one ``os.replace``, atomic on POSIX), so
+that after a power loss the path holds the previous file or the complete new one, never an empty
+one.
 
 A folder cannot be replaced by one rename when the old one is not empty, so it is swapped in
 two renames, under a lock (``.<name>.lock``) held by the writer:
 
-    1. write the new folder completely into ``.<name>.tmp-<pid>-<random>/`` and sync it;
-    2. rename the old folder to ``.<name>.old-<pid>-<random>/``;
+    1. write the new folder completely into ``.<name>.tmp-<host>-<pid>-<random>/`` and sync it;
+    2. rename the old folder to ``.<name>.old-<host>-<pid>-<random>/``;
     3. rename the new folder onto ``<name>``;
     4. remove the ``.old-`` folder.
 
@@ -15,8 +17,13 @@ Invariant: at every instant, either ``<name>`` is a complete folder, or (a kill 
 and 3) ``<name>`` is missing and the ``.old-`` sibling is the complete previous folder.
 ``recover`` restores that previous folder and removes every leftover temporary, so a kill at any
 instant leaves either the previous or the next complete folder; every later write of the path
-runs ``recover`` first. Temporaries carry the writer's process id, so that a file's leftovers
-are removed only once their writer is dead.
+runs ``recover`` first. Temporaries carry the writer's host and process id, so that a file's
+leftovers are removed only once their writer is dead; a writer on another host (a shared file
+system, as torchrun across nodes uses) cannot be seen from here and is always judged alive.
+
+The lock is a hand-written ``flock`` rather than the ``filelock`` library: ``filelock`` leaves
+its lock file behind on release, while this one removes it (no ``.lock`` litter after a run,
+which the reliability tests pin) and re-checks the file's inode to stay correct while doing so.
 
 ``signals_as_interrupts`` turns SIGTERM and SIGHUP into ``KeyboardInterrupt`` so that the
 clean-up code above runs for them as it does for Ctrl-C (only SIGKILL cannot be caught; its
@@ -34,6 +41,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,28 +55,44 @@ log = logging.getLogger(__name__)
 _HELD_LOCKS: dict[str, tuple[int, int]] = {}
 
 
+def host_tag() -> str:
+    """This machine's name as it appears in temporaries: letters, digits, ``_`` and ``.`` only."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "localhost"
+
+
 def _sibling(path: Path, tag: str) -> Path:
-    """A fresh hidden sibling name ``.<name>.<tag>-<pid>-<random>``."""
-    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}")
+    """A fresh hidden sibling name ``.<name>.<tag>-<host>-<pid>-<random>``."""
+    return path.with_name(f".{path.name}.{tag}-{host_tag()}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def _leftovers(path: Path, tag: str) -> list[tuple[Path, int | None]]:
-    """Hidden ``tag`` siblings of ``path`` with their writer's pid (None: an older mmgen's)."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.{tag}-(?:(\d+)-)?[0-9a-z_]+")
-    found = []
+# A writer: ``None`` when the name records no pid (an older mmgen's), else ``(host, pid)`` with
+# host ``None`` for names of mmgen versions that recorded the pid only (written on this host).
+Writer = tuple[str | None, int] | None
+
+
+def _leftovers(path: Path, tag: str) -> list[tuple[Path, Writer]]:
+    """Hidden ``tag`` siblings of ``path`` with their writer (see ``Writer``)."""
+    pattern = re.compile(
+        rf"\.{re.escape(path.name)}\.{tag}-(?:([A-Za-z0-9_.]+)-(?=\d+-))?(?:(\d+)-)?[0-9a-z_]+"
+    )
+    found: list[tuple[Path, Writer]] = []
     if not path.parent.is_dir():
         return found
     for entry in path.parent.iterdir():
         match = pattern.fullmatch(entry.name)
         if match:
-            found.append((entry, int(match.group(1)) if match.group(1) else None))
+            host, pid = match.groups()
+            found.append((entry, (host, int(pid)) if pid else None))
     return found
 
 
-def _alive(pid: int | None) -> bool:
-    """Whether process ``pid`` runs (unknown writers count as alive: they may)."""
-    if pid is None:
+def _alive(writer: Writer) -> bool:
+    """Whether ``writer`` may still run: unknown and other hosts' writers count as alive."""
+    if writer is None:
         return True
+    host, pid = writer
+    if host is not None and host != host_tag():
+        return True  # another node's process: its pid means nothing here
     if pid == os.getpid():
         return True
     try:
@@ -100,7 +124,7 @@ def recover(path: Path | str, locked: bool = False) -> None:
     """
     path = Path(path)
     olds = sorted(
-        (entry for entry, pid in _leftovers(path, "old") if locked or not _alive(pid)),
+        (entry for entry, writer in _leftovers(path, "old") if locked or not _alive(writer)),
         key=lambda entry: entry.stat().st_mtime,
     )
     if olds and not path.exists():
@@ -112,8 +136,8 @@ def recover(path: Path | str, locked: bool = False) -> None:
         _remove(newest)
     for entry in olds:
         _remove(entry)
-    for entry, pid in _leftovers(path, "tmp"):
-        if locked or not _alive(pid):
+    for entry, writer in _leftovers(path, "tmp"):
+        if locked or not _alive(writer):
             _remove(entry)
 
 
@@ -124,6 +148,12 @@ def _sync_tree(folder: Path) -> None:
             with open(entry, "rb") as handle:
                 os.fsync(handle.fileno())
     _sync_dir(folder)
+
+
+def _sync_file(path: Path) -> None:
+    """Flush ``path``'s data to disk (before it is renamed into place)."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def _sync_dir(folder: Path) -> None:
@@ -189,6 +219,7 @@ def atomic_path(path: Path | str, directory: bool = False, replace: bool = True)
         raise _named(error, path) from None
     try:
         yield tmp
+        _sync_file(tmp)
         if replace:
             os.replace(tmp, path)
         else:
@@ -272,6 +303,8 @@ def atomic_folder(path: Path | str) -> Iterator[Path]:
 def lock_path(path: Path | str) -> Path:
     """The lock file of output ``path``: a hidden sibling ``.<name>.lock``."""
     path = Path(path)
+    if path.name in ("", ".."):  # "", ".", "/", "..": no name of its own to write under
+        raise UsageError(f"output path {str(path)!r} names no file or folder; give one: runs/x")
     return path.with_name(f".{path.name}.lock")
 
 

@@ -37,6 +37,7 @@ from mmgen.config import from_dict, load_json, save_json, to_dict
 from mmgen.device import environment
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig
+from mmgen.resources import check_saved_weights
 
 FORMAT = "mmgen-model"
 FORMAT_VERSION = 2  # 1: the per-kind layouts of the first mmgen releases (still read)
@@ -184,6 +185,7 @@ def load(
     kind, config, run, state, version = read_folder(folder, what, hint)
     if kinds is not None and kind not in kinds:
         raise UsageError(f"{folder} holds a {kind} model, not {what}; {hint}")
+    check_saved_weights(folder, lambda: model_kinds()[kind](config), state["state_dict"])
     try:
         model = model_kinds()[kind](config)
         model.load_state_dict(state["state_dict"])
@@ -253,6 +255,13 @@ def read_folder(
         missing = [key for key in ("kind", "config", "run") if key not in record]
         if missing:
             raise UsageError(f"{folder / MODEL_FILE} lacks {missing}; {hint}")
+        wrong = [key for key in ("config", "run") if not isinstance(record[key], dict)]
+        if wrong:  # a hand-edited file: a string or null where mmgen wrote a record
+            raise UsageError(
+                f"{folder / MODEL_FILE}: {' and '.join(repr(key) for key in wrong)} must be a "
+                f"record ({{...}}) but holds {record[wrong[0]]!r}; it was edited: restore it "
+                "or train again"
+            )
         if record["kind"] not in model_kinds():
             raise UsageError(
                 f"{folder} holds an unknown model kind {record['kind']!r}; this mmgen knows "
@@ -396,6 +405,13 @@ def load_cvae(folder: Path | str, device: str | torch.device = "cpu") -> CVAEChe
     saved = load(folder, device, kinds=("cvae",), what="a CVAE checkpoint", hint=CVAE_HINT)
     if "source" not in saved.run:
         raise UsageError(f"{folder}'s run record has no 'source': not a CVAE checkpoint of mmgen")
+    source = saved.run["source"]
+    if not isinstance(source, dict) or not isinstance(source.get("name"), str):
+        raise UsageError(
+            f"{Path(folder) / MODEL_FILE}: run.source must be the record of the data the CVAE "
+            f"was trained on (with its 'name') but holds {source!r}; it was edited: restore it "
+            "or train again"
+        )
     history_path = saved.path / HISTORY_FILE
     history = load_json(history_path)["epochs"] if history_path.is_file() else []
     return CVAECheckpoint(

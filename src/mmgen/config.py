@@ -85,6 +85,12 @@ def load_json(path: Path) -> dict[str, Any]:
 
 
 def require_positive(name: str, value: float) -> None:
-    """Raise ``ValueError`` naming the flag when ``value`` is not > 0."""
+    """Raise ``UsageError`` naming the flag when ``value`` is not > 0 (NaN included)."""
     if not value > 0:
         raise UsageError(f"{name} must be > 0, got {value}")
+
+
+def require_finite(name: str, value: object) -> None:
+    """Raise ``UsageError`` naming the flag when ``value`` is a non-finite float (NaN, ±inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {value}")

@@ -34,10 +34,12 @@ from mmgen.checkpoint import (
     save_checkpoint,
 )
 from mmgen.config import to_dict
+from mmgen.data.shapes import describe
 from mmgen.data.sources import SourceData, load_split
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig, build_cvae, default_beta
+from mmgen.resources import cvae_training_bytes, require_memory
 from mmgen.train import TrainConfig, fit, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,25 @@ def train_cvae(
         )
 
 
+def check_batch_norm_batches(config: CVAEConfig, batch_size: int, examples: int) -> None:
+    """Refuse a BatchNorm on μ that would see a batch of one example (its variance is undefined:
+    torch raises mid-epoch), before any work.
+
+    Raises:
+        UsageError: naming the batch of one and the ways out.
+    """
+    if not config.batch_norm_mu:
+        return
+    left = examples % batch_size if examples > batch_size else examples
+    if batch_size == 1 or left == 1:
+        where = "every batch" if batch_size == 1 else "the last batch of each epoch"
+        raise UsageError(
+            f"--batch-norm-mu needs at least 2 examples per batch, but {where} would hold one "
+            f"({examples} training examples in batches of {batch_size}); change --batch-size "
+            "or --limit"
+        )
+
+
 def _train(
     out: Path,
     source: str,
@@ -145,6 +166,12 @@ def _train(
     options = {"data_dir": data_dir, "download": download, "limit": limit, "classes": classes}
     train_data = load_split(source, "train", **options)
     test_data = load_split(source, "test", **options)
+    if test_data.image_shape != train_data.image_shape:  # else: a traceback after an epoch
+        raise UsageError(
+            f"{source}: its train images are {describe(train_data.image_shape)} but its test "
+            f"images are {describe(test_data.image_shape)}; both splits need one size and mode"
+        )
+    check_batch_norm_batches(model_config, train_config.batch_size, len(train_data.labels))
     # The classes and the image shape come from the data: the network is built for them.
     shape = train_data.image_shape
     model_config = replace(
@@ -161,6 +188,12 @@ def _train(
     }
     if previous is not None:
         refuse_other_files(previous, source_record, out)
+    require_memory(
+        cvae_training_bytes(model_config, min(train_config.batch_size, len(train_data.labels))),
+        torch_device,
+        f"a CVAE for {describe(shape)} images in batches of {train_config.batch_size}",
+        "use smaller images (crop or resize them) or a smaller --batch-size",
+    )
 
     # channels_last lets oneDNN run the 64-channel convolutions without layout conversions:
     # about 5× the training throughput of the default layout on a 2-core CPU (docs/performance.md).

@@ -22,9 +22,11 @@ computed with, so that a rerun with other settings says which differ instead of 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -143,6 +145,7 @@ def write_job(
         with open(tmp / MEANS_FILE, "wb") as handle:
             np.savez(handle, **{name: np.asarray(value) for name, value in means.items()})
         save_json(tmp / FIGURES_FILE, {**record, "job": job.identity()})
+    _commit_manifest(out)
     return folder
 
 
@@ -196,12 +199,29 @@ def manifest_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list
     return differences
 
 
+def has_finished_jobs(out: Path | str) -> bool:
+    """Whether report folder ``out`` holds at least one finished job."""
+    root = jobs_root(out)
+    return root.is_dir() and any(
+        (entry / FIGURES_FILE).is_file()
+        for entry in root.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+
+
+def _pending_manifest(out: Path | str) -> Path:
+    """Where ``prepare_folder`` leaves the manifest that the first finished job commits."""
+    return jobs_root(out) / f".{MANIFEST_FILE}.pending"
+
+
 def prepare_folder(out: Path | str, current: Mapping[str, Any], overwrite: bool) -> list[str]:
     """Check the report folder against ``current`` (a ``manifest``); record it.
 
-    A folder whose jobs were computed with other settings is refused unless ``overwrite``;
-    with it, the manifest is replaced and the jobs of other settings are removed (those whose
-    key still matches are kept and reused).
+    A folder whose finished jobs were computed with other settings is refused unless
+    ``overwrite``; with it, the manifest is replaced and the jobs of other settings are removed
+    (those whose key still matches are kept and reused). A folder without finished jobs (a run
+    that failed or was stopped before its first job) binds nothing and is reused freely: its
+    manifest is committed only with the first finished job (``write_job``).
 
     Returns:
         The differences found (empty when the folder is new or compatible).
@@ -212,10 +232,11 @@ def prepare_folder(out: Path | str, current: Mapping[str, Any], overwrite: bool)
     """
     out = Path(out)
     path = jobs_root(out) / MANIFEST_FILE
+    finished = has_finished_jobs(out)
     differences: list[str] = []
-    if path.is_file():
+    if path.is_file() and finished:
         differences = manifest_differences(load_json(path), current)
-    elif (out / "report.json").is_file():
+    elif (out / "report.json").is_file() and not path.is_file():
         differences = ["the folder holds a report.json without jobs/settings.json"]
     if differences and not overwrite:
         raise UsageError(
@@ -223,9 +244,19 @@ def prepare_folder(out: Path | str, current: Mapping[str, Any], overwrite: bool)
             "--overwrite to replace them (jobs whose settings still match are reused) or "
             "choose another --out"
         )
-    if differences or not path.is_file():
-        save_json(path, dict(current))
+    if finished:
+        if differences or not path.is_file():
+            save_json(path, dict(current))
+    else:
+        path.unlink(missing_ok=True)  # an unfinished run's record binds nothing
+        save_json(_pending_manifest(out), dict(current))
     return differences
+
+
+def _commit_manifest(out: Path | str) -> None:
+    """Make the manifest ``prepare_folder`` left pending the folder's (first finished job)."""
+    with contextlib.suppress(FileNotFoundError):  # another rank committed it first
+        os.replace(_pending_manifest(out), jobs_root(out) / MANIFEST_FILE)
 
 
 def first_classifier_summaries(

@@ -5,6 +5,10 @@ A stream is named by a key of strings and integers, for example ``("train", epoc
 whole key, so nearby keys give unrelated streams, and a result depends only on its key: not on
 the order in which streams are used, the batch size or the number of processes. Nothing here
 touches a global generator.
+
+A run's seed is an integer in ``0 … 2**63 − 1`` (``SEED_MIN`` … ``SEED_MAX``), checked by every
+command (``check_seed``) and by every stream built here: the range is never reduced modulo
+anything, so two recorded seeds never draw the same numbers.
 """
 
 from __future__ import annotations
@@ -14,9 +18,24 @@ import zlib
 import numpy as np
 import torch
 
-__all__ = ["key_entropy", "numpy_stream", "stream"]
+from mmgen.errors import UsageError
+
+__all__ = ["SEED_MAX", "SEED_MIN", "check_seed", "key_entropy", "numpy_stream", "stream"]
 
 Key = int | str
+SEED_MIN = 0
+SEED_MAX = 2**63 - 1
+
+
+def check_seed(seed: object, flag: str = "--seed") -> int:
+    """``seed`` as an int; ``UsageError`` naming ``flag`` unless it is in ``0 … 2**63 − 1``."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise UsageError(f"{flag} must be an integer, got {seed!r}")
+    if not SEED_MIN <= int(seed) <= SEED_MAX:
+        raise UsageError(
+            f"{flag} {seed} is out of range; use an integer in {SEED_MIN} .. {SEED_MAX} (2**63 - 1)"
+        )
+    return int(seed)
 
 
 def _word(part: Key) -> int:
@@ -30,7 +49,7 @@ def _word(part: Key) -> int:
 
 def key_entropy(seed: int, *key: Key) -> int:
     """A 63-bit seed mixed from ``seed`` and ``key`` (the same key gives the same number)."""
-    words = [_word(seed), *(_word(part) for part in key)]
+    words = [check_seed(seed), *(_word(part) for part in key)]
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
 
@@ -43,5 +62,5 @@ def stream(seed: int, *key: Key, device: torch.device | str = "cpu") -> torch.Ge
 
 def numpy_stream(seed: int, *key: Key) -> np.random.Generator:
     """A NumPy ``Generator`` for the stream ``key`` of a run seeded ``seed``."""
-    words = [_word(seed), *(_word(part) for part in key)]
+    words = [check_seed(seed), *(_word(part) for part in key)]
     return np.random.default_rng(np.random.SeedSequence(words))

@@ -27,7 +27,7 @@ import contextlib
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from mmgen import rng
-from mmgen.config import require_positive
+from mmgen.config import require_finite, require_positive
 from mmgen.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ class TrainConfig:
         require_positive("epochs", self.epochs)
         require_positive("batch_size", self.batch_size)
         require_positive("lr", self.lr)
+        require_finite("lr", self.lr)
         require_positive("eval_batch_size", self.eval_batch_size)
+        rng.check_seed(self.seed)
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}"
@@ -218,6 +220,20 @@ def evaluate_loss(
     return {name: float(total) / size for name, total in totals.items()}
 
 
+def check_finite_losses(record: Mapping[str, float | str], config: TrainConfig) -> None:
+    """Stop a run whose losses turned NaN or infinite (before its epoch is saved or reported).
+
+    Raises:
+        UsageError: naming the epoch, the loss term and the settings to change.
+    """
+    for name, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(
+                f"training diverged: {name} is {value} in epoch {record['epoch']} (learning "
+                f"rate {config.lr:g}); nothing of this epoch was saved: lower --lr or --beta"
+            )
+
+
 def fit(
     model: nn.Module,
     train: Batch,
@@ -291,6 +307,7 @@ def fit(
                     ).items():
                         record[f"test_{name}"] = value
                 log.info("epoch %d: %s", epoch + 1, record)
+                check_finite_losses(record, config)
                 history.append(record)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, record)

@@ -17,8 +17,10 @@ import typer.core
 from mmgen import __version__
 from mmgen.atomic import signals_as_interrupts
 from mmgen.cli import EXIT_INTERRUPTED
+from mmgen.config import require_finite
 from mmgen.device import DEVICE_CHOICES, deterministic
 from mmgen.errors import UsageError
+from mmgen.rng import check_seed
 
 
 class WrappedHelpGroup(typer.core.TyperGroup):
@@ -83,6 +85,34 @@ def user_message(error: BaseException) -> str:
     return " ".join(message.split())  # one line, whatever the library's message held
 
 
+def check_numbers(arguments: dict[str, object]) -> None:
+    """Refuse, before any work, a non-finite number in any option and a seed out of range.
+
+    Click reads ``inf`` and ``nan`` as floats; no setting of mmgen means either, and a NaN
+    learning rate or β trains garbage that looks like success. Seeds: ``mmgen.rng.check_seed``.
+    """
+    for name, value in arguments.items():
+        flag = "--" + name.replace("_", "-")
+        for item in value if isinstance(value, list | tuple) else [value]:
+            require_finite(flag, item)
+        if name == "seed" and value is not None:
+            check_seed(value)
+
+
+OUTPUT_OPTIONS = ("out", "cache_dir")  # the options naming what a command writes
+
+
+def check_output_names(arguments: dict[str, object]) -> None:
+    """Refuse an output option that names no file or folder (``--out ''`` is Path('.'))."""
+    for name in OUTPUT_OPTIONS:
+        value = arguments.get(name)
+        if isinstance(value, Path) and value.name in ("", ".."):
+            raise UsageError(
+                f"--{name.replace('_', '-')} {str(value)!r} names no file or folder of its own "
+                "(the current folder, its parent or the root); give one, e.g. runs/x"
+            )
+
+
 def reports_user_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Run ``command`` as a CLI entry point: user errors and signals end in one line.
 
@@ -96,6 +126,8 @@ def reports_user_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             with signals_as_interrupts():
+                check_numbers(kwargs)
+                check_output_names(kwargs)
                 return command(*args, **kwargs)
         except USER_ERRORS as error:
             typer.echo(f"Error: {user_message(error)}", err=True)

@@ -112,7 +112,9 @@ def open_dataset(path: Path | str) -> h5py.File:
     except OSError:
         raise UsageError(f"{path} is not an HDF5 file (expected one from mmgen generate)") from None
     try:
-        check_layout(handle, header_from_attrs(handle.attrs, path), path)
+        header = header_from_attrs(handle.attrs, path)
+        check_layout(handle, header, path)
+        check_promises(handle, header, path)
     except BaseException:
         handle.close()
         raise
@@ -167,6 +169,68 @@ def check_layout(handle: h5py.File, header: DatasetHeader, path: Path | str) -> 
                     f"the header records {describe(shape)} images (stored as "
                     f"{stored_shape(shape)}); the file is damaged: regenerate it"
                 )
+
+
+def check_promises(handle: h5py.File, header: DatasetHeader, path: Path | str) -> None:
+    """Raise ``UsageError`` where the data contradict what the header promises about them.
+
+    Cheap: the labels are read whole (8 bytes a row), images only by their dtype and their first
+    chunk's values. Checked per split: the labels' dtype and range ``0 … C−1``, the width of
+    ``z`` (``latent_dim``), the split's ``size`` attribute,
+    the images' dtype (uint8, or float32 in [0, 1]; the one the command recorded).
+    """
+    recorded_dtype = header.config.get("dtype") if header.kind == "entangled" else None
+
+    def lie(split: str, name: str, what: str) -> UsageError:
+        return UsageError(f"{path}: {split}/{name} {what}; the file is damaged or was edited")
+
+    for split in SPLITS:
+        group = handle[split]
+        labels = group["labels"]
+        if labels.dtype.kind not in "iu":
+            raise lie(split, "labels", f"holds {labels.dtype} values, not integers")
+        values = read_rows(labels, slice(None), path)
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high >= header.num_classes:
+            raise lie(
+                split,
+                "labels",
+                f"run from {low} to {high}, outside the header's "
+                f"{header.num_classes} classes 0 … {header.num_classes - 1}",
+            )
+        recorded_rows = group.attrs.get("size")
+        if recorded_rows is not None and int(recorded_rows) != len(labels):
+            raise lie(
+                split, "labels", f"has {len(labels)} rows; its size attribute says {recorded_rows}"
+            )
+        if header.has_latent and group["z"].shape[1:] != (header.latent_dim,):
+            raise lie(
+                split,
+                "z",
+                f"has rows of shape {group['z'].shape[1:]}; the header records "
+                f"latent_dim {header.latent_dim}",
+            )
+        for modality in header.modalities:
+            images = group[f"images/{modality}"]
+            if images.dtype.name not in IMAGE_DTYPES or (
+                recorded_dtype is not None and images.dtype.name != recorded_dtype
+            ):
+                raise lie(
+                    split,
+                    f"images/{modality}",
+                    f"holds {images.dtype} values; the header "
+                    f"records {recorded_dtype or 'uint8 or float32'}",
+                )
+            if images.dtype.kind == "f":
+                rows = images.chunks[0] if images.chunks else min(len(images), CHUNK_ROWS)
+                sample = read_rows(images, slice(0, rows), path)
+                if not (np.isfinite(sample).all() and sample.min() >= 0 and sample.max() <= 1):
+                    raise lie(
+                        split,
+                        f"images/{modality}",
+                        f"holds values from {sample.min()} to "
+                        f"{sample.max()}; float images hold intensities in [0, 1]",
+                    )
 
 
 def read_rows(dataset: h5py.Dataset, selection: Any, path: Path | str) -> np.ndarray:

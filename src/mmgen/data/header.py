@@ -26,7 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mmgen import __version__
+from mmgen import __version__, rng
 from mmgen.data.names import check_modality_names
 from mmgen.data.shapes import DEFAULT_IMAGE_SHAPE, ImageShape, check_image_shape
 from mmgen.errors import UsageError
@@ -59,7 +59,6 @@ REQUIRED_ATTRS = (
     "seed",
     "config",
 )
-INT64 = np.iinfo(np.int64)
 
 
 @dataclass(frozen=True)
@@ -202,13 +201,8 @@ class DatasetHeader:
 
 
 def check_seed(seed: int) -> None:
-    """Raise ``UsageError`` naming ``--seed`` unless it is an integer the file can store (int64)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise UsageError(f"--seed must be an integer, got {seed!r}")
-    if not INT64.min <= seed <= INT64.max:
-        raise UsageError(
-            f"--seed {seed} is out of range; use an integer in {INT64.min} .. {INT64.max}"
-        )
+    """Raise ``UsageError`` naming ``--seed`` unless it is in ``0 … 2**63 − 1`` (``mmgen.rng``)."""
+    rng.check_seed(seed)
 
 
 def _check_legacy_names(modalities: tuple[str, ...]) -> None:

@@ -21,6 +21,7 @@ instead would change what the Bernoulli likelihood scores, so that is left to th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,8 +70,8 @@ class CVAEConfig:
     def __post_init__(self) -> None:
         require_positive("latent_dim", self.latent_dim)
         require_positive("num_classes", self.num_classes)
-        if self.beta is not None and self.beta < 0:
-            raise UsageError(f"beta must be >= 0, got {self.beta}")
+        if self.beta is not None and not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise UsageError(f"beta must be >= 0 and finite, got {self.beta}")
         shape = check_image_shape(self.image_shape, "image_shape")
         if shape[1] % 2 or shape[2] % 2:
             raise UsageError(

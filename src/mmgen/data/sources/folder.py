@@ -2,15 +2,23 @@
 
     PATH/train/<class>/*.png      PATH/test/<class>/*.png
 
-Classes are found and sorted exactly as ``torchvision.datasets.ImageFolder`` does (its
-``find_classes`` and ``make_dataset``, the same image extensions); both splits must hold the same
-class set. Every image of the source must share one size and one mode, grey (``L``, one channel)
-or colour (``RGB``, three channels), since one CVAE is trained per source.
+Classes are found and sorted as ``torchvision.datasets.ImageFolder`` does (its ``find_classes``
+and ``make_dataset``, the same image extensions), with two differences that keep a stray entry
+from lying about the data: hidden entries (``.ipynb_checkpoints``, ``.DS_Store``) are skipped, and
+links to folders inside a class are not followed (ImageFolder follows them without loop
+detection: ``train/a/loop -> ..`` files every other class's images under ``a``, again and again).
+A class folder that is a link to the split folder or above it is refused. Both splits must hold
+the same class set; the number of images read per class is logged. Every image of the source
+must share one size and one mode, grey (``L``, one channel) or colour (``RGB``, three channels),
+since one CVAE is trained per source.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +28,8 @@ from mmgen.errors import UsageError
 
 from .base import SPLITS, Source, SplitArrays, file_sha256
 from .places import Place
+
+logger = logging.getLogger(__name__)
 
 CHANNELS = {"L": 1, "RGB": 3}  # PIL mode -> channels; other modes must be converted first
 
@@ -42,7 +52,21 @@ class ImageFolderSource(Source):
 
     def missing_files(self, folder: Path) -> list[str]:
         """The split sub-folders that ``folder`` lacks."""
-        return [f"{split}/" for split in SPLITS if not (folder / split).is_dir()]
+        missing = []
+        for split in SPLITS:
+            path = folder / split
+            if path.is_symlink() and not path.exists():  # a dangling link or a loop
+                try:
+                    path.resolve(strict=True)
+                except (RuntimeError, OSError) as error:  # 3.11 raises RuntimeError for a loop
+                    if isinstance(error, RuntimeError) or error.errno == errno.ELOOP:
+                        raise UsageError(
+                            f"{path} is a link that loops ({path} -> {os.readlink(path)}); "
+                            f"make {split}/ a real folder"
+                        ) from None
+            if not path.is_dir():
+                missing.append(f"{split}/")
+        return missing
 
     def how_to_supply(self) -> str:
         """The layout to create."""
@@ -77,18 +101,71 @@ class ImageFolderSource(Source):
 
 
 def _samples(split_folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    """torchvision's classes and ``(path, label)`` list of one split folder."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+    """The classes and ``(path, label)`` list of one split folder (see the module docstring)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
     try:
-        classes, class_to_idx = find_classes(split_folder)
-        found = make_dataset(split_folder, class_to_idx, extensions=IMG_EXTENSIONS)
-    except FileNotFoundError as error:
+        classes = sorted(
+            entry.name
+            for entry in os.scandir(split_folder)
+            if not entry.name.startswith(".") and entry.is_dir()
+        )
+    except OSError as error:
+        raise UsageError(f"{split_folder}: {error.strerror or error}") from None
+    if not classes:
         raise UsageError(
-            f"{split_folder}: {' '.join(str(error).split())}; put each class's images "
+            f"{split_folder}: no class folder found; put each class's images "
             f"({', '.join(IMG_EXTENSIONS)}) in a sub-folder named after the class"
-        ) from None
-    return classes, [(Path(path), label) for path, label in found]
+        )
+    found: list[tuple[Path, int]] = []
+    counts: dict[str, int] = {}
+    for label, name in enumerate(classes):
+        class_folder = split_folder / name
+        if class_folder.is_symlink() and _is_ancestor(class_folder.resolve(), split_folder):
+            raise UsageError(
+                f"{class_folder} is a link to {class_folder.resolve()}, which holds the split "
+                "folder itself (a loop); remove the link or make it a real folder"
+            )
+        images = _class_images(class_folder, IMG_EXTENSIONS)
+        if not images:
+            raise UsageError(
+                f"{class_folder} holds no image ({', '.join(IMG_EXTENSIONS)}); every class "
+                "folder needs at least one, or remove it"
+            )
+        counts[name] = len(images)
+        found.extend((path, label) for path in images)
+    logger.info(
+        "%s: %d images in %d classes (%s)",
+        split_folder,
+        len(found),
+        len(classes),
+        ", ".join(f"{name} {count}" for name, count in counts.items()),
+    )
+    return classes, found
+
+
+def _is_ancestor(candidate: Path, folder: Path) -> bool:
+    """Whether ``candidate`` is ``folder`` or one of its parents (after resolving links)."""
+    resolved = folder.resolve()
+    return candidate == resolved or candidate in resolved.parents
+
+
+def _class_images(class_folder: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """The images under ``class_folder``, in ImageFolder's order, never through a folder link."""
+    images: list[Path] = []
+    walk = sorted(os.walk(class_folder, followlinks=False))
+    for root, folders, files in walk:
+        if any(part.startswith(".") for part in Path(root).relative_to(class_folder).parts):
+            continue  # inside a hidden folder
+        for name in folders:
+            if os.path.islink(os.path.join(root, name)) and not name.startswith("."):
+                logger.warning("%s: a link to a folder, not followed", os.path.join(root, name))
+        images.extend(
+            Path(root) / name
+            for name in sorted(files)
+            if not name.startswith(".") and name.lower().endswith(extensions)
+        )
+    return images
 
 
 def _common_format(paths: list[Path]) -> tuple[tuple[int, int], str]:

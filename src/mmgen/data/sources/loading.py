@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,9 +52,16 @@ def resolve_root(
             return folder
     if download and source.can_download:
         cache = cache_dir()
+        made = [folder for folder in (cache, *cache.parents) if not folder.exists()]
         cache.mkdir(parents=True, exist_ok=True)
         logger.info("downloading %s into %s through torchvision", source.name, cache)
-        return source.download(cache, mirrors)
+        try:
+            return source.download(cache, mirrors)
+        except BaseException:
+            for folder in made:  # a failed download leaves no empty cache folder behind
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
     raise source.not_found(places)
 
 

@@ -10,6 +10,7 @@ class; gzip-only and Debian's flat folders, which torchvision cannot read, by :m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -93,9 +95,18 @@ class IdxSource(Source):
         torchvision writes into a staging folder first; its files move into the cache only when
         every download and MD5 check succeeded, so a failure leaves nothing half-written.
         """
-        cls = self._torchvision_type(mirrors)
+        cls = self._torchvision_type(mirrors)  # checks the mirrors before anything is made
         final = cache_root / self.folder / "raw"
         final.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._download_into(cls, cache_root, final)
+        except BaseException:
+            for folder in (final, final.parent):  # made for this download, still empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+
+    def _download_into(self, cls: type, cache_root: Path, final: Path) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_root))
         try:
             for split in SPLITS:
@@ -144,8 +155,10 @@ class IdxSource(Source):
                 folder.parent.parent, train=split == "train", **dict(self.torchvision_args)
             )
         except (AssertionError, TypeError, ValueError, RuntimeError) as error:
+            # torchvision's checks are bare asserts: an empty message names no reason
+            reason = " ".join(str(error).split()) or f"its {type(error).__name__} check failed"
             raise UsageError(
-                f"torchvision cannot read {self.name} from {folder} ({error}); the files are "
+                f"torchvision cannot read {self.name} from {folder} ({reason}); the files are "
                 "not valid IDX data: replace them"
             ) from None
         images, labels = dataset.data.numpy(), dataset.targets.numpy()
@@ -205,8 +218,18 @@ def mirror_urls(source: IdxSource, mirrors: list[str] | None) -> list[str]:
     ``MMGEN_MIRRORS`` holds URLs separated by spaces or commas; ``{name}`` and ``{folder}`` in
     them become the source's name and folder, so one variable can serve several sources.
     """
+    given = "mirrors" if mirrors is not None else MIRRORS_ENV
     if mirrors is None:
         mirrors = [url for url in re.split(r"[\s,]+", os.environ.get(MIRRORS_ENV, "")) if url]
+    for url in mirrors:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https", "ftp", "file") or not (
+            parts.netloc or parts.scheme == "file"
+        ):
+            raise UsageError(
+                f"{given} holds {url!r}, which is not a base URL; give http(s)://HOST/PATH "
+                "(or file:///PATH), several separated by spaces or commas"
+            )
     return [
         url.replace("{name}", source.name).replace("{folder}", source.folder) for url in mirrors
     ]
