@@ -305,7 +305,8 @@ def test_single_mistakes(change, message) -> None:
 
 def test_defaults_are_a_valid_recipe() -> None:
     recipe = validate({})
-    assert recipe.primary == "log p(M)" and recipe.replicates == 5
+    assert recipe.primary == "recovered fraction" and recipe.replicates == 5
+    assert recipe.truth["enabled"] and recipe.twins["subset"] == "shrink"
     assert math.isclose(recipe.generate["radius"], 2.0)
 
 
