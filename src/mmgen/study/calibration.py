@@ -215,7 +215,7 @@ def dose_response(rows: Sequence[Mapping[str, Any]], point: str) -> dict[str, An
         fractions = [c["fraction"] for c in curve]
         means = [c["model_gap"]["mean"] for c in curve]
         spearman = None
-        if len(curve) >= 3:
+        if len(curve) >= 3 and np.ptp(means) > 0 and np.ptp(fractions) > 0:
             spearman = float(stats.spearmanr(fractions, means).statistic)
         x = np.concatenate([r["true_gap"]["replicate_means"] for r in twins])
         y = np.concatenate([r["model_gap"]["replicate_means"] for r in twins])

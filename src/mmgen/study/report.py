@@ -485,7 +485,7 @@ def calibration_markdown(report: Mapping[str, Any]) -> list[str]:
         lines += ["True shared information of E (conditional mutual information, whole test "
                   "split, mean over replicates with its 95 % interval):", ""]  # fmt: skip
         for pair, summary in shared["mutual_information"].items():
-            lines.append(f"- I({pair.replace('|', '; ')} | c) = {_pm(summary)} nats")
+            lines.append(f"- I({pair.replace('+', '; ')} | c) = {_pm(summary)} nats")
         lines.append("")
     recovered = [r for r in cal["recovered"] if r["point"] == BASE_POINT]
     if recovered:
