@@ -502,3 +502,58 @@ def test_a_means_study_says_first_that_the_gap_has_no_finite_target(
     assert "the likelihood gap has no finite target" in head and "Entropy floor" in head
     report = json.loads((out / "report.json").read_text())
     assert report["calibration"]["recovered"] == []
+
+
+def _summary(values):
+    from mmgen.study.statistics import replicated_summary
+
+    return replicated_summary(np.asarray(values, dtype=float), True)
+
+
+def test_dose_response_spearman_and_slope_by_hand() -> None:
+    from mmgen.study.calibration import dose_response
+
+    true = {0.5: [1.0, 1.4, 0.8], 1.0: [2.0, 2.6, 1.9]}  # per replicate (one seed)
+    model = {0.5: [0.4, 0.9, 0.2], 1.0: [1.5, 1.7, 1.1]}
+    rows = [
+        {"point": "recipe", "model": "m", "fraction": f,
+         "model_gap": _summary([[v] for v in model[f]]),
+         "true_gap": _summary([[v] for v in true[f]])}
+        for f in (1.0, 0.5)
+    ]  # fmt: skip
+    result = dose_response(rows, "recipe")["m"]
+    assert [c["fraction"] for c in result["curve"]] == [0.0, 0.5, 1.0]
+    x = np.array(true[0.5] + true[1.0])
+    y = np.array(model[0.5] + model[1.0])
+    slope = np.sum((x - x.mean()) * (y - y.mean())) / np.sum((x - x.mean()) ** 2)
+    assert result["slope"] == pytest.approx(slope, rel=1e-9)
+    assert result["spearman"] == pytest.approx(1.0)  # 0 < mean(0.5) < mean(1.0)
+
+
+def test_fusion_gain_of_a_model_is_joint_minus_the_best_single() -> None:
+    from types import SimpleNamespace
+
+    from mmgen.study.calibration import recovery_rows
+
+    def figures(joint, a, b):
+        def entry(v):
+            return {"z": {"class_knn": {"r2": v}}}
+
+        return {"latent_recovery": {"a+b": entry(joint), "a": entry(a), "b": entry(b)}}
+
+    r2 = {(0, 0): (0.9, 0.7, 0.8), (0, 1): (0.8, 0.75, 0.5), (1, 0): (0.6, 0.65, 0.1),
+          (1, 1): (0.7, 0.2, 0.3)}  # fmt: skip
+    reports = {
+        f"k{r}": {"datasets": {"e": {"seeds": {str(s): dict(m=figures(*r2[r, s]))
+                                             for s in (0, 1)}}}}
+        for r in (0, 1)
+    }  # fmt: skip
+    units = [SimpleNamespace(point="recipe", replicate=r, evaluate=f"k{r}") for r in (0, 1)]
+    point = SimpleNamespace(name="recipe", recipe=SimpleNamespace(evaluate={"models": ["m"]}))
+    plan = SimpleNamespace(points=[point], units=units)
+    truths = {("recipe", r): {"extras": {"pixel_baseline": {"a": {"r2": 0.5}}}} for r in (0, 1)}
+    rows = recovery_rows(reports, plan, truths, (0, 1))
+    (model,) = [row for row in rows if row["model"] == "m"]
+    gains = [[j - max(a, b) for j, a, b in (r2[r, 0], r2[r, 1])] for r in (0, 1)]
+    assert model["r2"]["fusion_gain"]["mean"] == pytest.approx(np.mean(gains))
+    assert model["r2"]["fusion_gain"]["replicate_means"] == pytest.approx(np.mean(gains, 1))

@@ -174,7 +174,11 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
         truth_key = key_of({"kind": "truth", **spec, "files": _keys(generated)})
         plan.add(
             StudyJob(
-                "truth", truth_key, f"truth/{truth_key[:12]}-r{r}", r, spec,
+                "truth",
+                truth_key,
+                f"truth/{truth_key[:12]}-r{r}",
+                r,
+                spec,
                 tuple(job.key for job in generated.values()),
             )  # fmt: skip
         )

@@ -203,7 +203,6 @@ def _evaluate(
         _mark(out, job)
 
 
-
 def evaluation_report(out: Path, job: StudyJob) -> dict[str, Any]:
     """The report of a finished evaluation job."""
     return load_json(steps.report_path(job_path(out, job)))

@@ -28,7 +28,6 @@ from mmgen.train import TrainConfig
 log = logging.getLogger(__name__)
 
 
-
 def cvae_configs(tables: Mapping[str, Any], seed: int = 0) -> tuple[CVAEConfig, TrainConfig]:
     """The CVAE's architecture and training configs of a recipe's ``[cvae]``."""
     cvae = tables["cvae"]
@@ -161,7 +160,7 @@ def subset_rows(
         if used != n and used < _split_size(paths[0], split, n):
             record["notes"].append(
                 f"{split}: the first {n} rows split a permutation block; {used} rows keep the "
-                "marginals of E and its twins (twins.subset = \"shrink\")"
+                'marginals of E and its twins (twins.subset = "shrink")'
             )
     evaluate["limit"] = None if record["train"] is None else record["train"]["used"]
     evaluate["test_limit"] = None if record["test"] is None else record["test"]["used"]
