@@ -296,6 +296,11 @@ def test_the_demo_recipe_is_valid() -> None:
         ({"cvae": {"beta": -1.0}}, "beta must be >= 0"),
         ({"generate": {"decode": "median"}}, "unknown --decode 'median'"),
         ({"sweep": [{"factor": "cvae.epochs", "values": [1]}]}, "two or more values"),
+        ({"truth": {"method": "grid"}}, "unknown --method 'grid'"),
+        ({"truth": {"points": 0}}, "truth: points must be >= 1"),
+        ({"truth": {"enabled": False}}, "needs the ground truth"),
+        ({"twins": {"subset": "crop"}}, "subset must be one of"),
+        ({"twins": {"block_codes": -1}}, "block_codes must be >= 0"),
     ],
 )
 def test_single_mistakes(change, message) -> None:
@@ -557,3 +562,13 @@ def test_fusion_gain_of_a_model_is_joint_minus_the_best_single() -> None:
     gains = [[j - max(a, b) for j, a, b in (r2[r, 0], r2[r, 1])] for r in (0, 1)]
     assert model["r2"]["fusion_gain"]["mean"] == pytest.approx(np.mean(gains))
     assert model["r2"]["fusion_gain"]["replicate_means"] == pytest.approx(np.mean(gains, 1))
+
+
+def test_the_results_recipe_is_valid() -> None:
+    import tomllib
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "results.toml"
+    recipe = validate(tomllib.loads(path.read_text()), str(path))
+    assert recipe.replicates >= 5 and len(recipe.evaluator_seeds) >= 2
+    assert len(recipe.evaluate["models"]) == 8 and recipe.generate["decode"] == "sample"
+    assert recipe.twins["fractions"] == [0.25, 0.5, 0.75] and recipe.truth["enabled"]
