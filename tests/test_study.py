@@ -8,6 +8,7 @@ test runs a tiny recipe end to end with the real ``evaluate``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -295,6 +296,11 @@ def test_the_demo_recipe_is_valid() -> None:
         ({"cvae": {"beta": -1.0}}, "beta must be >= 0"),
         ({"generate": {"decode": "median"}}, "unknown --decode 'median'"),
         ({"sweep": [{"factor": "cvae.epochs", "values": [1]}]}, "two or more values"),
+        ({"truth": {"method": "grid"}}, "unknown --method 'grid'"),
+        ({"truth": {"points": 0}}, "truth: points must be >= 1"),
+        ({"truth": {"enabled": False}}, "needs the ground truth"),
+        ({"twins": {"subset": "crop"}}, "subset must be one of"),
+        ({"twins": {"block_codes": -1}}, "block_codes must be >= 0"),
     ],
 )
 def test_single_mistakes(change, message) -> None:
@@ -305,7 +311,8 @@ def test_single_mistakes(change, message) -> None:
 
 def test_defaults_are_a_valid_recipe() -> None:
     recipe = validate({})
-    assert recipe.primary == "log p(M)" and recipe.replicates == 5
+    assert recipe.primary == "recovered fraction" and recipe.replicates == 5
+    assert recipe.truth["enabled"] and recipe.twins["subset"] == "shrink"
     assert math.isclose(recipe.generate["radius"], 2.0)
 
 
@@ -355,3 +362,213 @@ def test_tiny_recipe_end_to_end_with_the_real_evaluate(tmp_path, fake_data_root)
     result = invoke("study", "report", out)
     assert result.exit_code == 0, result.output
     assert (out / "report.json").read_bytes() == before
+
+
+# --- the ground truth in the study (issue 16 through issue 17's recipe) ------------------------
+
+SAMPLED = """
+[truth]
+points = 8
+"""
+
+
+def sampled_recipe(tmp_path: Path) -> Path:
+    path = tiny(tmp_path, extra=SAMPLED)
+    text = path.read_text().replace('primary = "log p(M)"\n', "")
+    text = text.replace("n_test = 20\n", 'n_test = 40\ndecode = "sample"\n')
+    text = text.replace(
+        "naive_limit = 30\n", "naive_limit = 30\nfractions = [0.5]\nblock_codes = 2\n"
+    )
+    text = text.replace("classifier_epochs = 1\n", "classifier_epochs = 1\ntest_limit = 30\n")
+    path.write_text(text)
+    return path
+
+
+def _true_log_p(path: Path, rows: int) -> float:
+    """The mean stored true log p(x) of ``path``'s first ``rows`` test tuples, read by h5py."""
+    with h5py.File(str(path) + ".truth.h5", "r") as handle:
+        return float(np.asarray(handle["per_tuple/log_p"])[:rows].mean())
+
+
+def model_figure(path: Path, seed: int) -> float:
+    """A fake model's log p(M): a file-dependent share of the true one, plus a seed offset."""
+    share = 0.5 + 0.4 * int.from_bytes(hashlib.sha256(path.read_bytes()).digest()[:2]) / 65535
+    return share * _true_log_p(path, 20) + 0.01 * seed
+
+
+def test_truth_fractions_subsets_and_the_recovered_fraction(
+    tmp_path, fake_data_root, calls, monkeypatch
+) -> None:
+    limits = []
+    fake = mmgen.study.steps.evaluate_datasets
+
+    def recording(paths, out, config, **kwargs):
+        limits.append((config.limit, config.test_limit))
+        report = fake(paths, out, config, **kwargs)
+        for path in map(Path, paths):
+            if path.stem != "naive":
+                for s in config.seeds:
+                    report["datasets"][path.stem]["seeds"][str(s)]["jmvae"]["log_likelihood"] = (
+                        model_figure(path, s)
+                    )
+        save_json(Path(out) / "report.json", report)
+        return report
+
+    monkeypatch.setattr(mmgen.study.steps, "evaluate_datasets", recording)
+    out = tmp_path / "study"
+    result = run(sampled_recipe(tmp_path), out, fake_data_root, tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    # 40 test tuples = 4 codes × 10 classes, blocks of 2 codes: 30 rows shrink to 20.
+    assert limits == [(None, 20), (None, 20)]
+    report = json.loads((out / "report.json").read_text())
+    assert report["primary"] == "recovered fraction"
+    # Fraction twins are made with their f and the recipe's blocks.
+    mixes = [
+        json.loads(p.read_text())["spec"] for p in (out / JOBS_DIR / "mix").glob(f"*/{MARKER_FILE}")
+    ]
+    assert (
+        sorted((s["fraction"], s["block_codes"]) for s in mixes) == [(0.5, 2)] * 2 + [(1.0, 2)] * 2
+    )
+    evaluations = sorted((out / JOBS_DIR / "evaluate").glob(f"*/{MARKER_FILE}"))
+    for marker in evaluations:
+        files = {
+            n: out / JOBS_DIR / p
+            for n, p in json.loads(marker.read_text())["spec"]["files"].items()
+        }
+        # E and ME evaluated on the same images: mnist identical, fashion the same multiset.
+        with h5py.File(files["e"], "r") as e, h5py.File(files["me"], "r") as me:
+            for name in ("mnist", "fashion-mnist"):
+                a = np.asarray(e[f"test/images/{name}"])[:20].reshape(20, -1)
+                b = np.asarray(me[f"test/images/{name}"])[:20].reshape(20, -1)
+                if name == "mnist":
+                    assert np.array_equal(a, b)
+                else:
+                    assert sorted(map(bytes, a)) == sorted(map(bytes, b))
+                    assert not np.array_equal(a, b)  # it was mixed
+        # Every generated file has its truth beside it; the naive pairing none.
+        for name in ("e", "me", "me-f0.5"):
+            assert Path(str(files[name]) + ".truth.h5").is_file()
+    # The recovered fraction, recomputed by hand from the files and the fake evaluation.
+    for twin in ("me", "me-f0.5"):
+        rho = np.zeros((2, 2))
+        for marker in evaluations:
+            spec = json.loads(marker.read_text())["spec"]
+            r = int(marker.parent.name.rsplit("-r", 1)[1])
+            e, t = out / JOBS_DIR / spec["files"]["e"], out / JOBS_DIR / spec["files"][twin]
+            true_gap = _true_log_p(e, 20) - _true_log_p(t, 20)
+            for s in (0, 1):
+                rho[r, s] = (model_figure(e, s) - model_figure(t, s)) / true_gap
+        (row,) = [
+            v for v in report["calibration"]["recovered"]
+            if v["comparison"] == twin and v["point"] == "recipe"
+        ]  # fmt: skip
+        means = rho.mean(axis=1)
+        low, high = stats.t.interval(0.95, 1, loc=means.mean(), scale=stats.sem(means))
+        assert row["mean"] == pytest.approx(means.mean(), rel=1e-9)
+        assert row["interval"] == pytest.approx([low, high], rel=1e-9)
+    # …and from the CSV alone: recovered = model gap / true gap per (replicate, seed).
+    with open(out / "gaps.csv") as handle:
+        lines = list(csv.DictReader(handle))
+    assert len(lines) == 2 * 2 * 2  # twins × replicates × seeds
+    for line in lines:
+        ratio = float(line["model_gap"]) / float(line["true_gap"])
+        assert float(line["recovered"]) == pytest.approx(ratio, rel=1e-12)
+    with open(out / "calibration.csv") as handle:
+        files_csv = list(csv.DictReader(handle))
+    for line in files_csv:
+        excess = float(line["true_log_likelihood"]) - float(line["model_log_likelihood"])
+        assert float(line["excess"]) == pytest.approx(excess, rel=1e-12)
+    # The report leads with the calibration; the verdict sentence; the dose-response figure.
+    markdown = (out / "report.md").read_text()
+    assert markdown.index("## Calibration against the ground truth") < markdown.index(
+        "Every verdict"
+    )
+    assert "jmvae recovers" in markdown and "nats the modalities share" in markdown
+    assert "I(mnist; fashion-mnist | c)" in markdown
+    (out / report["figures"]["dose-response"]).is_file()
+    curve = report["calibration"]["dose_response"]["jmvae"]["curve"]
+    assert [c["fraction"] for c in curve] == [0.0, 0.5, 1.0]
+    # The pixel baseline of E on the evaluated rows, beside the models (here: pixels only).
+    (pixels,) = [
+        r for r in report["calibration"]["latent_recovery"] if r["model"].startswith("pixels")
+    ]
+    assert set(pixels["r2"]) >= {"mnist", "fashion-mnist", "mnist+fashion-mnist", "fusion_gain"}
+    assert "Raw R² does not show coherence" in markdown
+
+
+def test_a_means_study_says_first_that_the_gap_has_no_finite_target(
+    tmp_path, fake_data_root, calls
+) -> None:
+    out = tmp_path / "study"
+    result = run(tiny(tmp_path, extra=SAMPLED), out, fake_data_root, tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    markdown = (out / "report.md").read_text()
+    head = markdown.split("## Calibration")[0]
+    assert "the likelihood gap has no finite target" in head and "Entropy floor" in head
+    report = json.loads((out / "report.json").read_text())
+    assert report["calibration"]["recovered"] == []
+
+
+def _summary(values):
+    from mmgen.study.statistics import replicated_summary
+
+    return replicated_summary(np.asarray(values, dtype=float), True)
+
+
+def test_dose_response_spearman_and_slope_by_hand() -> None:
+    from mmgen.study.calibration import dose_response
+
+    true = {0.5: [1.0, 1.4, 0.8], 1.0: [2.0, 2.6, 1.9]}  # per replicate (one seed)
+    model = {0.5: [0.4, 0.9, 0.2], 1.0: [1.5, 1.7, 1.1]}
+    rows = [
+        {"point": "recipe", "model": "m", "fraction": f,
+         "model_gap": _summary([[v] for v in model[f]]),
+         "true_gap": _summary([[v] for v in true[f]])}
+        for f in (1.0, 0.5)
+    ]  # fmt: skip
+    result = dose_response(rows, "recipe")["m"]
+    assert [c["fraction"] for c in result["curve"]] == [0.0, 0.5, 1.0]
+    x = np.array(true[0.5] + true[1.0])
+    y = np.array(model[0.5] + model[1.0])
+    slope = np.sum((x - x.mean()) * (y - y.mean())) / np.sum((x - x.mean()) ** 2)
+    assert result["slope"] == pytest.approx(slope, rel=1e-9)
+    assert result["spearman"] == pytest.approx(1.0)  # 0 < mean(0.5) < mean(1.0)
+
+
+def test_fusion_gain_of_a_model_is_joint_minus_the_best_single() -> None:
+    from types import SimpleNamespace
+
+    from mmgen.study.calibration import recovery_rows
+
+    def figures(joint, a, b):
+        def entry(v):
+            return {"z": {"class_knn": {"r2": v}}}
+
+        return {"latent_recovery": {"a+b": entry(joint), "a": entry(a), "b": entry(b)}}
+
+    r2 = {(0, 0): (0.9, 0.7, 0.8), (0, 1): (0.8, 0.75, 0.5), (1, 0): (0.6, 0.65, 0.1),
+          (1, 1): (0.7, 0.2, 0.3)}  # fmt: skip
+    reports = {
+        f"k{r}": {"datasets": {"e": {"seeds": {str(s): dict(m=figures(*r2[r, s]))
+                                             for s in (0, 1)}}}}
+        for r in (0, 1)
+    }  # fmt: skip
+    units = [SimpleNamespace(point="recipe", replicate=r, evaluate=f"k{r}") for r in (0, 1)]
+    point = SimpleNamespace(name="recipe", recipe=SimpleNamespace(evaluate={"models": ["m"]}))
+    plan = SimpleNamespace(points=[point], units=units)
+    truths = {("recipe", r): {"extras": {"pixel_baseline": {"a": {"r2": 0.5}}}} for r in (0, 1)}
+    rows = recovery_rows(reports, plan, truths, (0, 1))
+    (model,) = [row for row in rows if row["model"] == "m"]
+    gains = [[j - max(a, b) for j, a, b in (r2[r, 0], r2[r, 1])] for r in (0, 1)]
+    assert model["r2"]["fusion_gain"]["mean"] == pytest.approx(np.mean(gains))
+    assert model["r2"]["fusion_gain"]["replicate_means"] == pytest.approx(np.mean(gains, 1))
+
+
+def test_the_results_recipe_is_valid() -> None:
+    import tomllib
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "results.toml"
+    recipe = validate(tomllib.loads(path.read_text()), str(path))
+    assert recipe.replicates >= 5 and len(recipe.evaluator_seeds) >= 2
+    assert len(recipe.evaluate["models"]) == 8 and recipe.generate["decode"] == "sample"
+    assert recipe.twins["fractions"] == [0.25, 0.5, 0.75] and recipe.truth["enabled"]

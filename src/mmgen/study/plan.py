@@ -1,4 +1,4 @@
-"""A study as a graph of content-keyed jobs: CVAEs → generate → twins → evaluate.
+"""A study as a graph of content-keyed jobs: CVAEs → generate → twins → truth → evaluate.
 
 Each job is named by the SHA-256 of the canonical JSON of what determines its output (the
 settings it uses, its seed and the keys of the jobs it reads), so a job is shared by every
@@ -19,7 +19,7 @@ from typing import Any
 from mmgen.jobs import canonical_json
 from mmgen.study.recipe import Recipe, replicate_seed
 
-PHASES = ("cvae", "generate", "pair", "mix", "evaluate")
+PHASES = ("cvae", "generate", "pair", "mix", "truth", "evaluate")
 ENTANGLED = "e"  # the entangled file's dataset name in every evaluation
 NAIVE = "naive"
 BASE_POINT = "recipe"
@@ -68,6 +68,8 @@ class Unit:
     evaluate: str  # the evaluate job's key
     twins: tuple[str, ...]  # the twins' dataset names, mixed twin first
     naive: bool
+    truth: str | None = None  # the truth job's key (None: [truth] enabled = false)
+    fractions: dict[str, float] = field(default_factory=dict)  # twin name → its f
 
 
 @dataclass
@@ -141,6 +143,7 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
             "parent": entangled.folder,
             "modality": recipe.twins["modality"],
             "fraction": fraction,
+            "block_codes": recipe.twins["block_codes"],
             "seed": seed,
             "file": f"{name}.h5",
         }
@@ -158,11 +161,33 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
         }
         key = key_of({"kind": "pair", **spec})
         files[NAIVE] = plan.add(StudyJob("pair", key, f"pair/{key[:12]}-r{r}", r, spec))
+    generated = {name: job for name, job in files.items() if name != NAIVE}
+    truth_key = None
+    if recipe.truth["enabled"]:
+        # One job per replicate's generated files (they share the CVAEs: decoded once when the
+        # oracle batches); the truth is stored beside each file, checked by its SHA-256.
+        spec = {
+            "files": {name: f"{job.folder}/{job.spec['file']}" for name, job in generated.items()},
+            "truth": recipe.truth,
+            "decode": recipe.generate["decode"],
+        }
+        truth_key = key_of({"kind": "truth", **spec, "files": _keys(generated)})
+        plan.add(
+            StudyJob(
+                "truth",
+                truth_key,
+                f"truth/{truth_key[:12]}-r{r}",
+                r,
+                spec,
+                tuple(job.key for job in generated.values()),
+            )  # fmt: skip
+        )
     # Models and evaluator seeds are left out of the key: evaluate's own jobs are per
     # (file, model, seed), so adding a seed or a model reuses the folder's finished jobs.
     spec = {
         "files": {name: f"{job.folder}/{job.spec['file']}" for name, job in files.items()},
         "evaluate": {k: v for k, v in recipe.evaluate.items() if k != "models"},
+        "subset": recipe.twins["subset"],
     }
     identity = {"kind": "evaluate", **spec, "files": {n: j.key for n, j in files.items()}}
     key = key_of(identity)
@@ -182,4 +207,11 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
         )
     )
     twins = tuple(name for name in files if name not in (ENTANGLED, NAIVE))
-    return Unit(point.name, r, key, twins, NAIVE in files)
+    return Unit(
+        point.name, r, key, twins, NAIVE in files, truth_key,
+        dict(zip(twins, fractions, strict=True)),
+    )  # fmt: skip
+
+
+def _keys(jobs: dict[str, StudyJob]) -> dict[str, str]:
+    return {name: job.key for name, job in jobs.items()}

@@ -46,7 +46,17 @@ TWINS_DEFAULTS: dict[str, Any] = {
     "modality": "",  # the permuted modality; "" means the last one
     "naive": True,  # the naive pairing of real images: descriptive, outside the verdict
     "naive_limit": None,  # real examples per source split read for the pairing
+    "block_codes": 256,  # shuffle --block-codes: permutation blocks (subsets keep marginals)
+    "subset": "shrink",  # a limit that splits a block: "shrink" it (noted) or "refuse"
 }
+# The ground truth of every generated file (mmgen.truth.Settings; docs/truth.md).
+TRUTH_DEFAULTS: dict[str, Any] = {
+    "enabled": True,  # compute the truth of E and every twin (sidecars beside the files)
+    "method": "auto",  # auto (quadrature for d <= 2), quadrature or importance
+    "points": 128,  # quadrature cells per axis (the error check uses 2 x points)
+    "samples": 20_000,  # importance draws from the truncated prior (d > 2)
+}
+SUBSET_POLICIES = ("shrink", "refuse")
 EVALUATE_DEFAULTS: dict[str, Any] = {
     "models": ["jmvae", "jmvae-zero", "jmvae-kl", "tvae", "m2vae"],
     "epochs": 100,
@@ -63,17 +73,17 @@ EVALUATE_DEFAULTS: dict[str, Any] = {
 }
 REPLICATES_DEFAULTS: dict[str, Any] = {"count": 5, "evaluator_seeds": [0, 1]}
 TOP_LEVEL = frozenset(
-    {"seed", "sources", "primary", "cvae", "generate", "twins", "evaluate", "replicates", "sweep"}
-)
+    {
+        "seed", "sources", "primary", "cvae", "generate", "twins", "evaluate", "truth",
+        "replicates", "sweep",
+    }
+)  # fmt: skip
 SWEPT_TABLES = {"cvae": CVAE_DEFAULTS, "generate": GENERATE_DEFAULTS, "evaluate": EVALUATE_DEFAULTS}
 # Factors that are budgets: the report marks a figure "not converged" along them.
 BUDGET_FACTORS = frozenset({"evaluate.epochs", "cvae.epochs", "evaluate.k"})
-# The primary figure the method asks for (METHOD.md §7: the recovered fraction of the true
-# gap) comes from the ground-truth package; until it is merged the default is the
-# importance-weighted log p(M), and any figure label of evaluate's verdict is accepted.
-# TODO(lead): once mmgen.truth exists, add its figure to PRIMARY_FIGURES (study/figures.py)
-# and make it DEFAULT_PRIMARY.
-DEFAULT_PRIMARY = "log p(M)"
+# The primary figure the method asks for (METHOD.md §7): the recovered fraction of the true
+# E − ME gap (mmgen.study.calibration), declared before the run.
+DEFAULT_PRIMARY = "recovered fraction"
 
 
 class RecipeError(UsageError):
@@ -107,6 +117,7 @@ class Recipe:
     generate: dict[str, Any]
     twins: dict[str, Any]
     evaluate: dict[str, Any]
+    truth: dict[str, Any]
     replicates: int
     evaluator_seeds: tuple[int, ...]
     sweeps: tuple[Sweep, ...] = field(default_factory=tuple)
@@ -120,6 +131,7 @@ class Recipe:
             "generate": dict(self.generate),
             "twins": dict(self.twins),
             "evaluate": dict(self.evaluate),
+            "truth": dict(self.truth),
             "replicates": {"count": self.replicates, "evaluator_seeds": list(self.evaluator_seeds)},
             "sweep": [{"factor": s.factor, "values": list(s.values)} for s in self.sweeps],
         }
@@ -189,6 +201,7 @@ def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
         "generate": _table(data, "generate", GENERATE_DEFAULTS, errors),
         "twins": _table(data, "twins", TWINS_DEFAULTS, errors),
         "evaluate": _table(data, "evaluate", EVALUATE_DEFAULTS, errors),
+        "truth": _table(data, "truth", TRUTH_DEFAULTS, errors),
     }
     replicates = _table(data, "replicates", REPLICATES_DEFAULTS, errors)
     count = replicates["count"]
@@ -214,6 +227,12 @@ def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
             f"{', '.join(repr(f) for f in figures.PRIMARY_FIGURES)}"
         )
     errors += [f"twins: {e}" for e in _twin_errors(tables["twins"])]
+    errors += [f"truth: {e}" for e in _truth_errors(tables["truth"])]
+    if primary == figures.RECOVERED and not tables["truth"]["enabled"]:
+        errors.append(
+            f"primary {primary!r} needs the ground truth: set [truth] enabled = true, or "
+            "declare another primary figure"
+        )
     base_errors = _settings_errors(tables, list(sources), "")
     errors += base_errors
     sweeps = _sweeps(data.get("sweep", []), tables, list(sources), errors, set(base_errors))
@@ -227,6 +246,7 @@ def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
         generate=tables["generate"],
         twins=tables["twins"],
         evaluate={**tables["evaluate"], "models": list(tables["evaluate"]["models"])},
+        truth=tables["truth"],
         replicates=count,
         evaluator_seeds=tuple(sorted(seeds)),
         sweeps=tuple(sweeps),
@@ -272,8 +292,6 @@ def _type_problem(default: Any, value: Any) -> str | None:
 
 
 def _twin_errors(twins: Mapping[str, Any]) -> list[str]:
-    from mmgen.study import steps  # the shuffle API, asked once
-
     errors = []
     fractions = twins["fractions"]
     if not all(isinstance(f, int | float) and not isinstance(f, bool) for f in fractions):
@@ -285,13 +303,32 @@ def _twin_errors(twins: Mapping[str, Any]) -> list[str]:
             )
     if len(set(fractions)) != len(fractions):
         errors.append(f"fractions lists a value more than once: {fractions}")
-    if fractions and not steps.SHUFFLE_HAS_FRACTION:
+    block = twins["block_codes"]
+    if block < 0:
+        errors.append(f"block_codes must be >= 0 codes per permutation block, got {block}")
+    if twins["subset"] not in SUBSET_POLICIES:
         errors.append(
-            f"fractions {fractions} need `mmgen shuffle --fraction`, which this mmgen lacks; "
-            "leave fractions = [] until the ground-truth package is merged"
+            f"subset must be one of {', '.join(map(repr, SUBSET_POLICIES))}, "
+            f"got {twins['subset']!r}"
         )
     if not twins["mixed"] and not fractions:
         errors.append("no twin to compare E with: set mixed = true or give fractions")
+    return errors
+
+
+def _truth_errors(truth: Mapping[str, Any]) -> list[str]:
+    """The oracle's own refusals of ``[truth]`` (``mmgen.truth.Settings``)."""
+    from mmgen.study import steps
+
+    errors = []
+    for key in ("points", "samples"):
+        if truth[key] < 1:
+            errors.append(f"{key} must be >= 1, got {truth[key]}")
+    if not errors:
+        try:
+            steps.truth_settings({"truth": truth})
+        except UsageError as error:
+            errors.append(" ".join(str(error).split()))
     return errors
 
 

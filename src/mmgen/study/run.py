@@ -26,12 +26,14 @@ from mmgen.checkpoint import holds_model
 from mmgen.config import load_json, save_json
 from mmgen.distributed import World
 from mmgen.study import steps
-from mmgen.study.plan import PHASES, Plan, StudyJob, plan_study
+from mmgen.study.plan import ENTANGLED, NAIVE, PHASES, Plan, StudyJob, plan_study
 from mmgen.study.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
 JOBS_DIR = "jobs"
+EXTRAS_FILE = "study-extras.json"  # an evaluation's subset and pixel baseline
+TRUTH_FILE = "truth-summaries.json"  # a truth job's summary of every file
 RECIPE_FILE = "recipe.json"
 MARKER_FILE = "study-job.json"
 TaskCallback = Callable[[int, int, str], None]  # (jobs done, jobs in all, what runs now)
@@ -145,7 +147,13 @@ def _run_one(
             spec["modality"],
             spec["fraction"],
             spec["seed"],
+            spec["block_codes"],
         )
+    elif job.kind == "truth":
+        paths = [out / JOBS_DIR / path for path in spec["files"].values()]
+        tables = {"truth": spec["truth"], "generate": {"decode": spec["decode"]}}
+        summaries = steps.truth_step(paths, tables, device)
+        save_json(folder / TRUTH_FILE, dict(zip(spec["files"], summaries, strict=True)))
     elif job.kind == "pair":
         tables = {"sources": spec["sources"], "twins": {"naive_limit": spec["limit"]}}
         steps.pair_step(folder / spec["file"], tables, spec["seed"], data_dir)
@@ -163,12 +171,21 @@ def _evaluate(
     world: World,
     on_step: Callable[[dict[str, float]], None] | None,
 ) -> None:
-    """One evaluation on every rank together; rank 0 marks it finished."""
+    """One evaluation on every rank together; rank 0 marks it finished.
+
+    Fewer rows than a split are moved to counts that keep the marginals of E and its twins
+    (``steps.subset_rows``); rank 0 then adds the model-free pixel baseline of E on the same
+    rows (``study-extras.json``, written before the marker).
+    """
     spec = job.spec
-    tables = {"evaluate": {**spec["evaluate"], "models": spec["models"]}}
-    paths = [out / JOBS_DIR / path for path in spec["files"].values()]
+    paths = {name: out / JOBS_DIR / path for name, path in spec["files"].items()}
+    generated = [path for name, path in paths.items() if name != NAIVE]
+    evaluate, subset = steps.subset_rows(
+        generated, {"evaluate": spec["evaluate"], "twins": {"subset": spec["subset"]}}
+    )
+    tables = {"evaluate": {**evaluate, "models": spec["models"]}}
     steps.evaluate_step(
-        paths,
+        list(paths.values()),
         job_path(out, job),
         tables,
         spec["seeds"],
@@ -179,9 +196,23 @@ def _evaluate(
         on_step,
     )
     if world.is_main:
+        baseline = steps.pixel_baseline_step(
+            paths[ENTANGLED], evaluate["limit"], evaluate["test_limit"]
+        )
+        save_json(job_path(out, job) / EXTRAS_FILE, {"subset": subset, "pixel_baseline": baseline})
         _mark(out, job)
 
 
 def evaluation_report(out: Path, job: StudyJob) -> dict[str, Any]:
     """The report of a finished evaluation job."""
     return load_json(steps.report_path(job_path(out, job)))
+
+
+def truth_summaries(out: Path, job: StudyJob) -> dict[str, Any]:
+    """A finished truth job's summaries, by dataset name (``e``, ``me``, ``me-f0.5``…)."""
+    return load_json(job_path(out, job) / TRUTH_FILE)
+
+
+def evaluation_extras(out: Path, job: StudyJob) -> dict[str, Any]:
+    """A finished evaluation's rows (``subset``) and E's pixel baseline (``pixel_baseline``)."""
+    return load_json(job_path(out, job) / EXTRAS_FILE)

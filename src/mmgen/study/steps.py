@@ -7,25 +7,25 @@ else. Each takes the recipe's settings (plain dicts, ``mmgen.study.recipe``) and
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mmgen import truth as ground_truth
 from mmgen.cvae_training import train_cvae
+from mmgen.data.h5io import read_split
 from mmgen.distributed import World
+from mmgen.errors import UsageError
 from mmgen.evaluate import EvaluateConfig, check_models, evaluate_datasets, model_registry
 from mmgen.generate import GenerateConfig, generate_dataset
 from mmgen.models.cvae import CVAEConfig
+from mmgen.pixel_baseline import pixel_baseline
 from mmgen.shuffle import MixConfig, PairConfig, mix_modality, pair_sources
+from mmgen.subsets import marginal_keeping_rows
 from mmgen.train import TrainConfig
 
 log = logging.getLogger(__name__)
-
-# Partial twins need shuffle's ``fraction`` (the ground-truth issue). Asked of the API, so that
-# recipes with fractions work as soon as MixConfig has the field.
-SHUFFLE_HAS_FRACTION = "fraction" in {f.name for f in dataclasses.fields(MixConfig)}
 
 
 def cvae_configs(tables: Mapping[str, Any], seed: int = 0) -> tuple[CVAEConfig, TrainConfig]:
@@ -86,12 +86,98 @@ def generate_step(
     generate_dataset(list(cvaes), out, generate_config(tables, seed), device=device, overwrite=True)
 
 
-def mix_step(parent: Path, out: Path, modality: str, fraction: float, seed: int) -> None:
-    """The twin of ``parent`` with ``fraction`` of its tuples' ``modality`` shuffled per class."""
-    extra = {"fraction": fraction} if SHUFFLE_HAS_FRACTION else {}
-    if fraction != 1.0 and not SHUFFLE_HAS_FRACTION:  # the recipe refuses this before any work
-        raise RuntimeError("partial twins need MixConfig.fraction")
-    mix_modality(parent, out, MixConfig(modality=modality, seed=seed, **extra), overwrite=True)
+def mix_step(
+    parent: Path, out: Path, modality: str, fraction: float, seed: int, block_codes: int
+) -> None:
+    """The twin of ``parent`` with ``fraction`` of its tuples' ``modality`` shuffled per class,
+    within blocks of ``block_codes`` codes (so that whole-block subsets keep the marginals)."""
+    config = MixConfig(modality=modality, seed=seed, fraction=fraction, block_codes=block_codes)
+    mix_modality(parent, out, config, overwrite=True)
+
+
+def truth_settings(tables: Mapping[str, Any]) -> ground_truth.Settings:
+    """``[truth]`` as the oracle's settings (its own refusals: ``UsageError``)."""
+    t = tables["truth"]
+    return ground_truth.Settings(method=t["method"], points=t["points"], samples=t["samples"])
+
+
+def truth_step(
+    paths: Sequence[Path], tables: Mapping[str, Any], device: str
+) -> list[dict[str, Any]]:
+    """Compute and store the truth of ``paths`` (one replicate's generated files, all from the
+    same CVAEs); returns each file's summary (docs/truth.md §5).
+
+    The study's one call into the oracle: ``ensure_truths`` (several files of the same CVAEs
+    decoded once) when the oracle has it, else ``ensure_truth`` file by file; both store the
+    per-tuple values beside each file (``<file>.truth.h5``). A decoded-means file
+    (``decode = "mean"``) has no finite truth: its summary (the entropy floor) is computed and
+    returned only, not stored.
+    """
+    settings = truth_settings(tables)
+    if tables["generate"]["decode"] != "sample":
+        return [ground_truth.compute_truth(path, settings, device).summary for path in paths]
+    batched = getattr(ground_truth, "ensure_truths", None)
+    if batched is not None:
+        truths = batched(list(paths), settings, device=device)
+    else:
+        truths = [ground_truth.ensure_truth(path, settings, device=device) for path in paths]
+    return [truth.summary for truth in truths]
+
+
+def load_truth(path: Path) -> ground_truth.Truth | None:
+    """The stored truth of a generated file (``None``: none, or stale)."""
+    return ground_truth.load_truth(path)
+
+
+def subset_rows(
+    paths: Sequence[Path], tables: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``[evaluate]`` with ``limit``/``test_limit`` moved to counts that keep the marginals.
+
+    ``paths``: the entangled file and its twins (not the naive pairing). When the recipe asks
+    for fewer rows than a split, ``mmgen.subsets.marginal_keeping_rows`` gives the count whose
+    leading rows hold the same images per unmixed modality and the same multiset per mixed one
+    in every file; ``twins.subset = "shrink"`` takes the largest such count below the asked
+    one, ``"refuse"`` raises ``UsageError``.
+
+    Returns:
+        (the evaluate table to run, ``{"train": …, "test": …}`` each ``{"asked", "used"}``
+        or ``None`` for a whole split, and ``"notes"``).
+    """
+    evaluate = dict(tables["evaluate"])
+    shrink = tables["twins"]["subset"] == "shrink"
+    asked = {
+        "train": evaluate["limit"],
+        "test": evaluate["limit"] if evaluate["test_limit"] is None else evaluate["test_limit"],
+    }
+    record: dict[str, Any] = {"notes": []}
+    for split, n in asked.items():
+        if n is None:
+            record[split] = None
+            continue
+        used = marginal_keeping_rows(paths, n, split, shrink=shrink)
+        record[split] = {"asked": n, "used": used}
+        if used != n and used < _split_size(paths[0], split, n):
+            record["notes"].append(
+                f"{split}: the first {n} rows split a permutation block; {used} rows keep the "
+                'marginals of E and its twins (twins.subset = "shrink")'
+            )
+    evaluate["limit"] = None if record["train"] is None else record["train"]["used"]
+    evaluate["test_limit"] = None if record["test"] is None else record["test"]["used"]
+    return evaluate, record
+
+
+def _split_size(path: Path, split: str, n: int) -> int:
+    return len(read_split(path, split, n).labels)
+
+
+def pixel_baseline_step(path: Path, train_rows: int | None, test_rows: int | None) -> dict:
+    """The model-free latent recovery (per-class kNN on raw pixels) of ``path``'s rows."""
+    try:
+        train, test = read_split(path, "train", train_rows), read_split(path, "test", test_rows)
+        return pixel_baseline(train, test)
+    except ValueError as error:  # a file without true codes
+        raise UsageError(str(error)) from None
 
 
 def pair_config(tables: Mapping[str, Any], seed: int = 0) -> PairConfig:
