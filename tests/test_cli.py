@@ -25,7 +25,8 @@ from mmgen.evaluate import EvaluateConfig
 from mmgen.generate import GenerateConfig
 from mmgen.models.cvae import CVAEConfig
 from mmgen.models.registry import MODELS
-from mmgen.shuffle import MixConfig, PairConfig
+from mmgen.pair import PairConfig
+from mmgen.shuffle import MixConfig
 from mmgen.train import TrainConfig
 from test_evaluate import write_mmgen_file
 

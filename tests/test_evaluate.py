@@ -14,6 +14,7 @@ from conftest import assert_one_line_error, fake_images
 from mmgen.cli import app
 from mmgen.config import from_dict, to_dict
 from mmgen.data.h5io import FORMAT, SCHEMA_VERSION, encode_attrs
+from mmgen.data.header import SourceIdentity
 from mmgen.evaluate import EvaluateConfig, inspect_datasets
 from mmgen.probes import K_GRID
 from mmgen.report import letter_key
@@ -219,7 +220,10 @@ def test_inspect_datasets_names_files_uniquely(tmp_path) -> None:
     infos = inspect_datasets([first, second])
     assert [i.name for i in infos] == ["set", "set-2"]
     assert infos[1].kind == "mixed"
-    assert infos[0].sources == {"mnist": "mnist", "fashion": "fashion-mnist"}
+    assert infos[0].sources == {
+        "mnist": SourceIdentity("mnist"),
+        "fashion": SourceIdentity("fashion-mnist"),
+    }
     assert infos[0].has_latent
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import make_checkpoint
-from mmgen import classifiers, evaluate, inspect, shuffle
+from mmgen import classifiers, evaluate, inspect, pair, shuffle
 from mmgen.checkpoint import load_cvae
 from mmgen.data import h5io
 from mmgen.data.sources import SourceData
@@ -147,10 +147,10 @@ def fake_load_split(spec: str, split: str, **_: object) -> SourceData:
 def test_pair_pairs_real_images_of_different_shapes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shuffle, "load_split", fake_load_split)
-    monkeypatch.setattr(shuffle, "get_source", SHAPES.__getitem__)  # the sources' names
-    config = shuffle.PairConfig(sources=tuple(SHAPES), seed=1)
-    out = shuffle.pair_sources(tmp_path / "naive.h5", config)
+    monkeypatch.setattr(pair, "load_split", fake_load_split)
+    monkeypatch.setattr(pair, "get_source", SHAPES.__getitem__)  # the sources' names
+    config = pair.PairConfig(sources=tuple(SHAPES), seed=1)
+    out = pair.pair_sources(tmp_path / "naive.h5", config)
     assert h5io.read_header(out).image_shapes == SHAPES
     data = h5io.read_split(out, "train")
     with h5py.File(out, "r") as handle:

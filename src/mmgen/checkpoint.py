@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from mmgen import __version__
 from mmgen.atomic import atomic_folder
 from mmgen.config import from_dict, load_json, save_json, to_dict
+from mmgen.data.header import SourceIdentity
 from mmgen.device import environment
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig
@@ -339,6 +340,13 @@ class CVAECheckpoint:
     def source(self) -> dict[str, Any]:
         """Identity of the data the CVAE was trained on: name, classes, file checksums."""
         return self.metadata["source"]
+
+    @property
+    def identity(self) -> SourceIdentity:
+        """The source spec and its ``--classes`` selection (``None``: every class)."""
+        classes = self.source.get("classes")
+        classes = None if classes is None else tuple(classes)
+        return SourceIdentity(str(self.source.get("name", "")), classes)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import importlib
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from mmgen.classifiers import (
 )
 from mmgen.config import require_positive, save_json, to_dict
 from mmgen.data.h5io import SplitData, read_header, read_split
-from mmgen.data.header import check_seed
+from mmgen.data.header import SourceIdentity, check_seed
 from mmgen.data.shapes import ImageShape
 from mmgen.data.sources import load_split
 from mmgen.device import environment, resolve_device
@@ -53,6 +52,7 @@ from mmgen.distributed import World
 from mmgen.errors import UsageError
 from mmgen.jobs import Job
 from mmgen.report import write_report
+from mmgen.shared import safe_name
 from mmgen.train import TrainConfig, fit
 from mmgen.verdict import summarise_seeds, verdict
 
@@ -171,11 +171,16 @@ class DatasetInfo:
     path: Path
     kind: str  # entangled, mixed or naive
     modalities: tuple[str, ...]
-    sources: dict[str, str]  # modality → source spec of mmgen.data.sources (the classifier to use)
+    # modality → its source and class selection: the classifier that judges it
+    sources: dict[str, SourceIdentity]
     image_shapes: dict[str, ImageShape]  # modality → (C, H, W): what the models are built for
     has_latent: bool
     class_names: tuple[str, ...]
     sha256: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -183,7 +188,7 @@ class DatasetInfo:
             "sha256": self.sha256,
             "kind": self.kind,
             "modalities": list(self.modalities),
-            "sources": dict(self.sources),
+            "sources": {m: source.label for m, source in self.sources.items()},
             "image_shapes": {m: list(self.image_shapes[m]) for m in self.modalities},
             "has_latent": self.has_latent,
             "letters": modality_letters(self.modalities),
@@ -225,7 +230,7 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
     for path in map(Path, paths):
         header = read_header(path)  # validated: no attribute is guessed
         modalities = header.modalities
-        name = _safe_name(path.stem)
+        name = safe_name(path.stem)
         while name in names:
             name = f"{name}-{len(names) + 1}"
         names.add(name)
@@ -235,7 +240,7 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
                 path=path,
                 kind=header.kind,
                 modalities=modalities,
-                sources={m: header.sources[m].name for m in modalities},
+                sources={m: header.sources[m].identity for m in modalities},
                 image_shapes=header.image_shapes,
                 has_latent=header.has_latent,
                 class_names=header.class_names,
@@ -250,6 +255,23 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
             "with the same number of modalities together"
         )
     return infos
+
+
+def check_class_counts(
+    datasets: Sequence[DatasetInfo], classifiers: Mapping[str, TrainedClassifier]
+) -> None:
+    """Refuse a file whose class count is not its classifiers': label k would be judged as
+    another class (e.g. a 3-class ``--classes`` file read as the source's 10 classes)."""
+    for info in datasets:
+        for modality, source in info.sources.items():
+            classifier = classifiers[source.label]
+            if classifier.num_classes != info.num_classes:
+                raise UsageError(
+                    f"{info.path} has {info.num_classes} classes, but its modality {modality!r} "
+                    f"records source {source.label} of {classifier.num_classes} classes; the "
+                    "header does not say which classes the file uses (--classes): regenerate "
+                    "the file with this mmgen"
+                )
 
 
 def split_tensors(data: SplitData, modalities: Sequence[str], device: torch.device) -> dict:
@@ -290,11 +312,11 @@ def data_quality(
         predicted = metrics.predict(classifier.classify, images[modality], batch_size)
         features = classifier.features(images[modality], batch_size)
         result[modality] = {
-            "source": classifier.source,
+            "source": classifier.identity.label,
             "classifier_accuracy": metrics.accuracy(predicted, labels),
             "ceiling": classifier.test_accuracy,
             "frechet_distance": metrics.frechet_distance(
-                features, real_features[classifier.source]
+                features, real_features[classifier.identity.label]
             ),
         }
     return result
@@ -453,7 +475,7 @@ def plan_jobs(
     for info in datasets:
         job_settings = {
             **settings,
-            "classifiers": {m: classifier_keys[spec] for m, spec in info.sources.items()},
+            "classifiers": {m: classifier_keys[s.label] for m, s in info.sources.items()},
         }
         for model in config.models:
             config_class = registry[model][0]
@@ -594,16 +616,24 @@ def evaluate_datasets(
             current = jobs.manifest(settings, {d.name: d.sha256 for d in datasets})
             jobs.prepare_folder(out, current, overwrite)
 
-        specs = list(dict.fromkeys(s for d in datasets for s in d.sources.values()))
+        identities = list(dict.fromkeys(s for d in datasets for s in d.sources.values()))
         classifier_config = ClassifierConfig(epochs=config.classifier_epochs)
 
         def load_classifiers() -> dict[str, TrainedClassifier]:
-            return {
-                spec: load_or_train_classifier(
-                    spec, data_dir, cache_dir, classifier_config, device, on_step
+            loaded = {
+                source.label: load_or_train_classifier(
+                    source.spec,
+                    data_dir,
+                    cache_dir,
+                    classifier_config,
+                    device,
+                    on_step,
+                    classes=source.classes,
                 )
-                for spec in specs
+                for source in identities
             }
+            check_class_counts(datasets, loaded)
+            return loaded
 
         # Rank 0 trains the missing classifiers into the cache; the other ranks then load them.
         by_source = load_classifiers() if world.is_main else {}
@@ -633,7 +663,9 @@ def evaluate_datasets(
             if loaded is None or loaded.info.name != job.dataset:
                 loaded = None  # free the previous dataset's tensors before reading the next
                 loaded = load_dataset(by_name[job.dataset], config, device)
-            classifiers = {m: by_source[loaded.info.sources[m]] for m in loaded.info.modalities}
+            classifiers = {
+                m: by_source[loaded.info.sources[m].label] for m in loaded.info.modalities
+            }
             run_job(
                 job,
                 loaded,
@@ -691,10 +723,12 @@ def assemble_report(
     whatever order (or rank) the jobs finished in.
     """
     real_features = {
-        spec: classifier.features(
-            load_split(spec, "test", data_dir=data_dir).as_tensors(device)["images"]
+        label: classifier.features(
+            load_split(
+                classifier.source, "test", data_dir=data_dir, classes=classifier.classes
+            ).as_tensors(device)["images"]
         )
-        for spec, classifier in by_source.items()
+        for label, classifier in by_source.items()
     }
     report: dict[str, Any] = {
         "mmgen_version": __version__,
@@ -717,7 +751,7 @@ def assemble_report(
     for info in datasets:
         data = load_dataset(info, config, device)
         test_labels[info.name] = data.test_labels
-        classifiers = {m: by_source[info.sources[m]] for m in info.modalities}
+        classifiers = {m: by_source[info.sources[m].label] for m in info.modalities}
         entry: dict[str, Any] = {
             **info.summary(),
             "num_train": len(data.train["labels"]),
@@ -772,6 +806,3 @@ def assemble_report(
         report["figures"][model_name] = figure
     return report
 
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "dataset"

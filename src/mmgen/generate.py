@@ -293,6 +293,7 @@ def entangled_header(
             checkpoint=absolute(checkpoint.path),
             checkpoint_sha256=checkpoint.sha256,
             image_shape=checkpoint.image_shape,
+            classes=checkpoint.identity.classes,
         )
         for name, checkpoint in zip(modalities, checkpoints, strict=True)
     }
