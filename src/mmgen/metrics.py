@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmgen import rng
 from mmgen.errors import UsageError
 from mmgen.objectives import (
     iw_log_mean_exp,
@@ -59,7 +60,6 @@ from mmgen.objectives import (
     mixture_log_prob,
     multimodal_elbo,
     multimodal_log_likelihood,
-    sample_mixture,
 )
 
 Images = Mapping[str, Tensor]
@@ -126,6 +126,12 @@ def draw_normal(
             "mmgen.rng.stream(seed, 'metric', name, device=device)"
         )
     return torch.randn(tuple(shape), generator=generator, device=generator.device).to(device)
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """One non-negative 62-bit integer from ``generator``: the seed of a derived stream."""
+    draw_normal(generator, (0,), "cpu")  # refuses anything but a torch.Generator
+    return int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
 
 
 def draw_per_point(
@@ -647,15 +653,18 @@ def gaussian_jsd(
 def mixture_kl(
     p: tuple[Tensor, Tensor],
     q: tuple[Tensor, Tensor],
-    generator: torch.Generator | None,
+    generator: torch.Generator,
     num_samples: int = 64,
 ) -> Tensor:
     """Monte-Carlo ``KL(p ‖ q) = E_p[log p − log q]`` between uniform Gaussian mixtures, ``(N,)``.
 
-    ``p`` and ``q`` are components ``(μ, log σ²)``, each ``(K, N, d)`` (``K`` may differ).
+    ``p`` and ``q`` are components ``(μ, log σ²)``, each ``(K, N, d)`` (``K`` may differ). The
+    ``num_samples`` codes of point ``i`` are drawn point by point from ``generator``
+    (:func:`draw_mixture_per_point`), so the value of a point does not depend on how many
+    points follow it (``--test-limit``).
     """
     _require_positive_samples("KL samples", num_samples)
-    z = sample_mixture(*p, num_samples, generator)  # (S, N, d)
+    z = draw_mixture_per_point(generator, *p, num_samples).transpose(0, 1)  # (S, N, d)
     return (mixture_log_prob(z, *p) - mixture_log_prob(z, *q)).mean(0)
 
 
@@ -728,16 +737,20 @@ def posterior_divergences(
             components[s] = (mu.unsqueeze(0), logvar.unsqueeze(0))
         else:
             components[s] = posterior_mixture(model, images, s, batch_size)
+    # One draw of the given stream seeds a stream per pair (keyed by the pair's names): no pair's
+    # draws depend on another pair's, nor on the number of points (each draws point by point).
+    root = int(draw_seed(generator))
     result = {}
     for first, second in itertools.combinations(subsets, 2):
         p, q = components[first], components[second]
+        pair = rng.stream(root, subset_name(first), subset_name(second), device=generator.device)
         if len(p[0]) == len(q[0]) == 1:  # two Gaussians: the closed-form KL
             (mu_p, logvar_p), (mu_q, logvar_q) = (t[0] for t in p), (t[0] for t in q)
             kl = kl_normal(mu_p, logvar_p, mu_q, logvar_q)
-            jsd = gaussian_jsd(mu_p, logvar_p, mu_q, logvar_q, generator, num_samples)
+            jsd = gaussian_jsd(mu_p, logvar_p, mu_q, logvar_q, pair, num_samples)
         else:
-            kl = mixture_kl(p, q, generator, num_samples)
-            jsd = mixture_jsd(p, q, generator, num_samples)
+            kl = mixture_kl(p, q, pair, num_samples)
+            jsd = mixture_jsd(p, q, pair, num_samples)
         result[f"{subset_name(first)}||{subset_name(second)}"] = {
             "kl": float(kl.mean()),
             "jsd": float(jsd.mean()),
