@@ -186,9 +186,16 @@ def load(
     if kinds is not None and kind not in kinds:
         raise UsageError(f"{folder} holds a {kind} model, not {what}; {hint}")
     try:
+        # A config the folder's kind does not accept raises UsageError; any other exception
+        # from a constructor is a bug of mmgen and keeps its traceback.
         model = model_kinds()[kind](config)
+    except UsageError as error:
+        raise UsageError(
+            f"{folder}: its {MODEL_FILE} does not configure a {kind} model ({error})"
+        ) from None
+    try:
         model.load_state_dict(state["state_dict"])
-    except (TypeError, KeyError, ValueError, RuntimeError) as error:
+    except RuntimeError as error:  # torch's "Error(s) in loading state_dict": names or shapes
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UsageError(
             f"{folder} does not rebuild a {kind} model: its config and weights disagree "

@@ -317,6 +317,8 @@ def classifier_from_config(config: dict[str, Any]) -> ImageClassifier:
     """A fresh classifier from its model-folder config: ``num_classes``, ``image_shape`` (absent
     before #10: 1×28×28) and the fields of ``ClassifierConfig``."""
     fields = dict(config)
+    if "num_classes" not in fields:
+        raise UsageError("the classifier's config lacks num_classes")
     num_classes = fields.pop("num_classes")
     image_shape = fields.pop("image_shape", DEFAULT_IMAGE_SHAPE)
     return ImageClassifier(num_classes, from_dict(ClassifierConfig, fields), image_shape)
