@@ -120,7 +120,9 @@ def test_evaluate_end_to_end(tmp_path, tiny_files, fake_data_root) -> None:
     assert models["jmvae"]["coherence"]["cross"] == {}
     assert len(entangled["seeds"]["0"]["tvae"]["history"]) == 2  # two stages, one epoch each
     naive = report["datasets"]["naive"]["models"]["m2vae"]
-    assert naive["latent_recovery"] == "n/a: file has no true z"
+    assert naive["latent_recovery"] is None  # a number's slot holds no string (issue 18, 8)
+    assert naive["notes"] == {"latent_recovery": "file has no true z"}
+    assert m2vae["notes"] == {}
 
     markdown = (out / "report.md").read_text()
     for heading in ("Test ELBO", "Importance-weighted", "Cross coherence", "Joint coherence",

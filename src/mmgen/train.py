@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -170,10 +169,6 @@ def batches(data: Batch, batch_size: int, order: Tensor | None = None) -> Iterab
         else:
             index = order[start : start + batch_size]
             yield {k: v.index_select(0, index) for k, v in data.items()}
-
-
-def num_batches(data: Batch, batch_size: int) -> int:
-    return math.ceil(len(next(iter(data.values()))) / batch_size)
 
 
 def train_epoch(

@@ -141,7 +141,8 @@ class CVAEDecoder(nn.Module):
     in-place ReLUs (no fresh buffer for the largest activation, whose page faults otherwise
     cost as much as the convolution) and, without autograd, the convolutions run on a
     channels-last input (oneDNN's fast path for transposed convolutions; NCHW is far slower on a
-    CPU). Both give the same numbers; training keeps the NCHW layout it was tuned with.
+    CPU). Both give the same numbers; ``train-cvae`` trains channels-last too
+    (``mmgen.cvae_training``).
     """
 
     def __init__(self, config: CVAEConfig) -> None:
