@@ -55,7 +55,7 @@ def test_every_setting_of_a_job_is_in_its_key(tmp_path) -> None:
 
     def key(config: EvaluateConfig) -> str:
         settings = {**config.job_settings(), "device": "cpu"}
-        (job,) = plan_jobs(info, config, settings, classifier_keys)
+        (job,) = plan_jobs(info, config.models, config.seeds, settings, classifier_keys)
         return job.key
 
     base = EvaluateConfig(models=("jmvae",))
