@@ -16,10 +16,11 @@ import torch
 import legacy_folders
 from mmgen import atomic, checkpoint
 from mmgen.atomic import atomic_folder, atomic_path, folder_lock, recover, signals_as_interrupts
-from mmgen.checkpoint import load, load_cvae, model_kinds, save
+from mmgen.checkpoint import load_cvae, save
 from mmgen.classifiers import ClassifierConfig, ImageClassifier
 from mmgen.config import to_dict
 from mmgen.errors import UsageError
+from mmgen.kinds import load, model_kinds
 from mmgen.models.cvae import CVAE, CVAEConfig
 from mmgen.models.registry import MODELS, build_model, load_model
 
@@ -355,12 +356,10 @@ def test_a_bug_in_a_model_constructor_keeps_its_traceback(
     """Issue 18, item 6: not reported as a damaged folder (a UsageError, one line)."""
     config = small_config("cvae")
     save(tmp_path / "m", "cvae", model_kinds()["cvae"](config), config, {"source": {}})
-    kinds = model_kinds()
 
     def broken(_config):
         raise error
 
-    monkeypatch.setattr(checkpoint, "model_kinds", lambda: {**kinds, "cvae": broken})
     with pytest.raises(type(error), match="bug") as raised:
-        load(tmp_path / "m")
+        checkpoint.load(tmp_path / "m", "cpu", {"cvae": broken})
     assert not isinstance(raised.value, UsageError)

@@ -10,9 +10,10 @@ import torch
 import legacy_folders
 from mmgen import cvae_training, rng
 from mmgen.atomic import lock_path
-from mmgen.checkpoint import load, load_cvae, save_checkpoint
+from mmgen.checkpoint import load_cvae, save_checkpoint
 from mmgen.cvae_training import train_cvae
 from mmgen.errors import UsageError
+from mmgen.kinds import load
 from mmgen.models.cvae import CVAE, CVAEConfig, build_cvae
 from mmgen.train import TrainConfig, make_optimizer
 

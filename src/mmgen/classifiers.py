@@ -331,7 +331,9 @@ def _load_cached(
     if not checkpoint.holds_model(folder):
         return None
     try:
-        saved = checkpoint.load(folder, device, kinds=("classifier",), what="a classifier")
+        saved = checkpoint.load(
+            folder, device, kinds={"classifier": classifier_from_config}, what="a classifier"
+        )
     except (OSError, ValueError) as error:  # a damaged entry is rebuilt, not fatal
         log.warning("ignoring the damaged classifier cache %s (%s); retraining", folder, error)
         return None
