@@ -22,7 +22,6 @@ Folders of mmgen's first format (version 1: a per-kind ``config.json`` or ``info
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from mmgen.data.header import SourceIdentity
 from mmgen.device import environment
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig
+from mmgen.shared import file_sha256
 
 FORMAT = "mmgen-model"
 FORMAT_VERSION = 2  # 1: the per-kind layouts of the first mmgen releases (still read)
@@ -65,15 +65,6 @@ class SavedModel:
     sha256: str  # of weights.pt: names the exact weights (datasets record it)
     optimizer: dict[str, Any] | None  # optimiser state of a resumable run, else None
     format_version: int
-
-
-def file_sha256(path: Path | str, block: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def run_record(device: torch.device | str, **fields: Any) -> dict[str, Any]:

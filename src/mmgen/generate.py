@@ -45,10 +45,10 @@ from mmgen.device import environment, resolve_device
 from mmgen.distributed import World
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE
+from mmgen.shared import SPLIT_KEYS
 
 log = logging.getLogger(__name__)
 
-SPLIT_KEYS = {"train": 0, "test": 1}  # the split's place in the random key (seed, split, block)
 NOISE_KEY = 1_000  # offset of the Bernoulli-noise streams from the code stream, per modality
 MIN_ACCEPTANCE = 1e-3  # below this, rejection sampling would take too long: an error instead
 # The decoder always sees the same groups of tuples (rows k·DECODE_ROWS ... of a split): a

@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from mmgen import __version__, rng
-from mmgen.checkpoint import file_sha256
 from mmgen.config import to_dict
 from mmgen.data import h5io
 from mmgen.data.header import SCHEMA_VERSION, DatasetHeader, absolute, check_seed
 from mmgen.device import environment
 from mmgen.errors import UsageError
-from mmgen.shared import SPLIT_KEYS
+from mmgen.shared import SPLIT_KEYS, file_sha256
 
 log = logging.getLogger(__name__)
 
