@@ -19,6 +19,7 @@ from mmgen.data import h5io
 from mmgen.data.sources import SourceData
 from mmgen.generate import GenerateConfig, generate_dataset
 from mmgen.models.registry import build_model, load_model, save_model
+from mmgen.report import assemble as report_assembly
 
 SHAPES = {"mnist": (1, 28, 28), "svhn": (3, 32, 32), "digits": (1, 8, 8)}
 
@@ -215,7 +216,7 @@ def test_evaluate_m2vae_on_a_mixed_shape_file(
     tmp_path: Path, mixed_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(classifiers, "load_split", fake_load_split)
-    monkeypatch.setattr(evaluate, "load_split", fake_load_split)
+    monkeypatch.setattr(report_assembly, "load_split", fake_load_split)
     config = evaluate.EvaluateConfig(
         models=("m2vae",), epochs=1, k=3, prior_samples=20, joint_samples=30, batch_size=16,
         classifier_epochs=1, device="cpu",
