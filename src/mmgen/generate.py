@@ -20,6 +20,10 @@ Randomness is keyed by position: the codes of block ``b`` of split ``s`` (``BLOC
 codes) come from a generator seeded with ``(seed, s, b)``, so the data depend neither on the
 decoding batch size nor on the device's random number generator, and any block can be produced
 on its own. Codes are drawn on the CPU; only decoding runs on the chosen device.
+
+Near 500 lines on purpose: the truncated sampler, the keyed blocks, the decoding pipeline (a
+thread drawing ahead of the decoder) and the writer are one stream whose byte-for-byte output
+the tests pin; split apart, each piece would need the others' chunking rules to stay correct.
 """
 
 from __future__ import annotations
