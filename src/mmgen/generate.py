@@ -49,7 +49,7 @@ from mmgen.device import environment, resolve_device
 from mmgen.distributed import World
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE
-from mmgen.shared import SPLIT_KEYS
+from mmgen.shared import SPLIT_KEYS, to_levels
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def to_storage(images: Tensor, dtype: str) -> np.ndarray:
     Grey images (C = 1) are stored ``(B, H, W)``, others ``(B, C, H, W)`` (``mmgen.data.shapes``).
     """
     if dtype == "uint8":
-        images = torch.round(images * 255.0).to(torch.uint8)
+        images = to_levels(images)
     return to_stored(images.contiguous().cpu().numpy())
 
 

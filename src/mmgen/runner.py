@@ -33,7 +33,7 @@ from mmgen.errors import UsageError
 from mmgen.jobs import Job
 from mmgen.measure import MeasureSettings, evaluate_model
 from mmgen.models.registry import MODELS, build_model, save_model
-from mmgen.shared import file_sha256, safe_name
+from mmgen.shared import file_sha256, safe_name, to_unit
 from mmgen.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def split_tensors(data: SplitData, modalities: Sequence[str], device: torch.devi
     batch = {}
     for m in modalities:
         images = torch.from_numpy(data.images[m]).to(device)  # (N, C, H, W)
-        batch[m] = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        batch[m] = to_unit(images)
     batch["labels"] = torch.from_numpy(data.labels).to(device)
     return batch
 

@@ -1,4 +1,5 @@
-"""Small helpers several modules share, written once: file hashing, safe names, split keys.
+"""Small helpers several modules share, written once: file hashing, safe names, split keys,
+grey levels ↔ [0, 1].
 
 Nothing here knows about models, datasets or commands; every module may import it.
 """
@@ -8,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+
+import torch
+from torch import Tensor
 
 # A split's place in the random key ``(seed, split, ...)`` of generate, shuffle and pair: the
 # train and test draws are independent streams of one seed.
@@ -24,3 +28,13 @@ def safe_name(name: str, fallback: str = "dataset") -> str:
     """``name`` as a file-name fragment: runs of other characters than ``A-Za-z0-9_.-`` become
     one ``-`` (``idx:/a/b`` → ``idx-a-b``); ``fallback`` when nothing is left."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or fallback
+
+
+def to_unit(images: Tensor) -> Tensor:
+    """Stored images as float32 in [0, 1]: uint8 levels ``x / 255``, floats as they are."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+
+def to_levels(images: Tensor) -> Tensor:
+    """Images in [0, 1] as uint8 levels ``round(255·x)`` (the inverse of :func:`to_unit`)."""
+    return torch.round(images * 255.0).to(torch.uint8)
