@@ -268,7 +268,7 @@ def measurement_phase(
             model = build(name, device)
             synchronize(device)
             start = time.perf_counter()
-            evaluate_model(model, train, test, classifiers, config, true_z)
+            evaluate_model(model, train, test, classifiers, config.measure_settings(), true_z)
             synchronize(device)
             took = seconds[f"dataset-{dataset}"][name] = time.perf_counter() - start
             print(f"  {test_tuples} tuples, set {dataset}, {name}: {took:.1f} s", file=sys.stderr)

@@ -22,6 +22,7 @@ from mmgen import metrics, rng
 from mmgen.models.registry import build_model
 from mmgen.objectives import (
     bernoulli_log_likelihood,
+    kl_normal,
     log_normal,
     mixture_log_prob,
     mixture_moments,
@@ -233,3 +234,26 @@ def test_evaluate_runs_the_aggregators(tmp_path, fake_data_root) -> None:
         assert (out / f"latent-{name}.png").stat().st_size > 0
     markdown = (out / "report.md").read_text()
     assert all(f"| {name} |" in markdown for name in AGGREGATORS)
+
+
+def test_mixture_kl_of_a_point_does_not_depend_on_the_points_after_it() -> None:
+    """Issue 18, item 4: per-point draws from a required generator (``--test-limit``)."""
+    gen = torch.Generator().manual_seed(3)
+    mu_p, logvar_p = torch.randn(3, 10, 2, generator=gen), torch.randn(3, 10, 2, generator=gen)
+    mu_q, logvar_q = torch.randn(1, 10, 2, generator=gen), torch.randn(1, 10, 2, generator=gen)
+    ten = metrics.mixture_kl((mu_p, logvar_p), (mu_q, logvar_q), stream("kl"), 50)
+    three = metrics.mixture_kl(
+        (mu_p[:, :3], logvar_p[:, :3]), (mu_q[:, :3], logvar_q[:, :3]), stream("kl"), 50
+    )
+    torch.testing.assert_close(three, ten[:3], rtol=0, atol=0)
+    with pytest.raises(TypeError, match="explicit torch.Generator"):
+        metrics.mixture_kl((mu_p, logvar_p), (mu_q, logvar_q), None, 50)
+
+
+def test_mixture_kl_of_single_components_is_the_closed_form() -> None:
+    mu_p, logvar_p = torch.tensor([[[0.5, -1.0]]]), torch.tensor([[[0.2, -0.4]]])
+    mu_q, logvar_q = torch.tensor([[[0.0, 0.0]]]), torch.tensor([[[0.0, 0.3]]])
+    estimate = metrics.mixture_kl((mu_p, logvar_p), (mu_q, logvar_q), stream("kl"), 40_000)
+    exact = kl_normal(mu_p[0], logvar_p[0], mu_q[0], logvar_q[0])
+    torch.testing.assert_close(estimate, exact, atol=0.02, rtol=0)
+

@@ -16,10 +16,11 @@ import torch
 import legacy_folders
 from mmgen import atomic, checkpoint
 from mmgen.atomic import atomic_folder, atomic_path, folder_lock, recover, signals_as_interrupts
-from mmgen.checkpoint import load, load_cvae, model_kinds, save
+from mmgen.checkpoint import load_cvae, save
 from mmgen.classifiers import ClassifierConfig, ImageClassifier
 from mmgen.config import to_dict
 from mmgen.errors import UsageError
+from mmgen.kinds import load, model_kinds
 from mmgen.models.cvae import CVAE, CVAEConfig
 from mmgen.models.registry import MODELS, build_model, load_model
 
@@ -110,7 +111,8 @@ def test_format_2_cvae_folder_from_before_shapes_loads_as_1x28x28(tmp_path: Path
     config = legacy_folders.cvae_config(model.config)
     save(tmp_path / "m", "cvae", model, config, {"source": {"name": "mnist"}})
     loaded = load_cvae(tmp_path / "m")
-    assert loaded.config == CVAEConfig(latent_dim=3) and loaded.image_shape == (1, 28, 28)
+    assert loaded.config == CVAEConfig(latent_dim=3).resolved()
+    assert loaded.image_shape == (1, 28, 28)
     assert_same_state(model, loaded.model)
 
 
@@ -345,3 +347,19 @@ def test_sigterm_and_sighup_become_interrupts_inside_the_block() -> None:
         with pytest.raises(KeyboardInterrupt, match=sig.name), signals_as_interrupts():
             os.kill(os.getpid(), sig)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("error", [TypeError("bug"), KeyError("bug"), RuntimeError("bug")])
+def test_a_bug_in_a_model_constructor_keeps_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """Issue 18, item 6: not reported as a damaged folder (a UsageError, one line)."""
+    config = small_config("cvae")
+    save(tmp_path / "m", "cvae", model_kinds()["cvae"](config), config, {"source": {}})
+
+    def broken(_config):
+        raise error
+
+    with pytest.raises(type(error), match="bug") as raised:
+        checkpoint.load(tmp_path / "m", "cpu", {"cvae": broken})
+    assert not isinstance(raised.value, UsageError)

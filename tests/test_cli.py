@@ -21,11 +21,13 @@ import mmgen.cli.train
 from conftest import assert_one_line_error
 from mmgen.cli import app
 from mmgen.cli.common import honours_deterministic
+from mmgen.errors import UsageError
 from mmgen.evaluate import EvaluateConfig
 from mmgen.generate import GenerateConfig
 from mmgen.models.cvae import CVAEConfig
 from mmgen.models.registry import MODELS
-from mmgen.shuffle import MixConfig, PairConfig
+from mmgen.pair import PairConfig
+from mmgen.shuffle import MixConfig
 from mmgen.train import TrainConfig
 from test_evaluate import write_mmgen_file
 
@@ -113,7 +115,7 @@ def test_a_bug_keeps_its_traceback_with_verbose(dataset, tmp_path) -> None:
 
 def test_a_user_error_is_one_line_on_stderr(tmp_path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mmgen", "evaluate", str(tmp_path / "nope.h5"), "--out", "o", "-v"],
+        [sys.executable, "-m", "mmgen", "evaluate", str(tmp_path / "nope.h5"), "--out", "o"],
         env=ENV,
         capture_output=True,
         text=True,
@@ -122,6 +124,16 @@ def test_a_user_error_is_one_line_on_stderr(tmp_path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "nope.h5" in lines[0]
+    # -v adds the traceback above the same last line (issue 18, item 6).
+    verbose = subprocess.run(
+        [sys.executable, "-m", "mmgen", "evaluate", str(tmp_path / "nope.h5"), "--out", "o", "-v"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+    assert verbose.stderr.strip().splitlines()[-1] == lines[0]
 
 
 def test_ctrl_c_while_importing_is_one_line_and_exit_130() -> None:
@@ -217,7 +229,7 @@ def test_deterministic_reaches_generate_and_train(monkeypatch, command, module, 
 
     def fake(*a, **k):
         seen.append(torch.are_deterministic_algorithms_enabled())
-        raise OSError("stop here")  # a user error: the command ends with one line
+        raise UsageError("stop here")  # a user error: the command ends with one line
 
     monkeypatch.setattr(module, function, fake)
     assert_one_line_error(invoke(command, *args, "--deterministic"), "stop here")
@@ -266,3 +278,36 @@ def test_honours_deterministic_needs_the_option() -> None:
 
     with pytest.raises(TypeError, match="no `deterministic` option"):
         honours_deterministic(command)
+
+
+def test_an_hdf5_internal_error_keeps_its_traceback_and_v_shows_one(tmp_path, monkeypatch) -> None:
+    """Issue 18, item 6: a plain OSError without errno (HDF5's internals, a bug) is not a user
+    mistake; a user mistake is one line, and with -v also its traceback."""
+    from mmgen.cli import evaluate as evaluate_cli
+
+    data = tmp_path / "e.h5"
+    data.write_bytes(b"")
+
+    def internal(*args, **kwargs):
+        raise OSError("Can't read data (inflate() failed)")
+
+    monkeypatch.setattr(evaluate_cli, "evaluate_datasets", internal)
+    result = runner.invoke(app, ["evaluate", str(data), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and isinstance(result.exception, OSError), result.output
+
+    def mistake(*args, **kwargs):
+        raise UsageError("a user mistake")
+
+    monkeypatch.setattr(evaluate_cli, "evaluate_datasets", mistake)
+    quiet = runner.invoke(app, ["evaluate", str(data), "--out", str(tmp_path / "r")])
+    assert quiet.exit_code == 2 and "Traceback" not in quiet.output
+    loud = runner.invoke(app, ["evaluate", str(data), "--out", str(tmp_path / "r"), "-v"])
+    assert loud.exit_code == 2 and "Traceback" in loud.output and "a user mistake" in loud.output
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "x.h5")
+
+    monkeypatch.setattr(evaluate_cli, "evaluate_datasets", missing)
+    assert_one_line_error(
+        runner.invoke(app, ["evaluate", str(data), "--out", str(tmp_path / "r")]), "x.h5"
+    )

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 import legacy_folders
-from mmgen import cvae_training
+from mmgen import cvae_training, rng
 from mmgen.atomic import lock_path
-from mmgen.checkpoint import load, load_cvae, save_checkpoint
+from mmgen.checkpoint import load_cvae, save_checkpoint
 from mmgen.cvae_training import train_cvae
 from mmgen.errors import UsageError
-from mmgen.models.cvae import CVAE, CVAEConfig
+from mmgen.kinds import load
+from mmgen.models.cvae import CVAE, CVAEConfig, build_cvae
 from mmgen.train import TrainConfig, make_optimizer
 
 
@@ -261,3 +262,16 @@ def test_real_mnist_slice_learns(tmp_path, real_data_dir) -> None:
     # An untrained decoder scores about 543 nats per image; a learnt one far less.
     assert history[-1]["test_reconstruction"] < 230
     assert history[-1]["test_loss"] < history[0]["train_loss"]
+
+
+def test_the_library_s_default_beta_is_the_command_s(tmp_path, fake_data_root) -> None:
+    """One β default, 4·C·H·W/784, whether the CVAE is built, trained by the library or by
+    ``mmgen train-cvae`` (issue 18, item 3): 8×8 digits get 4·64/784, not 4."""
+    assert build_cvae(CVAEConfig(), rng.stream(0, "init")).config.beta == 4.0
+    small = CVAEConfig(num_classes=10, image_shape=(1, 8, 8))
+    assert build_cvae(small, rng.stream(0, "init")).config.beta == pytest.approx(4 * 64 / 784)
+    assert CVAEConfig(beta=1.5).resolved().beta == 1.5
+    library = train_cvae(tmp_path / "lib", "digits", train_config=quick(epochs=1), limit=40)
+    assert library.config.beta == pytest.approx(4 * 64 / 784)
+    colour = CVAEConfig(image_shape=(3, 32, 32)).resolved()
+    assert colour.beta == pytest.approx(4 * 3 * 32 * 32 / 784)

@@ -14,6 +14,7 @@ from conftest import assert_one_line_error, fake_images
 from mmgen.cli import app
 from mmgen.config import from_dict, to_dict
 from mmgen.data.h5io import FORMAT, SCHEMA_VERSION, encode_attrs
+from mmgen.data.header import SourceIdentity
 from mmgen.evaluate import EvaluateConfig, inspect_datasets
 from mmgen.probes import K_GRID
 from mmgen.report import letter_key
@@ -119,7 +120,9 @@ def test_evaluate_end_to_end(tmp_path, tiny_files, fake_data_root) -> None:
     assert models["jmvae"]["coherence"]["cross"] == {}
     assert len(entangled["seeds"]["0"]["tvae"]["history"]) == 2  # two stages, one epoch each
     naive = report["datasets"]["naive"]["models"]["m2vae"]
-    assert naive["latent_recovery"] == "n/a: file has no true z"
+    assert naive["latent_recovery"] is None  # a number's slot holds no string (issue 18, 8)
+    assert naive["notes"] == {"latent_recovery": "file has no true z"}
+    assert m2vae["notes"] == {}
 
     markdown = (out / "report.md").read_text()
     for heading in ("Test ELBO", "Importance-weighted", "Cross coherence", "Joint coherence",
@@ -219,7 +222,10 @@ def test_inspect_datasets_names_files_uniquely(tmp_path) -> None:
     infos = inspect_datasets([first, second])
     assert [i.name for i in infos] == ["set", "set-2"]
     assert infos[1].kind == "mixed"
-    assert infos[0].sources == {"mnist": "mnist", "fashion": "fashion-mnist"}
+    assert infos[0].sources == {
+        "mnist": SourceIdentity("mnist"),
+        "fashion": SourceIdentity("fashion-mnist"),
+    }
     assert infos[0].has_latent
 
 

@@ -74,7 +74,7 @@ def test_written_file_reads_back(tmp_path: Path) -> None:
     np.testing.assert_array_equal(data.z[:, 1], -np.arange(2500, dtype=np.float32))
     assert h5io.read_header(path) == header()
     decoded = h5io.read_attrs(path)
-    assert decoded["format"] == "mmgen" and decoded["schema_version"] == h5io.SCHEMA_VERSION == 2
+    assert decoded["format"] == "mmgen" and decoded["schema_version"] == h5io.SCHEMA_VERSION == 3
     assert decoded["has_latent"] is True and decoded["environment"] == {"device": "cpu"}
     with h5py.File(path, "r") as handle:
         assert handle["train"].attrs["size"] == 2500

@@ -271,3 +271,10 @@ def test_progress_counts_all_jobs_and_names_the_current_one(tmp_path, setup) -> 
         (2, 2, "report"),
         (2, 2, "done"),
     ]
+
+
+def test_a_missing_file_named_like_a_number_is_a_missing_file(tmp_path) -> None:
+    """Issue 18, item 9: ``evaluate a.h5 3 --seeds 0`` does not run seed 3."""
+    data = write_mmgen_file(tmp_path / "e.h5")
+    result = invoke("evaluate", data, "3", "--seeds", "0", "--out", tmp_path / "out")
+    assert_one_line_error(result, "3 does not exist")

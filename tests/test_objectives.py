@@ -25,6 +25,7 @@ from mmgen.objectives import (
     multimodal_log_likelihood,
     nonempty_subsets,
     penalized_elbo,
+    product_of_experts,
     reparameterize,
 )
 
@@ -181,3 +182,20 @@ def test_m2vae_objective_two_modalities_matches_the_paper(rng: torch.Generator) 
 def test_m2vae_weights_reject_repeated_names() -> None:
     with pytest.raises(ValueError, match="distinct"):
         m2vae_subset_weights(("a", "a"))
+
+
+@pytest.mark.parametrize("extreme", [-200.0, -100.0, -89.0, 60.0, 200.0])
+def test_product_of_experts_is_finite_and_exact_at_extreme_log_variances(extreme) -> None:
+    """Issue 18, item 5: one expert at log σ² = ``extreme`` (float32's exp overflows below
+    −88), the other ordinary; the product against the closed form in float64 log space."""
+    mu = torch.tensor([[[1.5, -2.0]], [[0.5, 3.0]]])  # (E=2, B=1, d=2)
+    logvar = torch.tensor([[[extreme, extreme]], [[0.3, -1.2]]])
+    mean, log_var = product_of_experts(mu, logvar)
+    assert torch.isfinite(mean).all() and torch.isfinite(log_var).all()
+    lv = logvar.double()
+    log_t = torch.logsumexp(torch.cat([torch.zeros(1, 1, 2, dtype=torch.float64), -lv]), 0)
+    expected_mean = (mu.double() * torch.exp(-lv - log_t)).sum(0)
+    torch.testing.assert_close(mean.double(), expected_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(log_var.double(), -log_t, rtol=1e-5, atol=1e-6)
+    if extreme < 0:  # a near-certain expert dictates the product
+        torch.testing.assert_close(mean, mu[0, 0:1], rtol=1e-5, atol=1e-6)

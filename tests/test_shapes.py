@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from conftest import make_checkpoint
-from mmgen import classifiers, evaluate, inspect, shuffle
+from mmgen import classifiers, evaluate, inspect, pair, shuffle
 from mmgen.checkpoint import load_cvae
 from mmgen.data import h5io
 from mmgen.data.sources import SourceData
 from mmgen.generate import GenerateConfig, generate_dataset
 from mmgen.models.registry import build_model, load_model, save_model
+from mmgen.report import assemble as report_assembly
 
 SHAPES = {"mnist": (1, 28, 28), "svhn": (3, 32, 32), "digits": (1, 8, 8)}
 
@@ -147,10 +148,10 @@ def fake_load_split(spec: str, split: str, **_: object) -> SourceData:
 def test_pair_pairs_real_images_of_different_shapes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shuffle, "load_split", fake_load_split)
-    monkeypatch.setattr(shuffle, "get_source", SHAPES.__getitem__)  # the sources' names
-    config = shuffle.PairConfig(sources=tuple(SHAPES), seed=1)
-    out = shuffle.pair_sources(tmp_path / "naive.h5", config)
+    monkeypatch.setattr(pair, "load_split", fake_load_split)
+    monkeypatch.setattr(pair, "get_source", SHAPES.__getitem__)  # the sources' names
+    config = pair.PairConfig(sources=tuple(SHAPES), seed=1)
+    out = pair.pair_sources(tmp_path / "naive.h5", config)
     assert h5io.read_header(out).image_shapes == SHAPES
     data = h5io.read_split(out, "train")
     with h5py.File(out, "r") as handle:
@@ -215,7 +216,7 @@ def test_evaluate_m2vae_on_a_mixed_shape_file(
     tmp_path: Path, mixed_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(classifiers, "load_split", fake_load_split)
-    monkeypatch.setattr(evaluate, "load_split", fake_load_split)
+    monkeypatch.setattr(report_assembly, "load_split", fake_load_split)
     config = evaluate.EvaluateConfig(
         models=("m2vae",), epochs=1, k=3, prior_samples=20, joint_samples=30, batch_size=16,
         classifier_epochs=1, device="cpu",

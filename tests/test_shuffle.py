@@ -14,14 +14,8 @@ from mmgen import rng
 from mmgen.data import h5io
 from mmgen.data.sources import load_split
 from mmgen.generate import GenerateConfig, generate_dataset
-from mmgen.shuffle import (
-    MixConfig,
-    PairConfig,
-    class_permutation,
-    mix_modality,
-    pair_indices,
-    pair_sources,
-)
+from mmgen.pair import PairConfig, pair_indices, pair_sources
+from mmgen.shuffle import MixConfig, class_permutation, mix_modality
 
 
 @pytest.fixture
@@ -172,7 +166,7 @@ def test_pair_refuses_sources_with_different_classes(tmp_path: Path, fake_data_r
 
 
 def test_pair_names_an_unknown_source_before_searching_for_files() -> None:
-    from mmgen.shuffle import PairConfig
+    from mmgen.pair import PairConfig
 
     with pytest.raises(ValueError, match="unknown source 'svhm'"):
         PairConfig(sources=("mnist", "svhm"))

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from mmgen.report import _table, render_verdict, verdict_key
+from mmgen.report import render_verdict, verdict_key
+from mmgen.report.markdown import _table
 from mmgen.verdict import (
     FAMILIES,
     NO_INTERVAL,

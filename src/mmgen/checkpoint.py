@@ -10,9 +10,11 @@ A model folder (format version 2; docs/format.md, "Model folders") holds:
                   curves.png
 
 The kinds are ``"cvae"`` (Korthals et al., Table 2), the multi-modal VAEs of
-``mmgen.models.registry.MODELS`` and ``"classifier"``; ``model_kinds()`` maps each to the function
-that rebuilds it from its config. A folder is written as one unit (``mmgen.atomic``): a kill at
-any instant leaves the previous or the next complete folder, never a mix of the two.
+``mmgen.models.registry.MODELS`` and ``"classifier"``. This module is the format only: a caller of
+``load`` passes the kinds it accepts, each with the function that rebuilds it from its config
+(``mmgen.kinds.model_kinds()`` holds them all). A folder is written as one unit
+(``mmgen.atomic``): a kill at any instant leaves the previous or the next complete folder, never
+a mix of the two.
 
 Folders of mmgen's first format (version 1: a per-kind ``config.json`` or ``info.json`` beside a
 ``weights.pt`` holding the config) still load.
@@ -20,10 +22,8 @@ Folders of mmgen's first format (version 1: a per-kind ``config.json`` or ``info
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,13 @@ from torch import Tensor, nn
 
 from mmgen import __version__
 from mmgen.atomic import atomic_folder
-from mmgen.config import from_dict, load_json, save_json, to_dict
+from mmgen.config import load_json, save_json, to_dict
+from mmgen.data.header import SourceIdentity
 from mmgen.device import environment
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig
 from mmgen.resources import check_saved_weights
+from mmgen.shared import file_sha256
 
 FORMAT = "mmgen-model"
 FORMAT_VERSION = 2  # 1: the per-kind layouts of the first mmgen releases (still read)
@@ -49,49 +51,21 @@ LEGACY_INFO_FILE = "info.json"  # version 1: classifier cache folders
 CVAE_HINT = "make one with mmgen train-cvae --out FOLDER"
 
 
-@functools.cache
-def model_kinds() -> dict[str, Callable[[dict[str, Any]], nn.Module]]:
-    """Every kind of model folder → the function that builds a fresh model from its config.
-
-    Imported on first use: the model modules themselves save through this module.
-    """
-    from mmgen.classifiers import classifier_from_config
-    from mmgen.models.registry import MODELS
-
-    kinds: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
-        "cvae": lambda config: CVAE(CVAEConfig.from_dict(config)),
-        "classifier": classifier_from_config,
-    }
-    for name, (config_class, model_class) in MODELS.items():
-        kinds[name] = functools.partial(_build, config_class, model_class)
-    return kinds
-
-
-def _build(config_class: type, model_class: type[nn.Module], config: dict[str, Any]) -> nn.Module:
-    return model_class(from_dict(config_class, config))
+Builder = Callable[[dict[str, Any]], nn.Module]  # a kind's config → a fresh model
 
 
 @dataclass
 class SavedModel:
     """A model read back from its folder, with everything that identifies it."""
 
-    kind: str  # a key of model_kinds()
+    kind: str  # a kind of mmgen.kinds.model_kinds()
     model: nn.Module  # in eval mode, on the device asked for
-    config: dict[str, Any]  # rebuilds the model through model_kinds()[kind]
+    config: dict[str, Any]  # rebuilds the model through its kind's Builder
     run: dict[str, Any]  # the run record: what trained it, epochs done, device, versions
     path: Path
     sha256: str  # of weights.pt: names the exact weights (datasets record it)
     optimizer: dict[str, Any] | None  # optimiser state of a resumable run, else None
     format_version: int
-
-
-def file_sha256(path: Path | str, block: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def run_record(device: torch.device | str, **fields: Any) -> dict[str, Any]:
@@ -112,9 +86,9 @@ def save(
 
     Args:
         folder: the model folder.
-        kind: a key of ``model_kinds()``.
+        kind: a kind of ``mmgen.kinds.model_kinds()``.
         model: the model; its state dict is stored on the CPU.
-        config: the config that rebuilds it (``model_kinds()[kind](config)``).
+        config: the config that rebuilds it (its kind's ``Builder``).
         run: the run record (``run_record``); the mmgen and torch versions are added.
         optimizer: stored too when given, so that the run can be resumed.
         write_files: writes the kind's other files into the folder being built.
@@ -122,8 +96,8 @@ def save(
     Returns:
         ``folder``.
     """
-    if kind not in model_kinds():
-        raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(model_kinds())}")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"a model folder needs a kind (a non-empty name), got {kind!r}")
     folder = Path(folder)
     state: dict[str, Any] = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -161,8 +135,8 @@ def write_weights(state: dict[str, Any], path: Path) -> None:
 
 def load(
     folder: Path | str,
-    device: str | torch.device = "cpu",
-    kinds: Sequence[str] | None = None,
+    device: str | torch.device,
+    kinds: Mapping[str, Builder],
     what: str = "an mmgen model folder",
     hint: str = "save one with mmgen.checkpoint.save",
 ) -> SavedModel:
@@ -171,7 +145,8 @@ def load(
     Args:
         folder: the model folder.
         device: where to put the model.
-        kinds: the kinds the caller accepts (default: every kind).
+        kinds: the kinds the caller accepts, each with its ``Builder`` (every kind:
+            ``mmgen.kinds.load``).
         what: what the folder should be, for error messages.
         hint: how to make one, for error messages.
 
@@ -183,13 +158,20 @@ def load(
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist (expected {what}); {hint}")
     kind, config, run, state, version = read_folder(folder, what, hint)
-    if kinds is not None and kind not in kinds:
+    if kind not in kinds:
         raise UsageError(f"{folder} holds a {kind} model, not {what}; {hint}")
-    check_saved_weights(folder, lambda: model_kinds()[kind](config), state["state_dict"])
+    check_saved_weights(folder, lambda: kinds[kind](config), state["state_dict"])
     try:
-        model = model_kinds()[kind](config)
+        # A config the folder's kind does not accept raises UsageError; any other exception
+        # from a constructor is a bug of mmgen and keeps its traceback.
+        model = kinds[kind](config)
+    except UsageError as error:
+        raise UsageError(
+            f"{folder}: its {MODEL_FILE} does not configure a {kind} model ({error})"
+        ) from None
+    try:
         model.load_state_dict(state["state_dict"])
-    except (TypeError, KeyError, ValueError, RuntimeError) as error:
+    except RuntimeError as error:  # torch's "Error(s) in loading state_dict": names or shapes
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UsageError(
             f"{folder} does not rebuild a {kind} model: its config and weights disagree "
@@ -262,11 +244,8 @@ def read_folder(
                 f"record ({{...}}) but holds {record[wrong[0]]!r}; it was edited: restore it "
                 "or train again"
             )
-        if record["kind"] not in model_kinds():
-            raise UsageError(
-                f"{folder} holds an unknown model kind {record['kind']!r}; this mmgen knows "
-                f"{sorted(model_kinds())}"
-            )
+        if not isinstance(record["kind"], str):
+            raise UsageError(f"{folder / MODEL_FILE} names no model kind; {hint}")
         if not (folder / WEIGHTS_FILE).is_file():
             raise UsageError(f"{folder} has {MODEL_FILE} but no {WEIGHTS_FILE}; {hint}")
         state = read_weights(folder / WEIGHTS_FILE, what, hint)
@@ -350,6 +329,13 @@ class CVAECheckpoint:
         return self.metadata["source"]
 
     @property
+    def identity(self) -> SourceIdentity:
+        """The source spec and its ``--classes`` selection (``None``: every class)."""
+        classes = self.source.get("classes")
+        classes = None if classes is None else tuple(classes)
+        return SourceIdentity(str(self.source.get("name", "")), classes)
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of the images the CVAE decodes (1×28×28 for checkpoints before #10)."""
         return self.config.image_shape
@@ -395,6 +381,11 @@ def save_checkpoint(
     save(folder, "cvae", model, to_dict(model.config), metadata, optimizer, write)
 
 
+def build_cvae_model(config: dict[str, Any]) -> CVAE:
+    """A fresh CVAE from its model-folder config (the ``"cvae"`` kind's ``Builder``)."""
+    return CVAE(CVAEConfig.from_dict(config))
+
+
 def load_cvae(folder: Path | str, device: str | torch.device = "cpu") -> CVAECheckpoint:
     """Load a trained CVAE from its folder (either format), ready to decode.
 
@@ -402,7 +393,9 @@ def load_cvae(folder: Path | str, device: str | torch.device = "cpu") -> CVAEChe
         >>> cvae = load_cvae("runs/cvae-mnist")
         >>> images = cvae.decode(torch.zeros(10, 2), torch.arange(10))  # (10, 1, 28, 28)
     """
-    saved = load(folder, device, kinds=("cvae",), what="a CVAE checkpoint", hint=CVAE_HINT)
+    saved = load(
+        folder, device, kinds={"cvae": build_cvae_model}, what="a CVAE checkpoint", hint=CVAE_HINT
+    )
     if "source" not in saved.run:
         raise UsageError(f"{folder}'s run record has no 'source': not a CVAE checkpoint of mmgen")
     source = saved.run["source"]

@@ -27,8 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +39,13 @@ from torch import Tensor, nn
 from mmgen import checkpoint, rng
 from mmgen.checkpoint import run_record
 from mmgen.config import from_dict, require_positive, to_dict
+from mmgen.data.header import SourceIdentity
 from mmgen.data.shapes import DEFAULT_IMAGE_SHAPE, ImageShape, check_image_shape, describe
 from mmgen.data.sources import SourceData, cache_dir, load_split
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.nn import build
+from mmgen.shared import safe_name
 from mmgen.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,16 @@ class TrainedClassifier:
     info: dict[str, Any]  # the run record: key, identity, config, history, versions
     path: Path  # cache folder
     loaded: bool  # True when read from the cache, False when trained now
+    classes: tuple[int, ...] | None = None  # --classes: the source classes it tells apart
+
+    @property
+    def identity(self) -> SourceIdentity:
+        """The source and class selection this classifier judges."""
+        return SourceIdentity(self.source, self.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
     @property
     def device(self) -> torch.device:
@@ -168,8 +179,12 @@ class TrainedClassifier:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready record for a report: accuracy, cache folder, source files, config."""
+        record: dict[str, Any] = {"source": self.source}
+        if self.classes is not None:
+            record["classes"] = list(self.classes)
+            record["class_names"] = list(self.class_names)
         return {
-            "source": self.source,
+            **record,
             "test_accuracy": self.test_accuracy,
             "cache": str(self.path),
             "loaded_from_cache": self.loaded,
@@ -184,14 +199,18 @@ def classifier_cache_dir(folder: Path | str | None = None) -> Path:
 
 
 def cache_key(train: SourceData, test: SourceData, config: ClassifierConfig) -> str:
-    """SHA-256 of the source files' checksums, the config and the architecture version."""
-    record = {
+    """SHA-256 of the source files' checksums, the class selection (only when ``--classes``
+    chose one: the keys of every-class caches stay as they were), the config and the
+    architecture version."""
+    record: dict[str, Any] = {
         "files": {**train.files, **test.files},
         "num_train": len(train.labels),
         "num_test": len(test.labels),
         "config": to_dict(config),
         "architecture": ARCHITECTURE_VERSION,
     }
+    if train.classes is not None:
+        record["classes"] = list(train.classes)
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
@@ -231,6 +250,7 @@ def load_or_train_classifier(
     config: ClassifierConfig | None = None,
     device: str | torch.device = "auto",
     on_step: Callable[[dict[str, float]], None] | None = None,
+    classes: Sequence[int] | None = None,
 ) -> TrainedClassifier:
     """The classifier of ``source``: loaded from the cache when its key matches, else trained.
 
@@ -241,22 +261,27 @@ def load_or_train_classifier(
         config: training settings (part of the cache key).
         device: ``auto``, ``cpu``, ``cuda`` or a ``torch.device``.
         on_step: progress callback after every training step.
+        classes: the source's class indices a dataset uses, in its label order (a header's
+            ``classes``, ``--classes``): the classifier tells these apart, label k being the
+            source's class ``classes[k]``. ``None``: every class.
 
     Raises:
         FileNotFoundError: the source's files were not found (the message says where to put them).
     """
     config = config or ClassifierConfig()
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
-    train = load_split(source, "train", data_dir=data_dir)
-    test = load_split(source, "test", data_dir=data_dir)
+    classes = None if classes is None else tuple(int(k) for k in classes)
+    train = load_split(source, "train", data_dir=data_dir, classes=classes)
+    test = load_split(source, "test", data_dir=data_dir, classes=classes)
     key = cache_key(train, test, config)
-    folder = classifier_cache_dir(cache) / f"{_safe_name(train.name)}-{key[:16]}"
+    label = SourceIdentity(train.name, classes).label
+    folder = classifier_cache_dir(cache) / f"{safe_name(label, 'source')}-{key[:16]}"
     loaded = _load_cached(folder, key, train.num_classes, torch_device)
     if loaded is not None:
         model, info = loaded
         log.info("loaded the %s classifier from %s", source, folder)
         return TrainedClassifier(
-            model, source, train.class_names, info["test_accuracy"], info, folder, loaded=True
+            model, source, train.class_names, info["test_accuracy"], info, folder, True, classes
         )
 
     log.info("training the %s classifier (%d epochs)", source, config.epochs)
@@ -284,19 +309,16 @@ def load_or_train_classifier(
         "%s classifier: test accuracy %.4f, cached in %s", source, info["test_accuracy"], folder
     )
     return TrainedClassifier(
-        model, source, train.class_names, info["test_accuracy"], info, folder, loaded=False
+        model, source, train.class_names, info["test_accuracy"], info, folder, False, classes
     )
-
-
-def _safe_name(name: str) -> str:
-    """A source spec as a folder-name fragment (``idx:/a/b`` → ``idx-a-b``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "source"
 
 
 def classifier_from_config(config: dict[str, Any]) -> ImageClassifier:
     """A fresh classifier from its model-folder config: ``num_classes``, ``image_shape`` (absent
     before #10: 1×28×28) and the fields of ``ClassifierConfig``."""
     fields = dict(config)
+    if "num_classes" not in fields:
+        raise UsageError("the classifier's config lacks num_classes")
     num_classes = fields.pop("num_classes")
     image_shape = fields.pop("image_shape", DEFAULT_IMAGE_SHAPE)
     return ImageClassifier(num_classes, from_dict(ClassifierConfig, fields), image_shape)
@@ -309,7 +331,9 @@ def _load_cached(
     if not checkpoint.holds_model(folder):
         return None
     try:
-        saved = checkpoint.load(folder, device, kinds=("classifier",), what="a classifier")
+        saved = checkpoint.load(
+            folder, device, kinds={"classifier": classifier_from_config}, what="a classifier"
+        )
     except (OSError, ValueError) as error:  # a damaged entry is rebuilt, not fatal
         log.warning("ignoring the damaged classifier cache %s (%s); retraining", folder, error)
         return None

@@ -38,7 +38,7 @@ from mmgen.data.shapes import describe
 from mmgen.data.sources import SourceData, load_split
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
-from mmgen.models.cvae import CVAE, CVAEConfig, build_cvae, default_beta
+from mmgen.models.cvae import CVAE, CVAEConfig, build_cvae
 from mmgen.resources import cvae_training_bytes, require_memory
 from mmgen.train import TrainConfig, fit, make_optimizer
 
@@ -178,8 +178,7 @@ def _train(
         model_config,
         num_classes=train_data.num_classes,
         image_shape=shape,
-        beta=default_beta(shape) if model_config.beta is None else model_config.beta,
-    )
+    ).resolved()
     source_record = {
         **train_data.identity(),
         "name_spec": source,
@@ -318,9 +317,10 @@ def refuse_changes(
         "limit": (limit, saved.get("limit")),
         "device": (str(device), saved.get("device")),
     }
-    requested_model = to_dict(model_config)
-    if model_config.beta is None:  # the default for the saved run's images
-        requested_model["beta"] = default_beta(previous.config.image_shape)
+    # β unset: the default for the saved run's images.
+    requested_model = to_dict(
+        replace(model_config, image_shape=previous.config.image_shape).resolved()
+    )
     for name, value in to_dict(previous.config).items():
         if name not in ("num_classes", "image_shape"):  # from the source, compared through it
             pairs[name] = (requested_model[name], value)

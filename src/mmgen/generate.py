@@ -20,6 +20,10 @@ Randomness is keyed by position: the codes of block ``b`` of split ``s`` (``BLOC
 codes) come from a generator seeded with ``(seed, s, b)``, so the data depend neither on the
 decoding batch size nor on the device's random number generator, and any block can be produced
 on its own. Codes are drawn on the CPU; only decoding runs on the chosen device.
+
+Near 500 lines on purpose: the truncated sampler, the keyed blocks, the decoding pipeline (a
+thread drawing ahead of the decoder) and the writer are one stream whose byte-for-byte output
+the tests pin; split apart, each piece would need the others' chunking rules to stay correct.
 """
 
 from __future__ import annotations
@@ -46,10 +50,10 @@ from mmgen.device import environment, resolve_device
 from mmgen.distributed import World
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE
+from mmgen.shared import SPLIT_KEYS, to_levels
 
 log = logging.getLogger(__name__)
 
-SPLIT_KEYS = {"train": 0, "test": 1}  # the split's place in the random key (seed, split, block)
 NOISE_KEY = 1_000  # offset of the Bernoulli-noise streams from the code stream, per modality
 MIN_ACCEPTANCE = 1e-3  # below this, rejection sampling would take too long: an error instead
 # The decoder always sees the same groups of tuples (rows k·DECODE_ROWS ... of a split): a
@@ -256,7 +260,7 @@ def to_storage(images: Tensor, dtype: str) -> np.ndarray:
     Grey images (C = 1) are stored ``(B, H, W)``, others ``(B, C, H, W)`` (``mmgen.data.shapes``).
     """
     if dtype == "uint8":
-        images = torch.round(images * 255.0).to(torch.uint8)
+        images = to_levels(images)
     return to_stored(images.contiguous().cpu().numpy())
 
 
@@ -318,6 +322,7 @@ def entangled_header(
             checkpoint=absolute(checkpoint.path),
             checkpoint_sha256=checkpoint.sha256,
             image_shape=checkpoint.image_shape,
+            classes=checkpoint.identity.classes,
         )
         for name, checkpoint in zip(modalities, checkpoints, strict=True)
     }

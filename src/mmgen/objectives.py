@@ -261,6 +261,10 @@ def product_of_experts(mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
 
     per latent dimension (the prior contributes precision 1 and mean 0).
 
+    Computed in log-precision: ``log T = logsumexp(0, −log σ_1², …)`` and the weights
+    ``σ_m⁻²/T = exp(−log σ_m² − log T)`` lie in [0, 1], so no ``exp(−log σ²)`` overflows
+    (float32 does at ``log σ² < −88``, which left a NaN mean) or underflows to a lost expert.
+
     Args:
         mu: ``(E, B, d)`` means of the ``E`` experts of ``S``.
         logvar: ``(E, B, d)`` their log-variances.
@@ -268,9 +272,10 @@ def product_of_experts(mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``(μ, log σ²)`` of the product, each ``(B, d)``.
     """
-    precision = 1.0 + torch.exp(-logvar).sum(0)  # (B, d): the prior's 1 plus each expert's
-    mean = (mu * torch.exp(-logvar)).sum(0) / precision
-    return mean, -torch.log(precision)
+    prior = torch.zeros_like(logvar[:1])  # the prior expert's log-precision, log 1
+    log_precision = torch.logsumexp(torch.cat([prior, -logvar]), dim=0)  # (B, d): log T
+    mean = (mu * torch.exp(-logvar - log_precision)).sum(0)
+    return mean, -log_precision
 
 
 def mixture_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:

@@ -174,10 +174,6 @@ def batches(data: Batch, batch_size: int, order: Tensor | None = None) -> Iterab
             yield {k: v.index_select(0, index) for k, v in data.items()}
 
 
-def num_batches(data: Batch, batch_size: int) -> int:
-    return math.ceil(len(next(iter(data.values()))) / batch_size)
-
-
 def train_epoch(
     model: nn.Module,
     data: Batch,

@@ -126,7 +126,7 @@ def paired_summary(differences: Sequence[float], higher_is_better: bool) -> dict
 def family_values(figures: Mapping[str, Any], family: Family) -> dict[str, float]:
     """The numeric figures of ``family`` in one job's figures, by key (``""``: a single value).
 
-    Explanations such as ``"n/a: file has no true z"`` and missing entries give no values;
+    ``None`` (a figure not computed; its ``notes`` say why) and missing entries give no values;
     nested records are flattened to ``outer/inner`` keys so that any depth of figure works.
     """
     value: Any = figures
@@ -207,8 +207,8 @@ def summarise_seeds(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any
     """Mean and standard deviation over seeds of figure trees of one shape.
 
     Numbers become their mean and their sample sd (n − 1 degrees of freedom; ``None`` for one
-    seed); records recurse; anything else (an explanation such as ``"n/a: file has no true z"``,
-    a list of encoder names) is kept when every seed agrees on it. Keys missing from a seed are
+    seed); records recurse; anything else (``None`` for a figure not computed, a note, a list of
+    encoder names) is kept when every seed agrees on it. Keys missing from a seed are
     left out.
 
     Returns:

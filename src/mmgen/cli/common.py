@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import traceback
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -55,9 +56,20 @@ app = typer.Typer(
 
 # Mistakes a user can make (the library raises ``UsageError`` with a message that says what was
 # wrong and what would be right) and the operating system's failures on the user's paths
-# (missing, unreadable, read-only, full). They become one line on stderr and exit code 2, never a
-# traceback. Any other exception is a bug and keeps its traceback.
+# (missing, unreadable, read-only, full: ``OSError`` subclasses, or a plain ``OSError`` with an
+# errno). They become one line on stderr and exit code 2; ``-v`` adds the traceback. Any other
+# exception is a bug and keeps its traceback, including a plain ``OSError`` without an errno
+# (HDF5's internal failures, a library's bug).
 USER_ERRORS: tuple[type[Exception], ...] = (UsageError, OSError)
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` is a user's mistake or the system's failure on a user's path."""
+    if isinstance(error, UsageError):
+        return True
+    if isinstance(error, OSError):
+        return type(error) is not OSError or error.errno is not None
+    return False
 EXIT_USER_ERROR = 2
 
 P = ParamSpec("P")
@@ -130,6 +142,10 @@ def reports_user_errors(command: Callable[P, R]) -> Callable[P, R]:
                 check_output_names(kwargs)
                 return command(*args, **kwargs)
         except USER_ERRORS as error:
+            if not is_user_error(error):
+                raise
+            if kwargs.get("verbose"):  # -v: the traceback too, for a user error as for a bug
+                typer.echo("".join(traceback.format_exception(error)).rstrip(), err=True)
             typer.echo(f"Error: {user_message(error)}", err=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt as interrupt:

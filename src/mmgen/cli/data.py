@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from mmgen import distributed, polymnist
 from mmgen import generate as generating
+from mmgen import pair as pairing
 from mmgen import shuffle as shuffling
 from mmgen.cli.common import (
     DataDirOption,
@@ -48,7 +49,7 @@ AllowCollapsedOption = Annotated[
 ]
 defaults = generating.GenerateConfig()
 mix_defaults = shuffling.MixConfig()
-pair_defaults = shuffling.PairConfig()
+pair_defaults = pairing.PairConfig()
 
 
 def _value(choice: Enum | str) -> str:
@@ -344,9 +345,9 @@ def pair_command(
     chosen = tuple(parse_classes(text) or () for text in classes or [])
     if len(chosen) == 1:
         chosen = chosen * len(source)  # one --classes applies to every source
-    config = shuffling.PairConfig(sources=tuple(source), seed=seed, limit=limit, classes=chosen)
+    config = pairing.PairConfig(sources=tuple(source), seed=seed, limit=limit, classes=chosen)
     with _progress(None, quiet, "pair") as bar:
-        path = shuffling.pair_sources(
+        path = pairing.pair_sources(
             out, config, data_dir, download, overwrite, on_progress=bar.update
         )
     with open_dataset(path) as handle:

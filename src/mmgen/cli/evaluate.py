@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from tqdm import tqdm
+from typer.core import TyperCommand
 
 from mmgen import distributed
 from mmgen.cli import EXIT_INTERRUPTED
@@ -67,14 +69,18 @@ def _integer(text: str) -> int | None:
 
 
 def seed_list(
-    seeds: list[str] | None, seed: int | None, datasets: list[Path]
+    seeds: list[str] | None,
+    seed: int | None,
+    datasets: list[Path],
+    arguments: list[str] | None = None,
 ) -> tuple[tuple[int, ...], list[Path]]:
     """The seeds of ``--seeds`` / ``--seed``, and the datasets without the seeds' numbers.
 
     An option takes one value, so in ``--seeds 0 1 2 a.h5`` the parser hands ``1`` and ``2`` to
-    the dataset arguments: an integer that is not an existing file, among the arguments given
-    with ``--seeds``, is taken back as a seed. ``--seeds 0,1,2`` and repeated ``--seeds`` work
-    too.
+    the dataset arguments: an integer that directly follows a ``--seeds`` value in the command
+    line (``arguments``, as typed) and is not an existing file is taken back as a seed. Any
+    other argument stays a dataset: in ``a.h5 3 --seeds 0`` a missing ``3`` is a missing file.
+    ``--seeds 0,1,2`` and repeated ``--seeds`` work too.
 
     Raises:
         UsageError: both ``--seed`` and ``--seeds``, or a ``--seeds`` value that is no integer.
@@ -90,17 +96,41 @@ def seed_list(
         if number is None:
             raise UsageError(f"--seeds takes integers, got {value!r}; e.g. --seeds 0 1 2")
         parsed.append(number)
+    trailing = _after_seeds(arguments or [])
     kept = []
     for path in datasets:
         number = _integer(str(path))
-        if number is not None and not path.exists():
+        if number is not None and str(path) in trailing and not path.exists():
+            trailing.remove(str(path))
             parsed.append(number)
         else:
             kept.append(path)
     return tuple(parsed), kept
 
 
-@app.command("evaluate")
+def _after_seeds(arguments: list[str]) -> list[str]:
+    """The integers typed directly after a ``--seeds`` value (``--seeds 0 1 2``: ``1``, ``2``)."""
+    trailing, index = [], 0
+    while index < len(arguments):
+        token = arguments[index]
+        index += 2 if token == "--seeds" else 1
+        if token == "--seeds" or token.startswith("--seeds="):
+            while index < len(arguments) and _integer(arguments[index]) is not None:
+                trailing.append(arguments[index])
+                index += 1
+    return trailing
+
+
+class RecordsArguments(TyperCommand):
+    """A command that keeps its arguments as typed (``ctx.meta["arguments"]``): the parser
+    loses their order, which tells a seed after ``--seeds`` from a dataset."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["arguments"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+@app.command("evaluate", cls=RecordsArguments)
 @reports_user_errors
 @honours_deterministic
 def evaluate_command(
@@ -191,7 +221,7 @@ def evaluate_command(
     # --seed given on the command line (not its default) with --seeds is a contradiction.
     source = ctx.get_parameter_source("seed")
     given_seed = seed if getattr(source, "name", "") == "COMMANDLINE" else None
-    seed_values, datasets = seed_list(seeds, given_seed, datasets)
+    seed_values, datasets = seed_list(seeds, given_seed, datasets, ctx.meta.get("arguments"))
     config = EvaluateConfig(
         models=model_names(models),
         epochs=epochs,

@@ -12,7 +12,11 @@ Schema versions:
        hold ``image_shape`` ``[C, H, W]``; it is written only when the shape is not 1×28×28, so
        grey 28×28 files keep their bytes, and a record without it (every file written before)
        reads as 1×28×28.
-Both read into the same :class:`DatasetHeader`.
+    3: a source record may hold ``classes``: the source's own index of each class the file
+       uses, in label order (``--classes``; label k is the source's class ``classes[k]``). A
+       record without it (every file of schema 1 and 2, and every file of all classes) means
+       every class of the source, in its own order.
+All read into the same :class:`DatasetHeader`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -32,8 +36,8 @@ from mmgen.data.shapes import DEFAULT_IMAGE_SHAPE, ImageShape, check_image_shape
 from mmgen.errors import UsageError
 
 FORMAT = "mmgen"
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 KINDS = ("entangled", "mixed", "naive")
 JSON_ATTRS = (
     "modalities",
@@ -61,6 +65,25 @@ REQUIRED_ATTRS = (
 )
 
 
+class SourceIdentity(NamedTuple):
+    """A source spec and its ``--classes`` selection (``None``: every class, in its order).
+
+    The one identity carried from ``train-cvae`` through ``generate`` and ``pair`` into the
+    file's header and on to ``evaluate``'s classifiers: two files judged by the same classifier
+    have the same identity.
+    """
+
+    spec: str
+    classes: tuple[int, ...] | None = None
+
+    @property
+    def label(self) -> str:
+        """``spec``, or ``spec[3,1,7]`` for a selection: a key in reports and cache names."""
+        if self.classes is None:
+            return self.spec
+        return f"{self.spec}[{','.join(map(str, self.classes))}]"
+
+
 @dataclass(frozen=True)
 class ModalitySource:
     """Where one modality's images came from."""
@@ -72,10 +95,27 @@ class ModalitySource:
     checkpoint_sha256: str = ""  # SHA-256 of that folder's weights.pt: the exact decoder
     root: str = ""  # naive: the folder the real images were read from
     image_shape: ImageShape = DEFAULT_IMAGE_SHAPE  # (C, H, W) of this modality's images
+    # --classes: the source's index of each class used, in label order; None: every class.
+    classes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         shape = check_image_shape(self.image_shape, f"the image shape of source {self.name!r}")
         object.__setattr__(self, "image_shape", shape)
+        if self.classes is not None:
+            if not self.classes or not all(
+                isinstance(k, int | np.integer) and not isinstance(k, bool) and k >= 0
+                for k in self.classes
+            ):
+                raise UsageError(
+                    f"the classes of source {self.name!r} must be source class indices, "
+                    f"got {self.classes!r}"
+                )
+            object.__setattr__(self, "classes", tuple(int(k) for k in self.classes))
+
+    @property
+    def identity(self) -> SourceIdentity:
+        """The source and its class selection: what the classifier judging it is trained on."""
+        return SourceIdentity(self.name, self.classes)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values; empty optional fields and a 1×28×28 shape are left out."""
@@ -87,6 +127,8 @@ class ModalitySource:
         for key in ("checkpoint", "checkpoint_sha256", "root"):
             if getattr(self, key):
                 record[key] = getattr(self, key)
+        if self.classes is not None:
+            record["classes"] = list(self.classes)
         if self.image_shape != DEFAULT_IMAGE_SHAPE:
             record["image_shape"] = list(self.image_shape)
         return record
@@ -244,7 +286,7 @@ def decode_attrs(attrs: h5py.AttributeManager | Mapping[str, Any]) -> dict[str, 
 
 
 def header_from_attrs(attrs: h5py.AttributeManager, path: Path | str) -> DatasetHeader:
-    """Read and validate the header of an open mmgen file (schema 1 or 2).
+    """Read and validate the header of an open mmgen file (schema 1, 2 or 3).
 
     Raises:
         UsageError: one line naming ``path`` and what is missing or wrong.
@@ -304,6 +346,10 @@ def _source_from_json(modality: str, entry: Any) -> ModalitySource:
     known = {f.name for f in fields(ModalitySource)}
     values = {key: value for key, value in entry.items() if key in known}
     values["class_names"] = tuple(values.get("class_names", ()))
+    if values.get("classes") is not None:
+        if not isinstance(values["classes"], list):
+            raise UsageError(f"the classes recorded for {modality!r} are not a list")
+        values["classes"] = tuple(values["classes"])
     if "image_shape" in values:
         values["image_shape"] = check_image_shape(
             values["image_shape"], f"the image_shape recorded for {modality!r}"

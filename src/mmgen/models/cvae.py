@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -61,8 +61,9 @@ class CVAEConfig:
 
     latent_dim: int = 2  # d: size of z, shared by every CVAE of one dataset
     num_classes: int = 10  # C: size of the one-hot label concatenated in encoder and decoder
-    # Weight of the KL term; None: train-cvae sets default_beta(image_shape) from the data.
-    beta: float | None = 4.0
+    # Weight of the KL term; None (the default): default_beta(image_shape), set by resolved()
+    # when the model is built, so the library and train-cvae agree (4 for 1×28×28).
+    beta: float | None = None
     batch_norm_mu: bool = False  # BatchNorm on μ: a variant of the authors' notebooks
     # (C, H, W) of the source's images; train-cvae takes it from the data. H and W even.
     image_shape: tuple[int, int, int] = DEFAULT_IMAGE_SHAPE
@@ -79,6 +80,16 @@ class CVAEConfig:
                 f"must be even; the images are {describe(shape)}: crop or pad them"
             )
         object.__setattr__(self, "image_shape", shape)
+
+    def resolved(self) -> CVAEConfig:
+        """This config with β set: the one given, else ``default_beta(image_shape)``.
+
+        The one place the default is resolved (the model, ``train-cvae`` and its resume check
+        call it), after the image shape is known.
+        """
+        if self.beta is not None:
+            return self
+        return replace(self, beta=default_beta(self.image_shape))
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -131,7 +142,8 @@ class CVAEDecoder(nn.Module):
     in-place ReLUs (no fresh buffer for the largest activation, whose page faults otherwise
     cost as much as the convolution) and, without autograd, the convolutions run on a
     channels-last input (oneDNN's fast path for transposed convolutions; NCHW is far slower on a
-    CPU). Both give the same numbers; training keeps the NCHW layout it was tuned with.
+    CPU). Both give the same numbers; ``train-cvae`` trains channels-last too
+    (``mmgen.cvae_training``).
     """
 
     def __init__(self, config: CVAEConfig) -> None:
@@ -170,8 +182,7 @@ class CVAE(nn.Module):
 
     def __init__(self, config: CVAEConfig) -> None:
         super().__init__()
-        if config.beta is None:
-            raise UsageError("the CVAE's beta is unset: give one, or default_beta(image_shape)")
+        config = config.resolved()
         self.config = config
         self.encoder = CVAEEncoder(config)
         self.decoder = CVAEDecoder(config)

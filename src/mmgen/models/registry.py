@@ -14,7 +14,7 @@ import torch
 
 from mmgen import checkpoint, rng
 from mmgen.checkpoint import run_record
-from mmgen.config import to_dict
+from mmgen.config import from_dict, to_dict
 from mmgen.data.shapes import ImageShape
 from mmgen.errors import UsageError
 from mmgen.models.jmvae import JMVAE, JMVAEKL, JMVAEZero
@@ -93,12 +93,20 @@ def save_model(folder: Path | str, model: MultimodalVAE, run: dict[str, Any] | N
     return checkpoint.save(folder, model_name(model), model, to_dict(model.config), record)
 
 
+def model_builders() -> dict[str, checkpoint.Builder]:
+    """Every model of ``MODELS`` → the function that rebuilds it from its folder's config."""
+    return {
+        name: (lambda config, entry=entry: entry[1](from_dict(entry[0], config)))
+        for name, entry in MODELS.items()
+    }
+
+
 def load_model(folder: Path | str, device: str | torch.device = "cpu") -> MultimodalVAE:
     """Rebuild a model saved by ``save_model`` (either format), in eval mode on ``device``."""
     saved = checkpoint.load(
         folder,
         device,
-        kinds=tuple(MODELS),
+        kinds=model_builders(),
         what="a multi-modal model folder",
         hint="save one with mmgen.models.registry.save_model",
     )

@@ -1,6 +1,6 @@
 """A study scored against the ground truth: excess nats, recovered fraction, dose–response.
 
-docs/truth.md §6, METHOD.md §7 (docs/method.md), replicated as docs/study.md says. For a model,
+docs/truth.md §6, docs/method.md, replicated as docs/study.md says. For a model,
 a dataset replicate r, an evaluator seed s and a file F of the replicate (E, ME, a partial twin
 T_f), on the ``n`` test rows the evaluation used (``study-extras.json``'s subset):
 

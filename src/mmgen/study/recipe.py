@@ -8,7 +8,7 @@ with the standard ``tomllib`` and validated as a whole before any work: every mi
 line of one ``UsageError`` (``validate`` collects them all), so a user fixes them in one pass.
 
 Replicate r derives all its seeds from the study seed by keyed streams (``replicate_seed``):
-its CVAEs' training seeds, the generate seed, the shuffle and pair seeds (METHOD.md §5b).
+its CVAEs' training seeds, the generate seed, the shuffle and pair seeds (docs/method.md).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ TOP_LEVEL = frozenset(
 SWEPT_TABLES = {"cvae": CVAE_DEFAULTS, "generate": GENERATE_DEFAULTS, "evaluate": EVALUATE_DEFAULTS}
 # Factors that are budgets: the report marks a figure "not converged" along them.
 BUDGET_FACTORS = frozenset({"evaluate.epochs", "cvae.epochs", "evaluate.k"})
-# The primary figure the method asks for (METHOD.md §7): the recovered fraction of the true
+# The primary figure the method asks for (docs/method.md): the recovered fraction of the true
 # E − ME gap (mmgen.study.calibration), declared before the run.
 DEFAULT_PRIMARY = "recovered fraction"
 

@@ -1,6 +1,6 @@
 """The verdict at the level of the claim: dataset replicates, evaluator seeds nested in them.
 
-METHOD.md §5b (docs/method.md): for a figure f, replicate r and evaluator seed s,
+docs/method.md: for a figure f, replicate r and evaluator seed s,
 
     d_{r,s} = f(E_r, s) − f(T_r, s)            (T: a twin of E_r, e.g. ME_r)
     d̄_r     = (1/S) Σ_s d_{r,s}                 the replicate's value

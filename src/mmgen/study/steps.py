@@ -17,9 +17,10 @@ from mmgen.cvae_training import train_cvae
 from mmgen.data.h5io import read_split
 from mmgen.distributed import World
 from mmgen.errors import UsageError
-from mmgen.evaluate import EvaluateConfig, check_models, evaluate_datasets, model_registry
+from mmgen.evaluate import EvaluateConfig, check_models, evaluate_datasets
 from mmgen.generate import GenerateConfig, generate_dataset
 from mmgen.models.cvae import CVAEConfig
+from mmgen.models.registry import MODELS
 from mmgen.pixel_baseline import pixel_baseline
 from mmgen.shuffle import MixConfig, PairConfig, mix_modality, pair_sources
 from mmgen.subsets import marginal_keeping_rows
@@ -202,7 +203,7 @@ def evaluate_config(
 
 def check_evaluate_models(tables: Mapping[str, Any]) -> None:
     """Refuse a model name that evaluate's registry lacks."""
-    check_models(tables["evaluate"]["models"], model_registry()[0])
+    check_models(tables["evaluate"]["models"], MODELS)
 
 
 def evaluate_step(

@@ -8,7 +8,6 @@ its files lie, which files a folder must hold, and how one split is read.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from mmgen.errors import UsageError
+from mmgen.shared import file_sha256  # noqa: F401 (the sources import it from here)
 
 from .places import Place, data_roots, describe_place
 
@@ -158,15 +158,6 @@ class SourceData:
         if self.classes is not None:
             record["classes"] = list(self.classes)
         return {**record, **self.details}
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of the bytes of ``path``."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def digit_names(count: int = 10) -> tuple[str, ...]:

@@ -120,7 +120,8 @@ def _table(
                 notes[model, dataset] = _mean(values[""])
             for key, value in values.items():
                 cells.setdefault((model, key), {})[dataset] = value
-    # An explanation ("n/a: file has no true z") fills that dataset's cells in the model's rows.
+    # An explanation ("n/a: file has no true z", from the figures' notes) fills that dataset's
+    # cells in the model's rows.
     for model, dataset in notes:
         if any(m == model and key for m, key in cells):
             del cells[model, ""][dataset]
@@ -162,11 +163,18 @@ def _lettered(
     entry: Mapping[str, Any], model: str, letters: Mapping[str, str], *path: str
 ) -> dict[str, Any]:
     value = _metric(entry, model, *path)
-    if isinstance(value, str):  # an explanation such as "n/a: file has no true z"
-        return {"": value}
+    if value is None:
+        return _explanation(entry, model, path[0])
     if not isinstance(value, Mapping):
         return {}
     return {letter_key(k, letters): v for k, v in value.items()}
+
+
+def _explanation(entry: Mapping[str, Any], model: str, figure: str) -> dict[str, Any]:
+    """``{"": "n/a: <why>"}`` for a figure a job could not compute (``None``) and explained in
+    its ``notes``; ``{}`` when there is no note."""
+    note = _metric(entry, model, "notes", figure)
+    return {"": f"{MISSING}: {note}"} if isinstance(note, str) else {}
 
 
 def _recovery(probe: str) -> Callable[..., dict[str, Any]]:
@@ -175,8 +183,8 @@ def _recovery(probe: str) -> Callable[..., dict[str, Any]]:
 
     def rows(entry: Mapping[str, Any], model: str, letters: Mapping[str, str]) -> dict:
         value = _metric(entry, model, "latent_recovery")
-        if isinstance(value, str):  # "n/a: file has no true z"
-            return {"": value}
+        if value is None:
+            return _explanation(entry, model, "latent_recovery")
         if not isinstance(value, Mapping):
             return {}
         cells: dict[str, Any] = {}
