@@ -31,7 +31,7 @@ class Integrals:
 
     ``log_mean[S][i, c] = log Σ_j w_j Π_{m∈S} p(x_im | z_j, c)``; ``log_mean_square`` the same
     with every term squared (``log Σ_j w_j² Π p²``), for the standard error of importance
-    sampling.
+    sampling (empty unless ``Scoring.squares``).
     """
 
     log_mean: dict[tuple[int, ...], Tensor]
@@ -40,10 +40,15 @@ class Integrals:
 
 @dataclass(frozen=True)
 class Scoring:
-    """One file's tuples to score: per modality ``(N, P)`` float32 pixels, and the subsets S."""
+    """One file's tuples to score: per modality ``(N, P)`` float32 pixels, and the subsets S.
+
+    ``squares``: also accumulate ``log_mean_square`` (importance sampling's standard error; a
+    quadrature has no use for it, and skipping it halves the float64 log-sum-exps).
+    """
 
     images: Sequence[Tensor]
     subsets: Sequence[tuple[int, ...]]
+    squares: bool = True
 
 
 def integrate(
@@ -110,7 +115,8 @@ def integrate_many(
             s: torch.full((size, num_classes), -torch.inf, dtype=torch.float64, device=device)
             for s in scoring.subsets
         }
-        log_square = {s: torch.full_like(log_mean[s], -torch.inf) for s in scoring.subsets}
+        squared = scoring.subsets if scoring.squares else ()
+        log_square = {s: torch.full_like(log_mean[s], -torch.inf) for s in squared}
         results.append(Integrals(log_mean=log_mean, log_mean_square=log_square))
     device = scorings[0].images[0].device
     for label in range(num_classes):
@@ -145,5 +151,7 @@ def _score(
             total = log_weight + sum(scores[m] for m in subset)
             column = result.log_mean[subset][start:stop, label]
             column.copy_(torch.logaddexp(column, torch.logsumexp(total, 1)))
+            if not scoring.squares:
+                continue
             column = result.log_mean_square[subset][start:stop, label]
             column.copy_(torch.logaddexp(column, torch.logsumexp(2 * total, 1)))

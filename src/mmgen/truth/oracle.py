@@ -287,7 +287,7 @@ def compute_values_many(
     method = settings.resolved(first.latent_dim)
     subsets = [subsets_needed(len(names), process.mixed) for process in processes]
     scorings = [
-        Scoring(images=file_images, subsets=file_subsets)
+        Scoring(images=file_images, subsets=file_subsets, squares=method == "importance")
         for file_images, file_subsets in zip(images, subsets, strict=True)
     ]
 
