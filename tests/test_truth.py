@@ -332,3 +332,24 @@ def test_files_of_different_cvaes_are_refused_together(
     check_together([files["e"], files["f0.25"], files["means"]])  # alike: no error
     with pytest.raises(UsageError, match="truncation: box"):
         check_together([files["e"], box])
+
+
+def test_unchecked_quadrature_has_the_same_values_and_a_null_error(
+    files: dict[str, Path],
+) -> None:
+    checked = compute_truth(files["f0.25"], FAST)
+    unchecked = compute_truth(files["f0.25"], dataclasses.replace(FAST, check=False))
+    for key, value in checked.per_tuple.items():
+        np.testing.assert_array_equal(unchecked.per_tuple[key], value)
+    figure = unchecked.summary["mutual_information"][PAIR]
+    assert figure["numerical_error"] is None and figure["mean"] == pytest.approx(
+        checked.summary["mutual_information"][PAIR]["mean"], abs=1e-12
+    )
+    assert unchecked.summary["numerical_error"]["max_per_tuple_log_likelihood"] is None
+    assert "not checked" in unchecked.summary["numerical_error"]["how"]
+    assert checked.summary["mutual_information"][PAIR]["numerical_error"] > 0
+    result = CliRunner().invoke(
+        app, ["truth", str(files["f0.25"]), "--json", "--points", "6", "--no-check", "--recompute"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["log_likelihood"]["numerical_error"] is None

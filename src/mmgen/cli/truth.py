@@ -50,6 +50,14 @@ def truth_command(
         oracle.DEFAULT_SAMPLES
     ),
     seed: Annotated[int, typer.Option(help="Seed of the importance draws.")] = 0,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check/--no-check",
+            help="Quadrature: also integrate on the grid of --points cells to report the "
+            "numerical error (about 1/5 of the cost); --no-check reports it as null.",
+        ),
+    ] = True,
     recompute: Annotated[
         bool, typer.Option("--recompute", help="Compute even when a current truth is stored.")
     ] = False,
@@ -63,7 +71,11 @@ def truth_command(
 
     configure_logging(verbose)
     settings = Settings(
-        method=str(getattr(method, "value", method)), points=points, samples=samples, seed=seed
+        method=str(getattr(method, "value", method)),
+        points=points,
+        samples=samples,
+        seed=seed,
+        check=check,
     )
     truths = ensure_truths(files, settings, str(getattr(device, "value", device)), recompute)
     if as_json:

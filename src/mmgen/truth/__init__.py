@@ -77,6 +77,8 @@ def _same_settings(truth: Truth, settings: Settings) -> bool:
         return True
     if settings.method not in ("auto", computation["method"]):
         return False
-    if computation["method"] == "quadrature":
+    if computation["method"] == "quadrature":  # a checked truth serves an unchecked request
+        if computation["check_points"] is None:
+            return not settings.check and computation["points"] == 2 * settings.points
         return computation["check_points"] == settings.points
     return computation["samples"] == settings.samples and computation["seed"] == settings.seed
