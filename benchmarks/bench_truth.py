@@ -1,18 +1,25 @@
-"""Benchmark ``mmgen truth``: the ground truth of a test split at d = 2 against the fp32 peak.
+"""Benchmark ``mmgen truth``: one file and a study's files decoded once, against the fp32 peak.
 
-Builds two CVAEs of the benchmarked architecture (``common.cvae_config``, untrained but with
-a sharpened decoder: speed does not depend on the weights), generates a sampled file of
-``--tuples`` test tuples, times ``mmgen.truth.compute_truth`` (quadrature on ``--points`` and
-``2·--points`` cells per axis, every tuple scored under every class) and reports:
+Builds two CVAEs of the benchmarked architecture (``common.cvae_config``, **untrained** but with
+a sharpened decoder: speed does not depend on the weights), generates a sampled file E of
+``--tuples`` test tuples and its twins (ME, f = 1, and partly mixed f = ``--fractions``), and
+reports, with the fp32 matmul peak measured in the same run:
 
-* the wall time and peak RSS (memory is flat in the number of tuples: compare two ``--tuples``);
-* the work: decoder FLOPs (``FlopCounterMode`` on one block of codes, times the blocks) and the
-  scoring products ``2·N·C·G·P`` per modality and grid, and their rate as a fraction of the fp32
-  matmul peak measured in the same run.
+* the decoder's throughput (decodes/s, GFLOP/s, fraction of the peak) per batch size, under
+  ``torch.inference_mode``, channels-last (the path ``mmgen.truth`` decodes with);
+* the truth of E alone (``compute_truth``) and of E, ME and the fractions together
+  (``compute_truths``: each ``(class, code block)`` decoded once), wall time and rate;
+* the cost model ``t = C·G·M / decode_rate + Σ_files N·C·G·P·M / scoring_rate`` (G the codes of
+  both grids, M modalities, P pixels): the decode rate is the decoder's best measured here, the
+  per-file cost is (together − alone)/(files − 1), whose products give the scoring rate (a lower
+  bound: the per-file cost also holds reading, hashing and summarising), extrapolated to
+  ``--extrapolate-points`` (the default 128) at 10,000 tuples;
+* peak RSS after E alone, and in a fresh process at ``--memory-tuples`` tuples (memory flat
+  in the number of tuples: compare the two).
 
-Usage (from the repository root; the issue's figure is ``--tuples 10000`` on a GPU):
+Usage (from the repository root):
 
-    python benchmarks/bench_truth.py [--device cpu|cuda] [--tuples 10000] [--points 128]
+    python benchmarks/bench_truth.py [--device cpu|cuda] [--tuples 10000] [--points 6]
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +49,11 @@ from mmgen import rng  # noqa: E402
 from mmgen.checkpoint import save_checkpoint  # noqa: E402
 from mmgen.generate import GenerateConfig, generate_dataset  # noqa: E402
 from mmgen.models.cvae import build_cvae  # noqa: E402
-from mmgen.truth import Settings, compute_truth  # noqa: E402
-from mmgen.truth.prior import CODE_BLOCK, _grid  # noqa: E402
+from mmgen.shuffle import MixConfig, mix_modality  # noqa: E402
+from mmgen.truth import Settings, compute_truth, compute_truths  # noqa: E402
+from mmgen.truth.prior import _grid  # noqa: E402
+
+CLASSES, MODALITIES = 10, 2
 
 
 def checkpoint(folder: Path, source: str, seed: int, shape: tuple[int, int, int]) -> Path:
@@ -54,54 +65,161 @@ def checkpoint(folder: Path, source: str, seed: int, shape: tuple[int, int, int]
     return folder
 
 
+def codes(points: int) -> int:
+    """G: the codes of the two grids (``points`` and ``2·points`` per axis, radial r = 2)."""
+    return sum(len(_grid(2, "radial", 2.0, p)[0]) for p in (points, 2 * points))
+
+
+def decoder_throughput(
+    shape: tuple[int, int, int], device: torch.device, batches: list[int], peak: float
+) -> tuple[float, list[dict]]:
+    """FLOPs per decode and, per batch size, the best decodes/s of 3 rounds of 1024 codes."""
+    model = build_cvae(cvae_config(shape), rng.stream(0, "init")).to(device).eval()
+    z = torch.randn(max(batches), 2, generator=torch.Generator().manual_seed(0)).to(device)
+    labels = torch.zeros(max(batches), dtype=torch.int64, device=device)
+    with torch.inference_mode():
+        per_decode = count_flops(lambda: model.decode_logits(z[:64], labels[:64])) / 64
+        rows = []
+        for batch in batches:
+            model.decode_logits(z[:batch], labels[:batch])
+            best = 0.0
+            for _ in range(3):
+                synchronize(device)
+                start, done = time.perf_counter(), 0
+                while done < 1024:
+                    model.decode_logits(z[:batch], labels[:batch])
+                    done += batch
+                synchronize(device)
+                best = max(best, done / (time.perf_counter() - start))
+            gflops = best * per_decode / 1e9
+            rows.append(
+                {
+                    "batch": batch,
+                    "decodes_per_s": round(best),
+                    "gflops": round(gflops, 1),
+                    "fraction_of_peak": round(gflops / peak, 3),
+                }
+            )
+    return per_decode, rows
+
+
+def files(root: Path, args: argparse.Namespace) -> list[Path]:
+    folders = [checkpoint(root / n, n, i, args.shape) for i, n in enumerate(("mnist", "fashion"))]
+    config = GenerateConfig(n_train=10, n_test=args.tuples, decode="sample")
+    e = generate_dataset(folders, root / "e.h5", config, device=args.device)
+    if args.single:
+        return [e]
+    twins = [
+        mix_modality(e, root / f"f{f:g}.h5", MixConfig(seed=1, fraction=f, block_codes=0))
+        for f in (1.0, *args.fractions)
+    ]
+    return [e, *twins]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tuples", type=int, default=10_000)
-    parser.add_argument("--points", type=int, default=128)
+    parser.add_argument("--points", type=int, default=6)
+    parser.add_argument("--extrapolate-points", type=int, default=128)
+    parser.add_argument(
+        "--fractions", type=lambda t: [float(x) for x in t.split(",")], default=[0.25, 0.5, 0.75]
+    )
+    parser.add_argument(
+        "--batches", type=lambda t: [int(x) for x in t.split(",")], default=[64, 256, 1024]
+    )
+    parser.add_argument("--memory-tuples", type=int, default=1000, help="0: skip")
+    parser.add_argument("--single", action="store_true", help="E alone; print peak RSS only")
     parser.add_argument("--shape", type=parse_shape, default=(1, 28, 28), help="C,H,W")
     args = parser.parse_args()
     device = torch.device(args.device)
+    settings = Settings(points=args.points)
     with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        folders = [
-            checkpoint(root / n, n, i, args.shape) for i, n in enumerate(("mnist", "fashion"))
-        ]
-        config = GenerateConfig(n_train=10, n_test=args.tuples, decode="sample")
-        path = generate_dataset(folders, root / "e.h5", config, device=args.device)
+        paths = files(Path(folder), args)
+        if args.single:
+            compute_truth(paths[0], settings, device=args.device)
+            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+            return
         peak = matmul_peak_gflops(device)
+        per_decode, throughput = decoder_throughput(args.shape, device, args.batches, peak)
         synchronize(device)
         start = time.perf_counter()
-        truth = compute_truth(path, Settings(points=args.points), device=args.device)
+        alone = compute_truth(paths[0], settings, device=args.device)
         synchronize(device)
-        seconds = time.perf_counter() - start
-        peak_after = matmul_peak_gflops(device)
-    model = build_cvae(cvae_config(args.shape), rng.stream(0, "init")).to(device).eval()
-    z = torch.zeros(CODE_BLOCK, 2, device=device)
-    labels = torch.zeros(CODE_BLOCK, dtype=torch.int64, device=device)
-    with torch.no_grad():
-        decode_flops = count_flops(lambda: model.decode_logits(z, labels)) / CODE_BLOCK
+        one_seconds = time.perf_counter() - start
+        rss_alone = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        start = time.perf_counter()
+        together = compute_truths(paths, settings, device=args.device)
+        synchronize(device)
+        many_seconds = time.perf_counter() - start
+        peak = max(peak, matmul_peak_gflops(device))
+    assert together[0].summary == alone.summary  # decode once = each file alone
+    memory = None
+    if args.memory_tuples:
+        command = [
+            sys.executable,
+            __file__,
+            "--single",
+            "--tuples",
+            str(args.memory_tuples),
+            "--points",
+            str(args.points),
+            "--device",
+            args.device,
+        ]
+        memory = int(
+            subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1]
+        )
     pixels = args.shape[0] * args.shape[1] * args.shape[2]
-    codes = sum(len(_grid(2, "radial", 2.0, p)[0]) for p in (args.points, 2 * args.points))
-    classes, modalities = 10, 2
-    decoding = decode_flops * codes * classes * modalities
-    scoring = 2 * args.tuples * classes * codes * pixels * modalities
-    rate = (decoding + scoring) / seconds / 1e9
-    best_peak = max(peak, peak_after)
+    grid = codes(args.points)
+    decodes = CLASSES * grid * MODALITIES
+    decode_rate = max(row["decodes_per_s"] for row in throughput)
+    decode_seconds = decodes / decode_rate
+    madds = args.tuples * CLASSES * grid * pixels * MODALITIES  # per file
+    # Two files' costs solve for the two rates: one file = D + S, k files = D + k·S.
+    scoring_seconds = (many_seconds - one_seconds) / (len(paths) - 1)
+    scoring_rate = 2 * madds / scoring_seconds / 1e9  # GFLOP/s of the scoring products
+    big = codes(args.extrapolate_points)
+    big_decode = CLASSES * big * MODALITIES / decode_rate
+    big_scoring = 2 * 10_000 * CLASSES * big * pixels * MODALITIES / (scoring_rate * 1e9)
+    flops_one = per_decode * decodes + 2 * madds
     result = {
         "machine": machine_description(device),
+        "weights": "untrained (sharpened last layer)",
         "tuples": args.tuples,
         "points": [args.points, 2 * args.points],
-        "codes": codes,
-        "seconds": round(seconds, 2),
-        "decode_tflop": round(decoding / 1e12, 3),
-        "scoring_tflop": round(scoring / 1e12, 3),
-        "gflops": round(rate, 1),
-        "matmul_peak_gflops": round(best_peak, 1),
-        "fraction_of_peak": round(rate / best_peak, 3),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-        "mutual_information": truth.summary["mutual_information"]["mnist+fashion"]["mean"],
-        "numerical_error": truth.summary["mutual_information"]["mnist+fashion"]["numerical_error"],
+        "codes": grid,
+        "matmul_peak_gflops": round(peak, 1),
+        "decoder": {"mflop_per_decode": round(per_decode / 1e6, 2), "by_batch": throughput},
+        "one_file": {
+            "seconds": round(one_seconds, 1),
+            "gflops": round(flops_one / one_seconds / 1e9, 1),
+            "fraction_of_peak": round(flops_one / one_seconds / 1e9 / peak, 3),
+        },
+        "files_together": {
+            "files": len(paths),
+            "seconds": round(many_seconds, 1),
+            "each_alone_seconds": round(len(paths) * one_seconds, 1),
+            "gflops": round(
+                (per_decode * decodes + len(paths) * 2 * madds) / many_seconds / 1e9, 1
+            ),
+        },
+        "cost_model": {
+            "decode_seconds": round(decode_seconds, 1),
+            "per_file_seconds": round(scoring_seconds, 1),  # scoring + reading, SHA-256, ...
+            "scoring_gflops": round(scoring_rate, 1),
+            "scoring_fraction_of_peak": round(scoring_rate / peak, 3),
+            f"extrapolated_points_{args.extrapolate_points}_10000_tuples": {
+                "codes": big,
+                "decode_seconds": round(big_decode),
+                "scoring_seconds_per_file": round(big_scoring),
+                "one_file_seconds": round(big_decode + big_scoring),
+                "five_files_together_seconds": round(big_decode + 5 * big_scoring),
+                "five_files_alone_seconds": round(5 * (big_decode + big_scoring)),
+            },
+        },
+        "peak_rss_mb": {f"{args.tuples}_tuples": rss_alone, f"{args.memory_tuples}_tuples": memory},
+        "mutual_information": alone.summary["mutual_information"]["mnist+fashion"]["mean"],
     }
     print(json.dumps(result, indent=2))
 

@@ -19,10 +19,21 @@ from mmgen import rng
 from mmgen.checkpoint import save_checkpoint
 from mmgen.cli import app
 from mmgen.data import h5io
+from mmgen.errors import UsageError
 from mmgen.generate import GenerateConfig, generate_dataset
 from mmgen.models.cvae import CVAEConfig, build_cvae
 from mmgen.shuffle import MixConfig, mix_modality
-from mmgen.truth import Settings, compute_truth, load_truth, prior, true_gap, truth_path
+from mmgen.truth import (
+    Settings,
+    check_together,
+    compute_truth,
+    compute_truths,
+    integrate,
+    load_truth,
+    prior,
+    true_gap,
+    truth_path,
+)
 from mmgen.truth.oracle import Process, compute_values, load_process
 
 SHAPE = (1, 8, 8)
@@ -264,3 +275,81 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "e-sample.h5", "moved"]
     with h5py.File(e, "r") as handle:
         assert "truth" not in handle
+
+
+def test_decode_once_for_several_files_equals_each_file_alone(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [files["e"], files["f1.0"], files["f0.25"], files["means"]]
+    alone = [compute_truth(path, FAST) for path in paths]
+    decoded = []  # (class, codes) of every decoder call
+    original = integrate.decode_block
+
+    def counting(decoders, z, labels, batch=integrate.DECODE_BATCH):
+        decoded.append((int(labels[0]), len(z)))
+        return original(decoders, z, labels, batch)
+
+    monkeypatch.setattr(integrate, "decode_block", counting)
+    together = compute_truths(paths, FAST)
+    codes = sum(len(prior._grid(2, "radial", 2.0, p)[0]) for p in (6, 12))
+    assert sum(n for _, n in decoded) == 10 * codes  # each class's grids decoded once, not 3×
+    for one, many in zip(alone, together, strict=True):
+        assert many.summary == one.summary
+        assert sorted(many.per_tuple) == sorted(one.per_tuple)
+        for key, value in one.per_tuple.items():
+            np.testing.assert_array_equal(many.per_tuple[key], value)
+    # The CLI computes them together, stores each sidecar and prints a list.
+    result = CliRunner().invoke(
+        app, ["truth", *map(str, paths[:3]), "--json", "--points", "6", "--recompute"]
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.output)
+    assert [r["file"] for r in records] == list(map(str, paths[:3]))
+    for path, record, one in zip(paths[:3], records, alone[:3], strict=True):
+        assert record["mutual_information"] == one.summary["mutual_information"]
+        stored = load_truth(path)
+        assert stored is not None
+        np.testing.assert_array_equal(stored.per_tuple["log_p"], one.per_tuple["log_p"])
+
+
+def test_files_of_different_cvaes_are_refused_together(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    folders = [
+        make_checkpoint(tmp_path / "a", "mnist", seed=5, image_shape=SHAPE),
+        make_checkpoint(tmp_path / "b", "fashion-mnist", seed=1, image_shape=SHAPE),
+    ]
+    other = entangled_file(tmp_path, folders)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(app, ["truth", str(other), str(files["f1.0"]), "--points", "6"])
+    assert_one_line_error(result, "was not generated like")
+    assert "CVAE SHA-256" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    header = h5io.read_header(files["e"])
+    cvaes = [Path(header.sources[m].checkpoint) for m in header.modalities]
+    config = GenerateConfig(n_train=10, n_test=10, decode="sample", truncation="box")
+    box = generate_dataset(cvaes, tmp_path / "box.h5", config, device="cpu")
+    check_together([files["e"], files["f0.25"], files["means"]])  # alike: no error
+    with pytest.raises(UsageError, match="truncation: box"):
+        check_together([files["e"], box])
+
+
+def test_unchecked_quadrature_has_the_same_values_and_a_null_error(
+    files: dict[str, Path],
+) -> None:
+    checked = compute_truth(files["f0.25"], FAST)
+    unchecked = compute_truth(files["f0.25"], dataclasses.replace(FAST, check=False))
+    for key, value in checked.per_tuple.items():
+        np.testing.assert_array_equal(unchecked.per_tuple[key], value)
+    figure = unchecked.summary["mutual_information"][PAIR]
+    assert figure["numerical_error"] is None and figure["mean"] == pytest.approx(
+        checked.summary["mutual_information"][PAIR]["mean"], abs=1e-12
+    )
+    assert unchecked.summary["numerical_error"]["max_per_tuple_log_likelihood"] is None
+    assert "not checked" in unchecked.summary["numerical_error"]["how"]
+    assert checked.summary["mutual_information"][PAIR]["numerical_error"] > 0
+    result = CliRunner().invoke(
+        app, ["truth", str(files["f0.25"]), "--json", "--points", "6", "--no-check", "--recompute"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["log_likelihood"]["numerical_error"] is None
