@@ -54,7 +54,7 @@ from mmgen.data.header import DatasetHeader, ModalitySource, absolute
 from mmgen.data.sources import load_split
 from mmgen.device import environment, resolve_device
 from mmgen.errors import UsageError
-from mmgen.shuffle import pair_indices
+from mmgen.pair import pair_indices
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +492,7 @@ def pair_polymnist(
     on_progress: Callable[[int], None] | None = None,
 ) -> Path:
     """PolyMNIST itself, from the same pool of backgrounds: per tuple, a different real image
-    of the same class for every modality (``mmgen.shuffle.pair_indices``), each binarised at
+    of the same class for every modality (``mmgen.pair.pair_indices``), each binarised at
     0.5 and composited on a seeded crop of that modality's background. No ``z``.
 
     Args:

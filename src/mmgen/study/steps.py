@@ -21,8 +21,9 @@ from mmgen.evaluate import EvaluateConfig, check_models, evaluate_datasets
 from mmgen.generate import GenerateConfig, generate_dataset
 from mmgen.models.cvae import CVAEConfig
 from mmgen.models.registry import MODELS
+from mmgen.pair import PairConfig, pair_sources
 from mmgen.pixel_baseline import pixel_baseline
-from mmgen.shuffle import MixConfig, PairConfig, mix_modality, pair_sources
+from mmgen.shuffle import MixConfig, mix_modality
 from mmgen.subsets import marginal_keeping_rows
 from mmgen.train import TrainConfig
 
