@@ -17,8 +17,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,multivae,digits,svhn,hf,webdataset]'
 	touch $@
 
-demo: $(BIN)/.installed  ## train → generate → shuffle → evaluate at a small budget, into demo/
-	PATH="$(abspath $(BIN)):$$PATH" bash scripts/pipeline.sh demo
+demo: $(BIN)/.installed  ## the study recipe recipes/demo.toml (train → generate → twins → truth → evaluate), into demo/
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh demo
 
 test: $(BIN)/.installed  ## lint, then every test (the real-data ones read MMGEN_DATA_DIR)
 	$(BIN)/ruff check src tests benchmarks

@@ -40,6 +40,7 @@ batch_size = 32
 [generate]
 n_train = 40
 n_test = 20
+allow_collapsed = true  # one epoch on 60 fake images: the CVAEs collapse
 
 [twins]
 naive = {naive}

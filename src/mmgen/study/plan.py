@@ -123,7 +123,10 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
         cvaes.append(plan.add(StudyJob("cvae", key, f"cvae/{key[:12]}-{source}-r{r}", r, spec)))
     seed = replicate_seed(recipe.seed, r, "generate")
     spec = {
-        "generate": recipe.generate,
+        # allow_collapsed only keys the job when set, so recipes without it keep their keys
+        "generate": {
+            k: v for k, v in recipe.generate.items() if k != "allow_collapsed" or v
+        },
         "seed": seed,
         "cvaes": [job.folder for job in cvaes],
         "file": f"{ENTANGLED}.h5",

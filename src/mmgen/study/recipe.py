@@ -39,6 +39,9 @@ GENERATE_DEFAULTS: dict[str, Any] = {
     "truncation": "radial",
     "decode": "mean",  # mean or sample
     "labels": "grid",
+    # decode CVAEs whose posterior collapsed (test KL below mmgen.collapse's threshold) instead
+    # of stopping the study: for tests and smoke runs only (such a file is class-only)
+    "allow_collapsed": False,
 }
 TWINS_DEFAULTS: dict[str, Any] = {
     "mixed": True,  # ME: the permuted modality shuffled within each class (fraction 1)

@@ -85,7 +85,14 @@ def generate_step(
     cvaes: Sequence[Path], out: Path, tables: Mapping[str, Any], seed: int, device: str
 ) -> None:
     """Generate the entangled file ``out`` from the replicate's CVAEs (one per source)."""
-    generate_dataset(list(cvaes), out, generate_config(tables, seed), device=device, overwrite=True)
+    generate_dataset(
+        list(cvaes),
+        out,
+        generate_config(tables, seed),
+        device=device,
+        overwrite=True,
+        allow_collapsed=tables["generate"].get("allow_collapsed", False),
+    )
 
 
 def mix_step(
