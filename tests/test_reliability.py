@@ -67,6 +67,7 @@ class Workspace:
             root / "e.h5",
             GenerateConfig(n_train=100, n_test=50),
             device="cpu",
+            allow_collapsed=True,  # one epoch on 20 images: the posterior collapses
         )
         self.cache = root / "classifier-cache"
 
@@ -77,6 +78,12 @@ class Workspace:
     def evaluate_args(self, *datasets: Path) -> list[str]:
         return [*map(str, datasets), *EVALUATE_FLAGS, "--data-dir", str(self.data),
                 "--cache-dir", str(self.cache)]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def collapsed_cvaes_are_allowed(monkeypatch) -> None:
+    """The workspace's CVAEs (one epoch on 20 images) collapse; generate decodes them here."""
+    monkeypatch.setattr("mmgen.generate.collapsed_checkpoints", lambda checkpoints: [])
 
 
 @pytest.fixture(scope="module")
@@ -478,7 +485,8 @@ def kill_cases(ws: Workspace) -> dict[str, tuple[str, list, list]]:
              "--epochs", "3", "--batch-size", "4", "--device", "cpu", "-q"]  # fmt: skip
     return {
         "generate": ("file", ["generate", "-q", "--device", "cpu", "--cvae", ws.cvae_a,
-                              "--cvae", ws.cvae_b, "--n-train", "1000", "--n-test", "200"],
+                              "--cvae", ws.cvae_b, "--n-train", "1000", "--n-test", "200",
+                              "--allow-collapsed"],
                      ["--overwrite"]),
         "shuffle": ("file", ["shuffle", ws.entangled, "-q"], ["--overwrite"]),
         "pair": ("file", ["pair", "--source", "mnist", "--source", "fashion-mnist",
@@ -911,3 +919,74 @@ def test_torchvision_s_bare_assert_gives_a_reason(ws, monkeypatch) -> None:
         load_split("fashion-mnist", "train", data_dir=ws.data)
     message = str(raised.value)
     assert "()" not in message and "AssertionError check failed" in message, message
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 20, item 7: every output place (--out, --cache-dir) is checked before any work.
+
+
+def refuse_training(monkeypatch) -> None:
+    """Make any training a test failure: the check must come before it."""
+
+    def trained(*args, **kwargs):
+        raise AssertionError("a model trained before the output place was checked")
+
+    monkeypatch.setattr("mmgen.cvae_training.fit", trained)
+    monkeypatch.setattr("mmgen.classifiers.train_classifier", trained)
+    monkeypatch.setattr("mmgen.runner.run_job", trained)
+
+
+def test_a_full_train_cvae_out_is_found_before_an_epoch(ws, small_tmpfs, monkeypatch) -> None:
+    refuse_training(monkeypatch)
+    out = small_tmpfs / "c"
+    args = [*train_args(ws)[:-2], "--out", out]
+    assert_one_error_line(invoke(*args), "--out", str(out), "No space left on device", "free")
+    assert [p for p in small_tmpfs.rglob("*")] == []
+
+
+@pytest.mark.parametrize("place", ["read-only", "full"])
+def test_a_bad_cache_dir_is_found_before_a_classifier_trains(
+    ws, small_tmpfs, tmp_path, monkeypatch, place
+) -> None:
+    refuse_training(monkeypatch)
+    if place == "read-only":
+        subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    cache, out = small_tmpfs / "cache", tmp_path / "report"
+    args = ["evaluate", *ws.evaluate_args(ws.entangled), "--out", out]
+    args[args.index("--cache-dir") + 1] = cache
+    fragment = "Read-only" if place == "read-only" else "No space left on device"
+    assert_one_error_line(invoke(*args), "--cache-dir", str(cache), fragment)
+    assert [p for p in small_tmpfs.rglob("*")] == []
+    assert not (out / "report.json").exists() and not (out / "jobs" / "settings.json").exists()
+
+
+def test_a_full_evaluate_out_is_found_before_a_classifier_trains(
+    ws, small_tmpfs, tmp_path, monkeypatch
+) -> None:
+    refuse_training(monkeypatch)
+    out = small_tmpfs / "report"
+    args = ["evaluate", *ws.evaluate_args(ws.entangled), "--out", out]
+    args[args.index("--cache-dir") + 1] = tmp_path / "fresh-cache"
+    assert_one_error_line(invoke(*args), "--out", str(out), "No space left on device")
+    assert not (tmp_path / "fresh-cache").exists()
+    assert [p for p in small_tmpfs.rglob("*") if not p.is_dir()] == []
+
+
+@pytest.mark.parametrize("place", ["out", "cache-dir"])
+def test_a_study_checks_its_out_and_cache_before_the_first_job(
+    ws, small_tmpfs, tmp_path, monkeypatch, place
+) -> None:
+    from test_study import tiny
+
+    refuse_training(monkeypatch)
+    monkeypatch.setattr("mmgen.study.run._run_one", refuse_training)  # any job: a failure
+    out, cache = tmp_path / "study", tmp_path / "cache"
+    if place == "out":  # full (a read-only one is refused by its lock already)
+        out, reason = small_tmpfs / "study", "No space left on device"
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+        cache, reason = small_tmpfs / "cache", "Read-only"
+    args = ["study", "run", tiny(tmp_path), "--out", out, "--data-dir", ws.data,
+            "--cache-dir", cache, "--device", "cpu", "--quiet"]  # fmt: skip
+    assert_one_error_line(invoke(*args), f"--{place}", reason)
+    assert not (out / "jobs").exists()
