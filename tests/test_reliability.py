@@ -551,7 +551,8 @@ def test_sigterm_and_sighup_end_a_command_cleanly(ws, tmp_path, command, sig) ->
     finally:
         process.kill()
     assert process.returncode == 130, stderr
-    lines = [line for line in stderr.splitlines() if line.strip() and "\r" not in line]
+    lines = [line for line in stderr.splitlines() if line.strip() and "\r" not in line
+             and not line.startswith("WARNING")]  # --allow-collapsed's warning  # fmt: skip
     if command == "evaluate":  # a folder of resumable jobs: finished jobs stay, no report yet
         assert len(lines) == 1 and lines[0].startswith(f"Interrupted ({sig.name}); "), lines
         assert "run the same command again" in lines[0], lines
@@ -990,3 +991,81 @@ def test_a_study_checks_its_out_and_cache_before_the_first_job(
             "--cache-dir", cache, "--device", "cpu", "--quiet"]  # fmt: skip
     assert_one_error_line(invoke(*args), f"--{place}", reason)
     assert not (out / "jobs").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 20, item 9: Ctrl-C during start-up and inside lazy imports: one line, exit 130.
+
+# Sends SIGINT to itself when the import machinery looks for TARGET, then runs the CLI: an
+# interrupt inside numpy's own import left numpy half-initialised ("cannot load module more
+# than once per process", a traceback, exit 1).
+INTERRUPTED_IMPORT = (
+    "import os, signal, sys\n"
+    "TARGET = sys.argv.pop(1)\n"
+    "class Hook:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == TARGET:\n"
+    "            sys.meta_path.remove(self)\n"
+    "            os.kill(os.getpid(), signal.SIGINT)\n"
+    "sys.meta_path.insert(0, Hook())\n"
+    "sys.argv[0] = 'mmgen'\n"
+    "from mmgen.cli import main\n"
+    "main()\n"
+)
+
+
+def run_interrupted(args: list, target: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env.pop("MMGEN_DATA_DIR", None)
+    return subprocess.run([sys.executable, "-c", INTERRUPTED_IMPORT, target, *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ["numpy.exceptions", "sympy"])
+def test_ctrl_c_inside_an_import_is_one_line(ws, tmp_path, target) -> None:
+    """numpy.exceptions loads during start-up, sympy lazily inside train-cvae's work."""
+    out = tmp_path / "c"
+    args = ["train-cvae", "--source", "mnist", "--data-dir", ws.data, "--limit", "20",
+            "--epochs", "1", "-q", "--out", out]  # fmt: skip
+    done = run_interrupted(args, target, tmp_path)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Interrupted"), done.stderr
+    assert not out.exists() and litter(tmp_path) == []
+
+
+def test_a_signal_during_an_import_is_raised_after_it(tmp_path, monkeypatch) -> None:
+    from mmgen.atomic import signals_as_interrupts
+
+    (tmp_path / "slow_module_r3.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.3)\n"
+        "COMPLETE = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt), signals_as_interrupts():
+        import slow_module_r3  # noqa: F401
+
+        time.sleep(5)  # the interrupt arrives here, after the import
+    assert sys.modules["slow_module_r3"].COMPLETE
+    sys.modules.pop("slow_module_r3")
+
+
+def test_sigint_at_early_instants_is_one_line(ws, tmp_path) -> None:
+    """Ctrl-C at several instants of train-cvae's start: exit 130, no traceback (a bounded loop)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env.pop("MMGEN_DATA_DIR", None)
+    for delay in (0.1, 0.3, 0.5, 0.8, 1.2, 1.8, 2.5):
+        out = tmp_path / f"c-{delay}"
+        child = subprocess.Popen(
+            [sys.executable, "-m", "mmgen", "train-cvae", "--source", "mnist", "--data-dir",
+             str(ws.data), "--limit", "20", "--epochs", "100", "-q", "--out", str(out)],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(delay)
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=120)
+        assert child.returncode == 130, (delay, stderr)
+        assert "Traceback" not in stderr, (delay, stderr)
+        assert len(stderr.strip().splitlines()) == 1, (delay, stderr)
+    assert litter(tmp_path) == []
