@@ -67,6 +67,7 @@ class Workspace:
             root / "e.h5",
             GenerateConfig(n_train=100, n_test=50),
             device="cpu",
+            allow_collapsed=True,  # one epoch on 20 images: the posterior collapses
         )
         self.cache = root / "classifier-cache"
 
@@ -77,6 +78,12 @@ class Workspace:
     def evaluate_args(self, *datasets: Path) -> list[str]:
         return [*map(str, datasets), *EVALUATE_FLAGS, "--data-dir", str(self.data),
                 "--cache-dir", str(self.cache)]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def collapsed_cvaes_are_allowed(monkeypatch) -> None:
+    """The workspace's CVAEs (one epoch on 20 images) collapse; generate decodes them here."""
+    monkeypatch.setattr("mmgen.generate.collapsed_checkpoints", lambda checkpoints: [])
 
 
 @pytest.fixture(scope="module")
@@ -478,7 +485,8 @@ def kill_cases(ws: Workspace) -> dict[str, tuple[str, list, list]]:
              "--epochs", "3", "--batch-size", "4", "--device", "cpu", "-q"]  # fmt: skip
     return {
         "generate": ("file", ["generate", "-q", "--device", "cpu", "--cvae", ws.cvae_a,
-                              "--cvae", ws.cvae_b, "--n-train", "1000", "--n-test", "200"],
+                              "--cvae", ws.cvae_b, "--n-train", "1000", "--n-test", "200",
+                              "--allow-collapsed"],
                      ["--overwrite"]),
         "shuffle": ("file", ["shuffle", ws.entangled, "-q"], ["--overwrite"]),
         "pair": ("file", ["pair", "--source", "mnist", "--source", "fashion-mnist",
@@ -543,7 +551,8 @@ def test_sigterm_and_sighup_end_a_command_cleanly(ws, tmp_path, command, sig) ->
     finally:
         process.kill()
     assert process.returncode == 130, stderr
-    lines = [line for line in stderr.splitlines() if line.strip() and "\r" not in line]
+    lines = [line for line in stderr.splitlines() if line.strip() and "\r" not in line
+             and not line.startswith("WARNING")]  # --allow-collapsed's warning  # fmt: skip
     if command == "evaluate":  # a folder of resumable jobs: finished jobs stay, no report yet
         assert len(lines) == 1 and lines[0].startswith(f"Interrupted ({sig.name}); "), lines
         assert "run the same command again" in lines[0], lines
@@ -911,3 +920,152 @@ def test_torchvision_s_bare_assert_gives_a_reason(ws, monkeypatch) -> None:
         load_split("fashion-mnist", "train", data_dir=ws.data)
     message = str(raised.value)
     assert "()" not in message and "AssertionError check failed" in message, message
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 20, item 7: every output place (--out, --cache-dir) is checked before any work.
+
+
+def refuse_training(monkeypatch) -> None:
+    """Make any training a test failure: the check must come before it."""
+
+    def trained(*args, **kwargs):
+        raise AssertionError("a model trained before the output place was checked")
+
+    monkeypatch.setattr("mmgen.cvae_training.fit", trained)
+    monkeypatch.setattr("mmgen.classifiers.train_classifier", trained)
+    monkeypatch.setattr("mmgen.runner.run_job", trained)
+
+
+def test_a_full_train_cvae_out_is_found_before_an_epoch(ws, small_tmpfs, monkeypatch) -> None:
+    refuse_training(monkeypatch)
+    out = small_tmpfs / "c"
+    args = [*train_args(ws)[:-2], "--out", out]
+    assert_one_error_line(invoke(*args), "--out", str(out), "No space left on device", "free")
+    assert [p for p in small_tmpfs.rglob("*")] == []
+
+
+@pytest.mark.parametrize("place", ["read-only", "full"])
+def test_a_bad_cache_dir_is_found_before_a_classifier_trains(
+    ws, small_tmpfs, tmp_path, monkeypatch, place
+) -> None:
+    refuse_training(monkeypatch)
+    if place == "read-only":
+        subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    cache, out = small_tmpfs / "cache", tmp_path / "report"
+    args = ["evaluate", *ws.evaluate_args(ws.entangled), "--out", out]
+    args[args.index("--cache-dir") + 1] = cache
+    fragment = "Read-only" if place == "read-only" else "No space left on device"
+    assert_one_error_line(invoke(*args), "--cache-dir", str(cache), fragment)
+    assert [p for p in small_tmpfs.rglob("*")] == []
+    assert not (out / "report.json").exists() and not (out / "jobs" / "settings.json").exists()
+
+
+def test_a_full_evaluate_out_is_found_before_a_classifier_trains(
+    ws, small_tmpfs, tmp_path, monkeypatch
+) -> None:
+    refuse_training(monkeypatch)
+    out = small_tmpfs / "report"
+    args = ["evaluate", *ws.evaluate_args(ws.entangled), "--out", out]
+    args[args.index("--cache-dir") + 1] = tmp_path / "fresh-cache"
+    assert_one_error_line(invoke(*args), "--out", str(out), "No space left on device")
+    assert not (tmp_path / "fresh-cache").exists()
+    assert [p for p in small_tmpfs.rglob("*") if not p.is_dir()] == []
+
+
+@pytest.mark.parametrize("place", ["out", "cache-dir"])
+def test_a_study_checks_its_out_and_cache_before_the_first_job(
+    ws, small_tmpfs, tmp_path, monkeypatch, place
+) -> None:
+    from test_study import tiny
+
+    refuse_training(monkeypatch)
+    monkeypatch.setattr("mmgen.study.run._run_one", refuse_training)  # any job: a failure
+    out, cache = tmp_path / "study", tmp_path / "cache"
+    if place == "out":  # full (a read-only one is refused by its lock already)
+        out, reason = small_tmpfs / "study", "No space left on device"
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+        cache, reason = small_tmpfs / "cache", "Read-only"
+    args = ["study", "run", tiny(tmp_path), "--out", out, "--data-dir", ws.data,
+            "--cache-dir", cache, "--device", "cpu", "--quiet"]  # fmt: skip
+    assert_one_error_line(invoke(*args), f"--{place}", reason)
+    assert not (out / "jobs").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 20, item 9: Ctrl-C during start-up and inside lazy imports: one line, exit 130.
+
+# Sends SIGINT to itself when the import machinery looks for TARGET, then runs the CLI: an
+# interrupt inside numpy's own import left numpy half-initialised ("cannot load module more
+# than once per process", a traceback, exit 1).
+INTERRUPTED_IMPORT = (
+    "import os, signal, sys\n"
+    "TARGET = sys.argv.pop(1)\n"
+    "class Hook:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == TARGET:\n"
+    "            sys.meta_path.remove(self)\n"
+    "            os.kill(os.getpid(), signal.SIGINT)\n"
+    "sys.meta_path.insert(0, Hook())\n"
+    "sys.argv[0] = 'mmgen'\n"
+    "from mmgen.cli import main\n"
+    "main()\n"
+)
+
+
+def run_interrupted(args: list, target: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env.pop("MMGEN_DATA_DIR", None)
+    return subprocess.run([sys.executable, "-c", INTERRUPTED_IMPORT, target, *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ["numpy.exceptions", "sympy"])
+def test_ctrl_c_inside_an_import_is_one_line(ws, tmp_path, target) -> None:
+    """numpy.exceptions loads during start-up, sympy lazily inside train-cvae's work."""
+    out = tmp_path / "c"
+    args = ["train-cvae", "--source", "mnist", "--data-dir", ws.data, "--limit", "20",
+            "--epochs", "1", "-q", "--out", out]  # fmt: skip
+    done = run_interrupted(args, target, tmp_path)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Interrupted"), done.stderr
+    assert not out.exists() and litter(tmp_path) == []
+
+
+def test_a_signal_during_an_import_is_raised_after_it(tmp_path, monkeypatch) -> None:
+    from mmgen.atomic import signals_as_interrupts
+
+    (tmp_path / "slow_module_r3.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.3)\n"
+        "COMPLETE = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt), signals_as_interrupts():
+        import slow_module_r3  # noqa: F401
+
+        time.sleep(5)  # the interrupt arrives here, after the import
+    assert sys.modules["slow_module_r3"].COMPLETE
+    sys.modules.pop("slow_module_r3")
+
+
+def test_sigint_at_early_instants_is_one_line(ws, tmp_path) -> None:
+    """Ctrl-C at several instants of train-cvae's start: exit 130, no traceback (a bounded loop)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env.pop("MMGEN_DATA_DIR", None)
+    for delay in (0.1, 0.3, 0.5, 0.8, 1.2, 1.8, 2.5):
+        out = tmp_path / f"c-{delay}"
+        child = subprocess.Popen(
+            [sys.executable, "-m", "mmgen", "train-cvae", "--source", "mnist", "--data-dir",
+             str(ws.data), "--limit", "20", "--epochs", "100", "-q", "--out", str(out)],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(delay)
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=120)
+        assert child.returncode == 130, (delay, stderr)
+        assert "Traceback" not in stderr, (delay, stderr)
+        assert len(stderr.strip().splitlines()) == 1, (delay, stderr)
+    assert litter(tmp_path) == []

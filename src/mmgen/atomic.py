@@ -45,6 +45,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 from mmgen.errors import UsageError
 
@@ -389,22 +390,55 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+# An interrupt raised inside an import can leave a library half-initialised (numpy, scipy),
+# which then fails with an error of its own (a RecursionError, "cannot load module more than
+# once") and a traceback instead of the interrupt. Signals that arrive while an import runs are
+# delivered again after this delay, until no import is running (issue 20, item 9).
+IMPORT_RETRY_SECONDS = 0.05
+_IMPORT_FILES = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
+
+
+def importing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or a caller of it is inside the import machinery."""
+    while frame is not None:
+        if frame.f_code.co_filename in _IMPORT_FILES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def redeliver_later(signum: int) -> None:
+    """Send ``signum`` to this process again after ``IMPORT_RETRY_SECONDS``."""
+    timer = threading.Timer(IMPORT_RETRY_SECONDS, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
+
+
 @contextlib.contextmanager
 def signals_as_interrupts() -> Iterator[None]:
     """Raise ``Terminated`` (a ``KeyboardInterrupt``) on SIGTERM and SIGHUP inside the block.
 
     For command-line entry points: temporaries are removed and locks released by the usual
     ``except``/``finally`` code instead of being left behind by the default handlers, which end
-    the process at once. Does nothing outside the main thread (signals go to the main thread).
+    the process at once. SIGINT raises ``KeyboardInterrupt`` as usual. A signal that arrives
+    while a module is being imported (the lazy imports of torch, matplotlib, sympy inside a
+    command) is raised once the import is over, never inside it. Does nothing outside the main
+    thread (signals go to the main thread).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum: int, frame: object) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if importing(frame):
+            redeliver_later(signum)
+            return
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Terminated(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:

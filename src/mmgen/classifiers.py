@@ -45,6 +45,7 @@ from mmgen.data.sources import SourceData, cache_dir, load_split
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.nn import build
+from mmgen.resources import checkpoint_bytes, meta_model, require_output_space
 from mmgen.shared import safe_name
 from mmgen.train import TrainConfig, fit
 
@@ -251,8 +252,13 @@ def load_or_train_classifier(
     device: str | torch.device = "auto",
     on_step: Callable[[dict[str, float]], None] | None = None,
     classes: Sequence[int] | None = None,
+    reserve: int = 1,
 ) -> TrainedClassifier:
     """The classifier of ``source``: loaded from the cache when its key matches, else trained.
+
+    Before training, the cache is checked writable with room for ``reserve`` classifiers
+    (``mmgen.resources.require_output_space``): a full or read-only cache is one line before
+    the minutes of training, not after them. A complete cache may be read-only.
 
     Args:
         source: a source spec of ``mmgen.data.sources`` (``mnist``, ``fashion-mnist``, ``idx:DIR``).
@@ -264,6 +270,8 @@ def load_or_train_classifier(
         classes: the source's class indices a dataset uses, in its label order (a header's
             ``classes``, ``--classes``): the classifier tells these apart, label k being the
             source's class ``classes[k]``. ``None``: every class.
+        reserve: how many classifiers the caller may still train into the cache (the space
+            checked before this one trains).
 
     Raises:
         FileNotFoundError: the source's files were not found (the message says where to put them).
@@ -284,6 +292,12 @@ def load_or_train_classifier(
             model, source, train.class_names, info["test_accuracy"], info, folder, True, classes
         )
 
+    size = checkpoint_bytes(
+        meta_model(lambda: ImageClassifier(train.num_classes, config, train.image_shape))
+    )
+    require_output_space(
+        classifier_cache_dir(cache), "--cache-dir", reserve * size, f"the {source} classifier"
+    )
     log.info("training the %s classifier (%d epochs)", source, config.epochs)
     model, history = train_classifier(train, test, config, torch_device, on_step)
     info = run_record(

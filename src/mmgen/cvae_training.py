@@ -39,7 +39,13 @@ from mmgen.data.sources import SourceData, load_split
 from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.models.cvae import CVAE, CVAEConfig, build_cvae
-from mmgen.resources import cvae_training_bytes, require_memory
+from mmgen.resources import (
+    checkpoint_bytes,
+    cvae_training_bytes,
+    meta_model,
+    require_memory,
+    require_output_space,
+)
 from mmgen.train import TrainConfig, fit, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -192,6 +198,13 @@ def _train(
         torch_device,
         f"a CVAE for {describe(shape)} images in batches of {train_config.batch_size}",
         "use smaller images (crop or resize them) or a smaller --batch-size",
+    )
+    # A full disk is found now, not when the first epoch is saved.
+    require_output_space(
+        out,
+        "--out",
+        checkpoint_bytes(meta_model(lambda: CVAE(model_config))),
+        "the checkpoint",
     )
 
     # channels_last lets oneDNN run the 64-channel convolutions without layout conversions:

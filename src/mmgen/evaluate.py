@@ -51,6 +51,7 @@ from mmgen.measure import (  # noqa: F401 (re-exported: the names callers import
 )
 from mmgen.models.registry import MODELS
 from mmgen.report import assemble_report, clear_report, write_report
+from mmgen.resources import MIB, require_output_space
 from mmgen.runner import (  # noqa: F401 (re-exported)
     DatasetInfo,
     LoadedDataset,
@@ -76,6 +77,9 @@ DEFAULT_MODELS = ("jmvae", "jmvae-zero", "jmvae-kl", "tvae", "m2vae")
 # EvaluateConfig fields that do not change a job's figures: the job set (models, seeds), the
 # device setting (the job key holds the device type it resolved to) and a batch size that only
 # trades memory for speed. Every other field, including any added later, is in the key.
+# Room --out needs before any work (a rough figure: a job's model folder, latent means and
+# figures, and the report): a full disk is found before training, not when the first job is stored.
+REPORT_BYTES = 16 * MIB
 JOB_INDEPENDENT_FIELDS = frozenset({"models", "seeds", "device", "eval_batch_size"})
 
 
@@ -270,6 +274,8 @@ def evaluate_datasets(
         settings = {**config.job_settings(), "device": device.type}
         if world.is_main:
             current = jobs.manifest(settings, {d.name: d.sha256 for d in datasets})
+            # A full disk under --out is found now, not when the first job is stored.
+            require_output_space(out, "--out", REPORT_BYTES, "the report and its jobs")
             jobs.prepare_folder(out, current, overwrite)
 
         identities = list(dict.fromkeys(s for d in datasets for s in d.sources.values()))
@@ -285,6 +291,7 @@ def evaluate_datasets(
                     device,
                     on_step,
                     classes=source.classes,
+                    reserve=len(identities),
                 )
                 for source in identities
             }

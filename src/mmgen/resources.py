@@ -122,3 +122,67 @@ def check_saved_weights(
                 f"{folder}: {bad} of the {tensor.numel()} values of weight {name} are NaN or "
                 "infinite (its training diverged); retrain it, e.g. with a smaller --lr"
             )
+
+
+# Disk space: an output found full or read-only only when it is first written (an epoch, or a
+# classifier's minutes of training, later) is checked before the work instead (issue 20, item 7).
+MIB = 2**20
+FIGURES_BYTES = 2 * MIB  # a checkpoint's or a report's figures and JSON records, rounded up
+
+
+def size_text(size: float) -> str:
+    return gib(size) if size >= MIB else f"{size / 1024:.0f} KiB"
+
+
+def existing_folder(path: Path) -> Path:
+    """``path`` or its nearest existing ancestor: where ``path`` would be created."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def require_output_space(path: Path | str, flag: str, needed: int, what: str) -> None:
+    """Refuse an output folder that cannot take ``needed`` bytes, before any work.
+
+    Checks that the folder (or, while it does not exist, its nearest existing ancestor) is a
+    folder, that a file can be created in it (a read-only file system, missing permissions),
+    and that its file system has about ``needed`` bytes free. The probe file is removed at
+    once; nothing else is written.
+
+    Raises:
+        NotADirectoryError: the path (or an ancestor) is a file.
+        OSError: not writable, or too little free space (``ENOSPC``); the message names
+            ``flag`` and ``path``.
+    """
+    import errno
+    import tempfile
+
+    path = Path(path)
+    place = existing_folder(path)
+    if not place.is_dir():
+        raise NotADirectoryError(f"{flag} {path}: {place} is a file; give a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mmgen-probe-", dir=place)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OSError(
+            error.errno, f"{flag} {path} is not writable ({reason}); choose another {flag}"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    stats = os.statvfs(place)
+    free = stats.f_bavail * stats.f_frsize
+    log.info("%s needs about %s on disk (%s free)", what, size_text(needed), size_text(free))
+    if needed > free:
+        raise OSError(
+            errno.ENOSPC,
+            f"{flag} {path}: No space left on device for {what} (about {size_text(needed)} "
+            f"needed, {size_text(free)} free); free some space or choose another {flag}",
+        )
+
+
+def checkpoint_bytes(model: nn.Module) -> int:
+    """About the disk space of a model folder being replaced: two copies of the weights and of
+    an optimiser state as large, and the figures."""
+    return 2 * 2 * FLOAT_BYTES * parameter_count(model) + FIGURES_BYTES

@@ -12,6 +12,8 @@ every command).
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +32,30 @@ def load_app() -> typer.Typer:
     return app
 
 
+STARTING_INTERRUPTED = "Interrupted while starting; nothing was done.\n"
+
+
+def _end_start(signum: int, frame: object) -> None:
+    """Ctrl-C while the commands load: end at once, nothing was done.
+
+    Raising ``KeyboardInterrupt`` inside an import can leave numpy or scipy half-initialised,
+    and their next import then fails with an error of its own and a traceback; start-up writes
+    nothing, so the process ends here without unwinding through the imports.
+    """
+    os.write(2, STARTING_INTERRUPTED.encode())
+    os._exit(EXIT_INTERRUPTED)
+
+
 def main() -> None:
     """Console entry point (``mmgen`` and ``python -m mmgen``)."""
+    previous = signal.signal(signal.SIGINT, _end_start)
     try:
         app = load_app()
-    except KeyboardInterrupt:
-        print("Interrupted while starting; nothing was done.", file=sys.stderr)
+    except KeyboardInterrupt:  # an embedding caller's own handler raised it
+        print(STARTING_INTERRUPTED.strip(), file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         app(prog_name="mmgen")
     except KeyboardInterrupt:

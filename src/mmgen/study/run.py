@@ -23,8 +23,11 @@ from typing import Any
 
 from mmgen.atomic import folder_lock
 from mmgen.checkpoint import holds_model
+from mmgen.classifiers import classifier_cache_dir
 from mmgen.config import load_json, save_json
 from mmgen.distributed import World
+from mmgen.evaluate import REPORT_BYTES
+from mmgen.resources import MIB, require_output_space
 from mmgen.study import steps
 from mmgen.study.plan import ENTANGLED, NAIVE, PHASES, Plan, StudyJob, plan_study
 from mmgen.study.recipe import Recipe
@@ -35,6 +38,10 @@ JOBS_DIR = "jobs"
 EXTRAS_FILE = "study-extras.json"  # an evaluation's subset and pixel baseline
 TRUTH_FILE = "truth-summaries.json"  # a truth job's summary of every file
 RECIPE_FILE = "recipe.json"
+# Rough disk figures of the checks before work (check_output_places): a 28×28 CVAE folder being
+# replaced, and a classifier's (mmgen.resources.checkpoint_bytes: about 57 MB and 9 MB).
+CVAE_BYTES = 64 * MIB
+CLASSIFIER_BYTES = 16 * MIB
 MARKER_FILE = "study-job.json"
 TaskCallback = Callable[[int, int, str], None]  # (jobs done, jobs in all, what runs now)
 
@@ -89,6 +96,7 @@ def run_study(
     everything = list(plan.jobs.values())
     with folder_lock(out) if world.is_main else contextlib.nullcontext():
         if world.is_main:
+            check_output_places(out, cache_dir, [j for j in everything if not is_done(out, j)])
             save_json(out / RECIPE_FILE, recipe.as_dict())
         world.barrier()
 
@@ -114,6 +122,21 @@ def run_study(
             world.barrier()
         show("done")
     return plan
+
+
+def check_output_places(out: Path, cache_dir: Path | str | None, pending: list[StudyJob]) -> None:
+    """Refuse a full or read-only ``--out``, or ``--cache-dir`` while evaluations are to run,
+    before the first job: not when a CVAE is saved or a classifier is cached, minutes later.
+
+    Rough figures: a CVAE checkpoint for every CVAE job still to train, and two classifiers
+    (the cache check of ``evaluate`` repeats with exact figures before each classifier trains).
+    """
+    cvaes = sum(job.kind == "cvae" for job in pending)
+    require_output_space(out, "--out", REPORT_BYTES + cvaes * CVAE_BYTES, "the study's jobs")
+    if any(job.kind == "evaluate" for job in pending):
+        require_output_space(
+            classifier_cache_dir(cache_dir), "--cache-dir", 2 * CLASSIFIER_BYTES, "classifiers"
+        )
 
 
 def _run_one(
