@@ -26,6 +26,10 @@ v never equals 255 − v: ``d = 1[x_m ≠ b_m]``. With ``--decode sample`` there
 ``p(x_m | z, c, crop) = Π_pixels σ(l)^d (1 − σ(l))^(1−d)``, the CVAE's Bernoulli likelihood of
 the recovered digit. With ``--decode mean`` x_m is a deterministic function of (z, c, crop):
 a point mass, no density, and the decoder's grey levels are not recoverable (thresholded).
+
+Over 450 lines on purpose: the backgrounds, the keyed crops, the composite and its inverse, and
+the two writers (entangled and naive) share one per-tuple nuisance layout that the tests pin byte
+for byte; apart, each piece would need the others' row and stream rules.
 """
 
 from __future__ import annotations

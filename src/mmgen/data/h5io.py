@@ -20,6 +20,10 @@ real images). Layout (``docs/format.md`` documents every field):
 Writing goes through :func:`create_dataset` (atomic, never replaces unasked, whole compressed
 chunks only, no timestamps: the same rows give the same bytes). Reading goes through
 :func:`open_dataset`, which checks the header and the layout first.
+
+Over 450 lines on purpose: the schema is one contract (which datasets exist, their shapes,
+dtypes and chunking, and the promises of the header checked against them on open); the writer
+and the readers must change together with it, and the format test pins all of it at once.
 """
 
 from __future__ import annotations
