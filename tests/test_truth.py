@@ -31,6 +31,7 @@ from mmgen.truth import (
     integrate,
     load_truth,
     prior,
+    store_truth,
     true_gap,
     truth_path,
 )
@@ -251,6 +252,12 @@ def test_decoded_means_have_an_entropy_floor_and_no_target(files: dict[str, Path
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.nan_to_num(x * np.log(x)) - np.nan_to_num((1 - x) * np.log(1 - x))
     np.testing.assert_allclose(truth.per_tuple["entropy_floor/mnist"], entropy.sum(1), rtol=1e-9)
+    # and it is stored and read back (a per-modality floor beside the total, not under it)
+    store_truth(files["means"], truth)
+    stored = load_truth(files["means"])
+    assert stored is not None and stored.summary == truth.summary
+    for name, values in truth.per_tuple.items():
+        np.testing.assert_array_equal(stored.per_tuple[name], values)
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:

@@ -560,14 +560,14 @@ def _entropy_truth(base: dict[str, Any], data: Any, names: Sequence[str]) -> Tru
     """A decoded-means file's truth: its entropy floor and the statement of no target."""
     floors = {m: entropy_floor(torch.from_numpy(data.images_float(m))) for m in names}
     per_tuple = {f"entropy_floor/{m}": v.numpy() for m, v in floors.items()}
-    per_tuple["entropy_floor"] = sum(per_tuple.values())
+    per_tuple["entropy_floor_total"] = sum(per_tuple.values())
     summary = {
         **base,
         "finite": False,
         "statement": NO_TARGET,
         "entropy_floor": {
             **{m: mean_interval(per_tuple[f"entropy_floor/{m}"]) for m in names},
-            "total": mean_interval(per_tuple["entropy_floor"]),
+            "total": mean_interval(per_tuple["entropy_floor_total"]),
         },
         "mutual_information": None,
     }
