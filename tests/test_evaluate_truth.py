@@ -229,3 +229,25 @@ def test_recipe_passes_latent_dim_to_evaluate() -> None:
     assert evaluate_config(validate(recipe).as_dict()).latent_dim == 4
     recipe["evaluate"] = {"models": ["jmvae"]}
     assert evaluate_config(validate(recipe).as_dict()).latent_dim == 2
+
+
+def test_a_stale_or_missing_truth_is_a_note(files, tmp_path) -> None:
+    """A sidecar of another version of the file gives the stale note, no numbers; a sampled
+    file without one says how to make it; the calibration reads only current truths."""
+    import shutil
+
+    from mmgen.report.calibration import file_truth
+
+    copy = shutil.copy(files["e"], tmp_path / "e.h5")
+    shutil.copy(truth_path(files["e"]), truth_path(copy))
+    (info,) = inspect_datasets([copy])
+    test = load_dataset(info, None, ROWS, torch.device("cpu")).test
+    assert file_truth(info, test, ROWS)["status"] == "stored"
+    with h5py.File(copy, "a") as handle:
+        handle.attrs["seed"] = 7  # another version of the file
+    (changed,) = inspect_datasets([copy])
+    record = file_truth(changed, test, ROWS)
+    assert record["status"] == "missing" and record["true_log_likelihood"] is None
+    assert record["note"] == f"the stored truth is stale (run mmgen truth {copy})"
+    truth_path(copy).unlink()
+    assert file_truth(changed, test, ROWS)["note"] == f"no truth stored (run mmgen truth {copy})"

@@ -130,8 +130,8 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
 def file_decode(header: DatasetHeader) -> str | None:
     """``"mean"`` or ``"sample"``: how a generated file's images were decoded (a mixed file
     keeps its parent's images, so its parent's ``generate`` config says); ``None`` otherwise."""
-    generation = header.config if header.kind == "entangled" else (header.parent or {}).get(
-        "config"
+    generation = (
+        header.config if header.kind == "entangled" else (header.parent or {}).get("config")
     )
     decode = generation.get("decode") if isinstance(generation, Mapping) else None
     return decode if isinstance(decode, str) else None
