@@ -60,6 +60,7 @@ from mmgen.runner import (  # noqa: F401 (re-exported)
     StepCallback,
     TaskCallback,
     check_class_counts,
+    check_subsets,
     inspect_datasets,
     load_dataset,
     modality_letters,
@@ -117,6 +118,8 @@ class EvaluateConfig:
     device: str = "auto"  # auto, cpu or cuda
     classifier_epochs: int = 3  # epochs of each real-data classifier (cached by its config)
     eval_batch_size: int = 1000  # encoder/decoder batch in the metrics; no effect on results
+    # Latent size d of every multi-modal VAE (the paper's 2; d <= 2 adds the quadrature row).
+    latent_dim: int = 2
 
     def __post_init__(self) -> None:
         models = _distinct("--models", "model", self.models, "--models jmvae,m2vae")
@@ -140,6 +143,7 @@ class EvaluateConfig:
             "jsd_samples",
             "classifier_epochs",
             "eval_batch_size",
+            "latent_dim",
         ):
             require_positive(name.replace("_", "-"), getattr(self, name))
         object.__setattr__(self, "models", models)
@@ -197,6 +201,7 @@ class EvaluateConfig:
             measure=first.measure_settings(),
             limit=self.limit,
             test_limit=self.test_limit,
+            latent_dim=self.latent_dim,
             record=self.job_settings(),
         )
 
@@ -264,6 +269,7 @@ def evaluate_datasets(
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; give a folder for the report")
     datasets = inspect_datasets(paths)
+    check_subsets(datasets, config.limit, config.test_limit)
     # One writer per report folder (rank 0 under torchrun; the others write only their jobs),
     # claimed before any work: a second evaluate into the same --out fails at once.
     with folder_lock(out) if world.is_main else contextlib.nullcontext():
@@ -306,7 +312,9 @@ def evaluate_datasets(
         if not world.is_main:
             by_source = load_classifiers()
         classifier_keys = {s: c.info["key"] for s, c in by_source.items()}
-        plan = plan_jobs(datasets, config.models, config.seeds, settings, classifier_keys)
+        plan = plan_jobs(
+            datasets, config.models, config.seeds, settings, classifier_keys, config.latent_dim
+        )
         pending = None
         if world.is_main:
             if overwrite:

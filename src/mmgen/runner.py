@@ -26,7 +26,7 @@ from mmgen.checkpoint import run_record
 from mmgen.classifiers import TrainedClassifier
 from mmgen.config import save_json, to_dict
 from mmgen.data.h5io import SplitData, read_header, read_split
-from mmgen.data.header import SourceIdentity
+from mmgen.data.header import DatasetHeader, SourceIdentity
 from mmgen.data.shapes import ImageShape
 from mmgen.distributed import World
 from mmgen.errors import UsageError
@@ -34,6 +34,7 @@ from mmgen.jobs import Job
 from mmgen.measure import MeasureSettings, evaluate_model
 from mmgen.models.registry import MODELS, build_model, save_model
 from mmgen.shared import file_sha256, safe_name, to_unit
+from mmgen.subsets import marginal_keeping_rows
 from mmgen.train import TrainConfig, fit
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ class DatasetInfo:
     has_latent: bool
     class_names: tuple[str, ...]
     sha256: str
+    # How a generated file's images were decoded ("mean" or "sample"; a mixed file: its
+    # parent's), None for a naive file or one that does not record it.
+    decode: str | None = None
+    parent_sha256: str | None = None  # a mixed file: the SHA-256 of its entangled file
 
     @property
     def num_classes(self) -> int:
@@ -108,6 +113,8 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
                 has_latent=header.has_latent,
                 class_names=header.class_names,
                 sha256=file_sha256(path),
+                decode=file_decode(header),
+                parent_sha256=(header.parent or {}).get("sha256"),
             )
         )
     counts = {len(info.modalities) for info in infos}
@@ -118,6 +125,46 @@ def inspect_datasets(paths: Sequence[Path | str]) -> list[DatasetInfo]:
             "with the same number of modalities together"
         )
     return infos
+
+
+def file_decode(header: DatasetHeader) -> str | None:
+    """``"mean"`` or ``"sample"``: how a generated file's images were decoded (a mixed file
+    keeps its parent's images, so its parent's ``generate`` config says); ``None`` otherwise."""
+    generation = (
+        header.config if header.kind == "entangled" else (header.parent or {}).get("config")
+    )
+    decode = generation.get("decode") if isinstance(generation, Mapping) else None
+    return decode if isinstance(decode, str) else None
+
+
+def twin_groups(datasets: Sequence[DatasetInfo]) -> list[tuple[DatasetInfo, list[DatasetInfo]]]:
+    """Every entangled file of the run with its mixed twins of the run (mixed files whose
+    recorded parent is that file, by SHA-256), in the order given; files without twins too."""
+    return [
+        (info, [t for t in datasets if t.kind == "mixed" and t.parent_sha256 == info.sha256])
+        for info in datasets
+        if info.kind == "entangled"
+    ]
+
+
+def check_subsets(
+    datasets: Sequence[DatasetInfo], limit: int | None, test_limit: int | None
+) -> None:
+    """Refuse leading-row subsets on which an entangled file and its mixed twins do not share
+    their images (issue 17, item 3; ``mmgen.subsets``): with fewer rows than a split, E and its
+    twins must hold the same images per unmixed modality and the same multiset per mixed one.
+
+    Raises:
+        UsageError: one line naming the nearest valid counts below and above.
+    """
+    asked = {"train": limit, "test": limit if test_limit is None else test_limit}
+    for entangled, twins in twin_groups(datasets):
+        if not twins:
+            continue
+        paths = [entangled.path, *(t.path for t in twins)]
+        for split, n in asked.items():
+            if n is not None:
+                marginal_keeping_rows(paths, n, split)
 
 
 def check_class_counts(
@@ -160,6 +207,7 @@ class RunSettings:
     measure: MeasureSettings  # the sample counts of every metric (its seed: the job's)
     limit: int | None = None  # first N train and test tuples of every file
     test_limit: int | None = None  # first N test tuples (overrides limit for the test split)
+    latent_dim: int = 2  # d of every multi-modal VAE
     record: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # stored with each job
 
     def for_seed(self, seed: int) -> tuple[TrainConfig, MeasureSettings]:
@@ -201,6 +249,7 @@ def plan_jobs(
     seeds: Sequence[int],
     settings: Mapping[str, Any],
     classifier_keys: Mapping[str, str],
+    latent_dim: int = 2,
 ) -> list[Job]:
     """Every (dataset, model, seed) job, sorted, each with its key.
 
@@ -216,7 +265,11 @@ def plan_jobs(
         for model in models:
             config_class = MODELS[model][0]
             model_config = to_dict(
-                config_class(modalities=tuple(info.modalities), image_shapes=info.image_shapes)
+                config_class(
+                    modalities=tuple(info.modalities),
+                    image_shapes=info.image_shapes,
+                    latent_dim=latent_dim,
+                )
             )
             for seed in seeds:
                 key = jobs.job_key(info.sha256, model, model_config, seed, job_settings)
@@ -240,7 +293,11 @@ def run_job(
     started = time.perf_counter()
     # The same initialisation on every dataset: the seed's stream, not the job's position.
     model = build_model(
-        job.model, data.info.modalities, seed=job.seed, image_shapes=data.info.image_shapes
+        job.model,
+        data.info.modalities,
+        seed=job.seed,
+        image_shapes=data.info.image_shapes,
+        latent_dim=settings.latent_dim,
     ).to(device)
     history = fit(model, data.train, data.test, train_config, on_step=on_step)
     model.eval()

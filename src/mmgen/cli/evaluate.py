@@ -176,6 +176,13 @@ def evaluate_command(
             "overrides --limit for the test split."
         ),
     ] = defaults.test_limit,
+    latent_dim: Annotated[
+        int,
+        typer.Option(
+            help="Latent size d of every multi-modal VAE (the paper's 2; d <= 2 also gives "
+            "the quadrature log p(M))."
+        ),
+    ] = defaults.latent_dim,
     batch_size: Annotated[
         int, typer.Option(help="Examples per training step.")
     ] = defaults.batch_size,
@@ -232,6 +239,7 @@ def evaluate_command(
         joint_samples=joint_samples,
         limit=limit,
         test_limit=test_limit,
+        latent_dim=latent_dim,
         seeds=seed_values,
         device=getattr(device, "value", device),
         classifier_epochs=classifier_epochs,

@@ -1,7 +1,8 @@
 """Report assembly: ``report.json`` of an evaluation from its stored jobs (``mmgen.jobs``).
 
 Everything is read from the job folders in sorted order, so the report is the same whatever
-order (or rank) the jobs finished in: per-seed figures, their mean and sd over seeds, the verdict
+order (or rank) the jobs finished in: per-seed figures, their mean and sd over seeds, the
+calibration against each file's stored ground truth (:mod:`.calibration`), the verdict
 of docs/method.md (``mmgen.verdict``), the quality of each file's own images
 (``mmgen.measure.data_quality``) and the latent figures (``mmgen.plots``).
 """
@@ -21,6 +22,7 @@ from mmgen.data.sources import load_split
 from mmgen.device import environment
 from mmgen.jobs import Job
 from mmgen.measure import data_quality
+from mmgen.report.calibration import calibrate, file_truth
 from mmgen.runner import DatasetInfo, load_dataset
 from mmgen.verdict import summarise_seeds, verdict
 
@@ -82,10 +84,12 @@ def assemble_report(
     per_seed: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     latents: dict[str, dict[str, dict[str, np.ndarray]]] = {m: {} for m in models}
     test_labels: dict[str, np.ndarray] = {}
+    truths: dict[str, dict[str, Any]] = {}  # file → its truth on the evaluated test rows
     first_seed = seeds[0]
     for info in datasets:
         data = load_dataset(info, config["limit"], config["test_limit"], device)
         test_labels[info.name] = data.test_labels
+        truths[info.name] = file_truth(info, data.test, len(data.test["labels"]))
         classifiers = {m: by_source[info.sources[m].label] for m in info.modalities}
         entry: dict[str, Any] = {
             **info.summary(),
@@ -125,6 +129,7 @@ def assemble_report(
             entry["sd"][model] = sd
         report["datasets"][info.name] = entry
 
+    report["calibration"] = calibrate(datasets, truths, per_seed, models, seeds)
     report["verdict"] = verdict(
         per_seed, {info.name: info.kind for info in datasets}, models, seeds
     )

@@ -21,6 +21,7 @@ from mmgen.atomic import atomic_path
 from mmgen.config import save_json
 from mmgen.data.shapes import DEFAULT_IMAGE_SHAPE, describe
 from mmgen.probes import code_modality
+from mmgen.report.calibration import render_calibration, render_means_statements
 from mmgen.verdict import NO_INTERVAL
 
 REPORT_JSON = "report.json"
@@ -214,6 +215,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         "# mmgen evaluate",
         "",
+        *render_means_statements(report),
         f"mmgen {report['mmgen_version']}, device {report['device']}, {_seeds(report)}; "
         f"models {', '.join(config['models'])}; {config['epochs']} epochs, batch "
         f"{config['batch_size']}, Adam lr {config['lr']}; K = {config['k']}, "
@@ -221,6 +223,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         + (f"; first {config['limit']} tuples per split" if config.get("limit") else "")
         + ".",
         "",
+        *render_calibration(report),
         *render_verdict(report),
         "## Datasets",
         "",

@@ -73,6 +73,7 @@ EVALUATE_DEFAULTS: dict[str, Any] = {
     "limit": None,
     "test_limit": None,
     "classifier_epochs": 3,
+    "latent_dim": 2,  # the multi-modal VAEs' latent size (evaluate --latent-dim)
 }
 REPLICATES_DEFAULTS: dict[str, Any] = {"count": 5, "evaluator_seeds": [0, 1]}
 TOP_LEVEL = frozenset(
