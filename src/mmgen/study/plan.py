@@ -189,7 +189,13 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
     # (file, model, seed), so adding a seed or a model reuses the folder's finished jobs.
     spec = {
         "files": {name: f"{job.folder}/{job.spec['file']}" for name, job in files.items()},
-        "evaluate": {k: v for k, v in recipe.evaluate.items() if k != "models"},
+        # latent_dim keys the job only when not the paper's 2, so recipes written before the
+        # setting existed keep their keys
+        "evaluate": {
+            k: v
+            for k, v in recipe.evaluate.items()
+            if k != "models" and not (k == "latent_dim" and v == 2)
+        },
         "subset": recipe.twins["subset"],
     }
     identity = {"kind": "evaluate", **spec, "files": {n: j.key for n, j in files.items()}}
