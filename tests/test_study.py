@@ -565,11 +565,20 @@ def test_fusion_gain_of_a_model_is_joint_minus_the_best_single() -> None:
     assert model["r2"]["fusion_gain"]["replicate_means"] == pytest.approx(np.mean(gains, 1))
 
 
-def test_the_results_recipe_is_valid() -> None:
+@pytest.mark.parametrize("name", ["results", "dose-response", "demo"])
+def test_the_committed_recipes_are_valid_and_replicated(name: str) -> None:
     import tomllib
 
-    path = Path(__file__).resolve().parents[1] / "recipes" / "results.toml"
+    path = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.toml"
     recipe = validate(tomllib.loads(path.read_text()), str(path))
-    assert recipe.replicates >= 5 and len(recipe.evaluator_seeds) >= 2
-    assert len(recipe.evaluate["models"]) == 8 and recipe.generate["decode"] == "sample"
-    assert recipe.twins["fractions"] == [0.25, 0.5, 0.75] and recipe.truth["enabled"]
+    assert len(recipe.evaluator_seeds) >= 2 and recipe.truth["enabled"]
+    assert recipe.generate["decode"] == "sample" and recipe.primary == "recovered fraction"
+    if name == "results":
+        assert recipe.replicates >= 5
+    if name == "dose-response":  # the results' replicates 0-2: the same CVAEs and files
+        results = validate(
+            tomllib.loads(path.with_name("results.toml").read_text()), "results.toml"
+        )
+        assert recipe.cvae == results.cvae and recipe.generate == results.generate
+        assert recipe.seed == results.seed and recipe.replicates <= results.replicates
+        assert recipe.twins["fractions"] == [0.25, 0.5, 0.75]
