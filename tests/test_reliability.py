@@ -905,6 +905,22 @@ def test_a_class_folder_linked_to_its_split_is_refused(tmp_path) -> None:
     assert not (tmp_path / "c").exists()
 
 
+def test_a_truncated_image_is_named(tmp_path) -> None:
+    """A cut-off PNG in a ``folder:`` source: PIL's "image file is truncated" named no file
+    (and came with a traceback)."""
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "pics", {"a": 2, "b": 2}, size=16)
+    cut = root / "train" / "b" / "1.png"
+    noise = np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)
+    Image.fromarray(noise).save(cut)
+    cut.write_bytes(cut.read_bytes()[:-30])  # the header whole, the pixels cut off
+    before = snapshot(tmp_path)
+    result = invoke("train-cvae", "--source", f"folder:{root}", "--out", tmp_path / "c", "-q")
+    assert_one_error_line(result, "train/b/1.png", "truncated")
+    assert snapshot(tmp_path) == before
+
+
 def test_torchvision_s_bare_assert_gives_a_reason(ws, monkeypatch) -> None:
     """torchvision's checks are bare asserts: the line said "cannot read … ()"."""
     import torchvision.datasets
