@@ -599,6 +599,8 @@ def lying_inputs(ws: Workspace) -> Path:
         record = json.loads((lies / name / "model.json").read_text())
         edit(record)
         (lies / name / "model.json").write_text(json.dumps(record))
+    shutil.copytree(ws.cvae_a, lies / "no-model-json")  # weights.pt without its model.json
+    (lies / "no-model-json" / "model.json").unlink()
     (lies / "looping" / "test" / "a").mkdir(parents=True)
     (lies / "looping" / "train").symlink_to("train")
     grey = np.zeros((6, 28, 28), np.uint8)
@@ -728,6 +730,9 @@ def lying_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[st
         ("generate-run-source-null",
          lambda ws, lies: generate_args(ws, "--cvae", lies / "source-null", "--cvae", ws.cvae_b),
          ("source-null", "run.source")),
+        ("generate-no-model-json",
+         lambda ws, lies: generate_args(ws, "--cvae", lies / "no-model-json", "--cvae", ws.cvae_b),
+         ("no-model-json lacks model.json",)),
         ("folder-train-link-loop",
          lambda ws, lies: ["train-cvae", "--source", f"folder:{lies / 'looping'}", "-q",
                            "--out", ws.root / "new-cvae"], ("looping/train", "loops")),
