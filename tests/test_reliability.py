@@ -615,7 +615,13 @@ def lying_inputs(ws: Workspace) -> Path:
         np.savez(lies / name, **{"x_train": grey, "y_train": labels, "x_test": grey[:4],
                                  "y_test": labels[:4], **arrays})  # fmt: skip
     np.save(lies / "array.npy", grey)
+    def float_code_index(handle: h5py.File) -> None:  # row numbers stored as float32
+        index = handle["train/code_index"][:].astype("float32")
+        del handle["train/code_index"]
+        handle["train/code_index"] = index
+
     for name, damage in {
+        "code-index-float32.h5": float_code_index,
         "label-99.h5": lambda handle: handle["train/labels"].__setitem__(0, 99),
         "label-10.h5": lambda handle: handle["train/labels"].__setitem__(5, 10),
         "label-minus-1.h5": lambda handle: handle["test/labels"].__setitem__(3, -1),
@@ -730,6 +736,9 @@ def lying_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[st
         ("generate-run-source-null",
          lambda ws, lies: generate_args(ws, "--cvae", lies / "source-null", "--cvae", ws.cvae_b),
          ("source-null", "run.source")),
+        ("shuffle-code-index-float32",
+         lambda ws, lies: ["shuffle", lies / "code-index-float32.h5", "--out", ws.root / "s.h5"],
+         ("code-index-float32.h5: train/code_index", "float32")),
         ("generate-no-model-json",
          lambda ws, lies: generate_args(ws, "--cvae", lies / "no-model-json", "--cvae", ws.cvae_b),
          ("no-model-json lacks model.json",)),
@@ -908,6 +917,17 @@ def test_a_class_folder_linked_to_its_split_is_refused(tmp_path) -> None:
     result = invoke("train-cvae", "--source", f"folder:{root}", "--out", tmp_path / "c", "-q")
     assert_one_error_line(result, "train/z", "loop")
     assert not (tmp_path / "c").exists()
+
+
+def test_a_refused_cast_names_the_input_output_and_dataset(ws, tmp_path, monkeypatch) -> None:
+    """"refusing to store float32 values as int64" named neither the input nor the dataset."""
+    lies = lying_inputs(ws)
+    monkeypatch.setattr("mmgen.data.h5io.check_promises", lambda *args: None)  # the writer's own
+    out = tmp_path / "s.h5"
+    result = invoke("shuffle", lies / "code-index-float32.h5", "--out", out)
+    assert_one_error_line(result, f"{out}: train/code_index", "code-index-float32.h5",
+                          "refusing to store float32 values as int64")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_truncated_image_is_named(tmp_path) -> None:
