@@ -930,6 +930,26 @@ def test_a_refused_cast_names_the_input_output_and_dataset(ws, tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("figure", [True, False], ids=["with-out", "without-out"])
+def test_inspect_refuses_cvaes_it_would_ignore(ws, tmp_path, figure) -> None:
+    """``inspect naive.h5 --cvae …`` ignored the CVAEs silently (a naive file has no codes);
+    without ``--out`` any file's ``--cvae`` was ignored too."""
+    naive = tmp_path / "naive.h5"
+    made = invoke("pair", "--source", "mnist", "--source", "fashion-mnist", "--data-dir", ws.data,
+                  "--limit", "20", "--out", naive, "-q")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    cvaes = ["--cvae", ws.cvae_a, "--cvae", ws.cvae_b]
+    before = snapshot(tmp_path)
+    if figure:
+        result = invoke("inspect", naive, *cvaes, "--out", tmp_path / "n.png")
+        assert_one_error_line(result, "naive.h5 is a naive file", "drop --cvae")
+    else:
+        result = invoke("inspect", ws.entangled, *cvaes)
+        assert_one_error_line(result, "--cvae", "add --out")
+    assert result.stdout == ""  # refused before the summary
+    assert snapshot(tmp_path) == before
+
+
 def test_a_truncated_image_is_named(tmp_path) -> None:
     """A cut-off PNG in a ``folder:`` source: PIL's "image file is truncated" named no file
     (and came with a traceback)."""
