@@ -614,6 +614,11 @@ def lying_inputs(ws: Workspace) -> Path:
     }.items():
         np.savez(lies / name, **{"x_train": grey, "y_train": labels, "x_test": grey[:4],
                                  "y_test": labels[:4], **arrays})  # fmt: skip
+    ten = np.zeros((20, 28, 28), np.uint8)  # train labels 0…4 only; test labels 0…9
+    np.savez(lies / "train-lacks-5-9.npz", x_train=ten, y_train=np.arange(20) % 5, x_test=ten,
+             y_test=np.arange(20) % 10, class_names=np.array([f"c{k}" for k in range(10)]))
+    np.savez(lies / "train-lacks-5-9-unnamed.npz", x_train=ten, y_train=np.arange(20) % 5,
+             x_test=ten, y_test=np.arange(20) % 10)  # fmt: skip
     np.save(lies / "array.npy", grey)
     def float_code_index(handle: h5py.File) -> None:  # row numbers stored as float32
         index = handle["train/code_index"][:].astype("float32")
@@ -736,6 +741,12 @@ def lying_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[st
         ("generate-run-source-null",
          lambda ws, lies: generate_args(ws, "--cvae", lies / "source-null", "--cvae", ws.cvae_b),
          ("source-null", "run.source")),
+        ("npz-train-lacks-classes",
+         lambda ws, lies: npz_args(ws, lies / "train-lacks-5-9.npz"),
+         ("no examples of 5 of its 10 classes (c5,c6,c7,c8,c9)", "--classes c0,c1,c2,c3,c4")),
+        ("npz-train-lacks-classes-unnamed",
+         lambda ws, lies: npz_args(ws, lies / "train-lacks-5-9-unnamed.npz"),
+         ("only 5 of them (none of 5,6,7,8,9)",)),
         ("shuffle-code-index-float32",
          lambda ws, lies: ["shuffle", lies / "code-index-float32.h5", "--out", ws.root / "s.h5"],
          ("code-index-float32.h5: train/code_index", "float32")),
