@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +70,42 @@ def test_evaluate_on_two_ranks_writes_the_one_process_report(tmp_path, fake_data
     assert (two / "report.md").read_bytes() == (one / "report.md").read_bytes()
     assert result.stdout.count("Wrote") == 1
     assert "Verdict" in (two / "report.md").read_text()
+
+
+def test_evaluate_on_a_cold_cache_is_the_same_however_launched(
+    tmp_path, fake_data_root, monkeypatch
+) -> None:
+    """torchrun gives each rank one thread, a lone process takes every core: CPU sums differed
+    with the thread count (16 figures of report.json, issue 20). ``--threads`` fixes the count
+    of every classifier (trained here, each launch into its own cold cache) and job."""
+    files = [write_mmgen_file(tmp_path / "e.h5")]
+    flags = [*files, "--models", "jmvae", "--seeds", "0", "1", "--epochs", "1", "--k", "3",
+             "--prior-samples", "40", "--joint-samples", "200", "--batch-size", "16",
+             "--classifier-epochs", "1", "--device", "cpu", "--quiet",
+             "--data-dir", fake_data_root]  # fmt: skip
+    one, two, cache = tmp_path / "one", tmp_path / "two", tmp_path / "cache"
+    import torch
+
+    from mmgen import runner as job_runner
+
+    seen, fit, before = [], job_runner.fit, torch.get_num_threads()
+
+    def counting_fit(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(job_runner, "fit", counting_fit)
+    torch.set_num_threads(2)  # what a lone process on this 2-core machine takes
+    try:
+        lone = invoke("evaluate", *flags, "--out", one, "--cache-dir", cache)
+        assert torch.get_num_threads() == 2  # restored after the command
+    finally:
+        torch.set_num_threads(before)
+    assert lone.exit_code == 0, lone.output
+    assert seen == [1, 1]  # both jobs trained with the fixed count, not the process's
+    shutil.rmtree(cache)  # cold again (the report names the cache: one path for both runs)
+    result = torchrun("evaluate", *flags, "--out", two, "--cache-dir", cache)
+    assert result.returncode == 0, result.stderr
+    assert (two / "report.json").read_bytes() == (one / "report.json").read_bytes()
+    report = json.loads((one / "report.json").read_text())
+    assert report["environment"]["threads"] == report["config"]["threads"] == 1

@@ -599,6 +599,8 @@ def lying_inputs(ws: Workspace) -> Path:
         record = json.loads((lies / name / "model.json").read_text())
         edit(record)
         (lies / name / "model.json").write_text(json.dumps(record))
+    shutil.copytree(ws.cvae_a, lies / "no-model-json")  # weights.pt without its model.json
+    (lies / "no-model-json" / "model.json").unlink()
     (lies / "looping" / "test" / "a").mkdir(parents=True)
     (lies / "looping" / "train").symlink_to("train")
     grey = np.zeros((6, 28, 28), np.uint8)
@@ -612,8 +614,19 @@ def lying_inputs(ws: Workspace) -> Path:
     }.items():
         np.savez(lies / name, **{"x_train": grey, "y_train": labels, "x_test": grey[:4],
                                  "y_test": labels[:4], **arrays})  # fmt: skip
+    ten = np.zeros((20, 28, 28), np.uint8)  # train labels 0…4 only; test labels 0…9
+    np.savez(lies / "train-lacks-5-9.npz", x_train=ten, y_train=np.arange(20) % 5, x_test=ten,
+             y_test=np.arange(20) % 10, class_names=np.array([f"c{k}" for k in range(10)]))
+    np.savez(lies / "train-lacks-5-9-unnamed.npz", x_train=ten, y_train=np.arange(20) % 5,
+             x_test=ten, y_test=np.arange(20) % 10)  # fmt: skip
     np.save(lies / "array.npy", grey)
+    def float_code_index(handle: h5py.File) -> None:  # row numbers stored as float32
+        index = handle["train/code_index"][:].astype("float32")
+        del handle["train/code_index"]
+        handle["train/code_index"] = index
+
     for name, damage in {
+        "code-index-float32.h5": float_code_index,
         "label-99.h5": lambda handle: handle["train/labels"].__setitem__(0, 99),
         "label-10.h5": lambda handle: handle["train/labels"].__setitem__(5, 10),
         "label-minus-1.h5": lambda handle: handle["test/labels"].__setitem__(3, -1),
@@ -728,6 +741,18 @@ def lying_cases() -> list[tuple[str, Callable[[Workspace, Path], list], tuple[st
         ("generate-run-source-null",
          lambda ws, lies: generate_args(ws, "--cvae", lies / "source-null", "--cvae", ws.cvae_b),
          ("source-null", "run.source")),
+        ("npz-train-lacks-classes",
+         lambda ws, lies: npz_args(ws, lies / "train-lacks-5-9.npz"),
+         ("no examples of 5 of its 10 classes (c5,c6,c7,c8,c9)", "--classes c0,c1,c2,c3,c4")),
+        ("npz-train-lacks-classes-unnamed",
+         lambda ws, lies: npz_args(ws, lies / "train-lacks-5-9-unnamed.npz"),
+         ("only 5 of them (none of 5,6,7,8,9)",)),
+        ("shuffle-code-index-float32",
+         lambda ws, lies: ["shuffle", lies / "code-index-float32.h5", "--out", ws.root / "s.h5"],
+         ("code-index-float32.h5: train/code_index", "float32")),
+        ("generate-no-model-json",
+         lambda ws, lies: generate_args(ws, "--cvae", lies / "no-model-json", "--cvae", ws.cvae_b),
+         ("no-model-json lacks model.json",)),
         ("folder-train-link-loop",
          lambda ws, lies: ["train-cvae", "--source", f"folder:{lies / 'looping'}", "-q",
                            "--out", ws.root / "new-cvae"], ("looping/train", "loops")),
@@ -903,6 +928,53 @@ def test_a_class_folder_linked_to_its_split_is_refused(tmp_path) -> None:
     result = invoke("train-cvae", "--source", f"folder:{root}", "--out", tmp_path / "c", "-q")
     assert_one_error_line(result, "train/z", "loop")
     assert not (tmp_path / "c").exists()
+
+
+def test_a_refused_cast_names_the_input_output_and_dataset(ws, tmp_path, monkeypatch) -> None:
+    """"refusing to store float32 values as int64" named neither the input nor the dataset."""
+    lies = lying_inputs(ws)
+    monkeypatch.setattr("mmgen.data.h5io.check_promises", lambda *args: None)  # the writer's own
+    out = tmp_path / "s.h5"
+    result = invoke("shuffle", lies / "code-index-float32.h5", "--out", out)
+    assert_one_error_line(result, f"{out}: train/code_index", "code-index-float32.h5",
+                          "refusing to store float32 values as int64")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("figure", [True, False], ids=["with-out", "without-out"])
+def test_inspect_refuses_cvaes_it_would_ignore(ws, tmp_path, figure) -> None:
+    """``inspect naive.h5 --cvae …`` ignored the CVAEs silently (a naive file has no codes);
+    without ``--out`` any file's ``--cvae`` was ignored too."""
+    naive = tmp_path / "naive.h5"
+    made = invoke("pair", "--source", "mnist", "--source", "fashion-mnist", "--data-dir", ws.data,
+                  "--limit", "20", "--out", naive, "-q")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    cvaes = ["--cvae", ws.cvae_a, "--cvae", ws.cvae_b]
+    before = snapshot(tmp_path)
+    if figure:
+        result = invoke("inspect", naive, *cvaes, "--out", tmp_path / "n.png")
+        assert_one_error_line(result, "naive.h5 is a naive file", "drop --cvae")
+    else:
+        result = invoke("inspect", ws.entangled, *cvaes)
+        assert_one_error_line(result, "--cvae", "add --out")
+    assert result.stdout == ""  # refused before the summary
+    assert snapshot(tmp_path) == before
+
+
+def test_a_truncated_image_is_named(tmp_path) -> None:
+    """A cut-off PNG in a ``folder:`` source: PIL's "image file is truncated" named no file
+    (and came with a traceback)."""
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "pics", {"a": 2, "b": 2}, size=16)
+    cut = root / "train" / "b" / "1.png"
+    noise = np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)
+    Image.fromarray(noise).save(cut)
+    cut.write_bytes(cut.read_bytes()[:-30])  # the header whole, the pixels cut off
+    before = snapshot(tmp_path)
+    result = invoke("train-cvae", "--source", f"folder:{root}", "--out", tmp_path / "c", "-q")
+    assert_one_error_line(result, "train/b/1.png", "truncated")
+    assert snapshot(tmp_path) == before
 
 
 def test_torchvision_s_bare_assert_gives_a_reason(ws, monkeypatch) -> None:

@@ -286,6 +286,11 @@ def _read_legacy(
         run = load_json(info) if info.is_file() else {}
         config = {"num_classes": state["num_classes"], **state["config"]}
         return "classifier", config, run, weights, 1
+    if "state_dict" in state:  # today's weights.pt: the folder lost its model.json
+        raise UsageError(
+            f"{folder} lacks {MODEL_FILE} (its {WEIGHTS_FILE} is mmgen's, but the model's kind "
+            f"and settings are in {MODEL_FILE}): restore {MODEL_FILE} or train again"
+        )
     raise UsageError(
         f"{folder} is not {what}: its {WEIGHTS_FILE} was not written by mmgen "
         f"(keys {sorted(map(str, state))[:6]}); {hint}"

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mmgen import collapse, plots, rng
@@ -135,6 +136,30 @@ def train_cvae(
         )
 
 
+def check_every_class_trained(source: str, train: SourceData, limit: int | None) -> None:
+    """Refuse a train split without examples of some classes of the source.
+
+    The CVAE is built for every class the source names (its test split or class names); a class
+    without a training example would be decoded from an untrained label embedding, without a
+    word. The way out is ``--classes`` (the classes the split has), or a larger ``--limit``.
+    """
+    present = set(np.unique(train.labels).tolist())
+    missing = [label for label in range(train.num_classes) if label not in present]
+    if not missing:
+        return
+
+    def named(labels: list[int]) -> str:
+        return ",".join(train.class_names[label] for label in labels)
+
+    kept = [label for label in range(train.num_classes) if label in present]
+    more = " or a larger --limit" if limit is not None else ""
+    raise UsageError(
+        f"{source}: the train split has no examples of {len(missing)} of its "
+        f"{train.num_classes} classes ({named(missing)}); train on the classes it has with "
+        f"--classes {named(kept)}{more}"
+    )
+
+
 def check_batch_norm_batches(config: CVAEConfig, batch_size: int, examples: int) -> None:
     """Refuse a BatchNorm on μ that would see a batch of one example (its variance is undefined:
     torch raises mid-epoch), before any work.
@@ -178,6 +203,7 @@ def _train(
             f"images are {describe(test_data.image_shape)}; both splits need one size and mode"
         )
     check_batch_norm_batches(model_config, train_config.batch_size, len(train_data.labels))
+    check_every_class_trained(source, train_data, limit)
     # The classes and the image shape come from the data: the network is built for them.
     shape = train_data.image_shape
     model_config = replace(

@@ -62,6 +62,22 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
 
 
 @contextlib.contextmanager
+def fixed_threads(count: int) -> Iterator[None]:
+    """Torch's CPU threads set to ``count`` inside the block; the previous count restored after.
+
+    A CPU reduction splits its sum over the threads, so its float result depends on how many
+    there are: torchrun gives each rank one thread, a lone process takes every core. A fixed
+    count per job makes the figures independent of the launch (and of the machine's cores).
+    """
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@contextlib.contextmanager
 def deterministic(enabled: bool = True) -> Iterator[None]:
     """Deterministic kernels and no TF32 inside the block (``--deterministic``); restored after.
 

@@ -39,7 +39,7 @@ from mmgen.atomic import folder_lock
 from mmgen.classifiers import ClassifierConfig, TrainedClassifier, load_or_train_classifier
 from mmgen.config import require_positive, to_dict
 from mmgen.data.header import check_seed
-from mmgen.device import resolve_device
+from mmgen.device import fixed_threads, resolve_device
 from mmgen.distributed import World
 from mmgen.errors import UsageError
 from mmgen.measure import (  # noqa: F401 (re-exported: the names callers import from here)
@@ -120,6 +120,9 @@ class EvaluateConfig:
     eval_batch_size: int = 1000  # encoder/decoder batch in the metrics; no effect on results
     # Latent size d of every multi-modal VAE (the paper's 2; d <= 2 adds the quadrature row).
     latent_dim: int = 2
+    # Torch's CPU threads of every classifier and job: float sums depend on the thread count, so
+    # a fixed count gives the same report however it is launched (one process or torchrun ranks).
+    threads: int = 1
 
     def __post_init__(self) -> None:
         models = _distinct("--models", "model", self.models, "--models jmvae,m2vae")
@@ -144,6 +147,7 @@ class EvaluateConfig:
             "classifier_epochs",
             "eval_batch_size",
             "latent_dim",
+            "threads",
         ):
             require_positive(name.replace("_", "-"), getattr(self, name))
         object.__setattr__(self, "models", models)
@@ -272,7 +276,8 @@ def evaluate_datasets(
     check_subsets(datasets, config.limit, config.test_limit)
     # One writer per report folder (rank 0 under torchrun; the others write only their jobs),
     # claimed before any work: a second evaluate into the same --out fails at once.
-    with folder_lock(out) if world.is_main else contextlib.nullcontext():
+    lock = folder_lock(out) if world.is_main else contextlib.nullcontext()
+    with lock, fixed_threads(config.threads):  # every classifier and job: the same threads
         device = world.device(resolve_device(config.device))
         # The device type, not this rank's GPU index: rank 0 under torchrun writes what one
         # process does.

@@ -167,6 +167,7 @@ def draw_dataset(
             class_labels.append(f"{label}: {names[label]}"[:24])
         sweep_rows, sweep_title = None, ""
         if cvae_folders:
+            _check_decodable(header, path)
             sweep_rows, sweep_title = _decoded_sweep(
                 header, cvae_folders, sweep_class, sweep_steps, device
             )
@@ -191,6 +192,29 @@ def draw_dataset(
         sweep_title=sweep_title,
     )
     return Path(out)
+
+
+def check_cvae_options(
+    path: Path | str, cvae_folders: list[Path] | None, out: Path | str | None
+) -> None:
+    """Refuse ``--cvae`` where it would be ignored: without ``--out`` (the sweep is the figure's)
+    or for a file whose tuples were not decoded from codes (a naive pairing of real images)."""
+    if not cvae_folders:
+        return
+    if out is None:
+        raise UsageError(
+            "--cvae decodes the figure's latent sweep: add --out FILE.png, or drop --cvae"
+        )
+    with h5io.open_dataset(path) as handle:
+        _check_decodable(h5io.header_from_attrs(handle.attrs, path), path)
+
+
+def _check_decodable(header: DatasetHeader, path: Path | str) -> None:
+    if not header.has_latent:
+        raise UsageError(
+            f"{path} is a {header.kind} file: its tuples are real images, not decoded from "
+            "codes, so no CVAE decodes its sweep: drop --cvae"
+        )
 
 
 def _decoded_sweep(

@@ -255,7 +255,7 @@ def mix_modality(
                         for path in (f"images/{m}", f"nuisance/{m}"):
                             if path in held:
                                 rows[path] = held[path][order]
-                    writer.append(split, rows)
+                    writer.append(split, rows, origin=str(source))
                     if on_progress is not None:
                         on_progress(stop - start)
     log.info(

@@ -381,6 +381,7 @@ def inspect_command(
     from mmgen import inspect as inspecting  # matplotlib is only needed here
 
     configure_logging(verbose)
+    inspecting.check_cvae_options(file, cvae, out)
     typer.echo(inspecting.summarize(file).format())
     if out is not None:
         path = inspecting.draw_dataset(

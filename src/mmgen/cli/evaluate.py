@@ -190,6 +190,13 @@ def evaluate_command(
     classifier_epochs: Annotated[
         int, typer.Option(help="Epochs of each real-data classifier (cached per source).")
     ] = defaults.classifier_epochs,
+    threads: Annotated[
+        int,
+        typer.Option(
+            help="Torch CPU threads of every classifier and job (recorded; part of each job's "
+            "key): a fixed count gives the same report from one process or torchrun ranks."
+        ),
+    ] = defaults.threads,
     cache_dir: Annotated[
         Path | None,
         typer.Option(
@@ -243,6 +250,7 @@ def evaluate_command(
         seeds=seed_values,
         device=getattr(device, "value", device),
         classifier_epochs=classifier_epochs,
+        threads=threads,
     )
     with distributed.session(config.device) as world:
         # One bar over all jobs, naming the current one; under torchrun, rank 0's only.

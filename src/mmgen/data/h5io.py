@@ -202,6 +202,9 @@ def check_promises(handle: h5py.File, header: DatasetHeader, path: Path | str) -
                 f"run from {low} to {high}, outside the header's "
                 f"{header.num_classes} classes 0 … {header.num_classes - 1}",
             )
+        for name in _index_datasets(group):  # row numbers: a float there would be cast
+            if group[name].dtype.kind not in "iu":
+                raise lie(split, name, f"holds {group[name].dtype} values, not integers")
         recorded_rows = group.attrs.get("size")
         if recorded_rows is not None and int(recorded_rows) != len(labels):
             raise lie(
@@ -235,6 +238,16 @@ def check_promises(handle: h5py.File, header: DatasetHeader, path: Path | str) -
                         f"holds values from {sample.min()} to "
                         f"{sample.max()}; float images hold intensities in [0, 1]",
                     )
+
+
+def _index_datasets(group: h5py.Group) -> list[str]:
+    """The datasets of a split that hold row numbers: ``code_index``, ``source_index/*``,
+    ``permutation/*``."""
+    names = ["code_index"] if "code_index" in group else []
+    for folder in ("source_index", "permutation"):
+        if isinstance(group.get(folder), h5py.Group):
+            names.extend(f"{folder}/{name}" for name in sorted(group[folder]))
+    return names
 
 
 def read_rows(dataset: h5py.Dataset, selection: Any, path: Path | str) -> np.ndarray:
@@ -392,7 +405,7 @@ def check_output(path: Path | str, overwrite: bool) -> None:
         )
 
 
-def _checked_cast(array: np.ndarray, field: Field) -> np.ndarray:
+def _checked_cast(array: np.ndarray, field: Field, where: str = "") -> np.ndarray:
     """``array`` as ``field.dtype``, refusing casts that would change values silently.
 
     Floats never become integers (float images stored as uint8 would be truncated to 0 and 1:
@@ -411,7 +424,8 @@ def _checked_cast(array: np.ndarray, field: Field) -> np.ndarray:
     elif target.kind == "f" and source.kind in "fiub":
         return array.astype(target)
     raise UsageError(
-        f"{field.path}: refusing to store {source} values as {target} (values would change); "
+        f"{where or field.path}: refusing to store {source} values as {target} "
+        "(values would change); "
         "convert them first (uint8 images are round(255·x) of x in [0, 1])"
     )
 
@@ -429,6 +443,7 @@ class SplitWriter:
         self.size = size
         self.written = 0
         self.sink = sink
+        self.group_name = group.name.strip("/")
         self.fields = {field.path: field for field in fields}
         self.datasets: dict[str, h5py.Dataset] = {}
         self.pending: dict[str, list[np.ndarray]] = {path: [] for path in self.fields}
@@ -447,8 +462,11 @@ class SplitWriter:
                 track_times=False,  # no timestamps: the same command gives the same bytes
             )
 
-    def append(self, rows: dict[str, np.ndarray]) -> None:
-        """Add the next rows; ``rows`` maps every field path to an array of the same length."""
+    def append(self, rows: dict[str, np.ndarray], origin: str | None = None) -> None:
+        """Add the next rows; ``rows`` maps every field path to an array of the same length.
+
+        ``origin`` (the input the rows were read from) is named by a refused cast.
+        """
         if set(rows) != set(self.fields):
             raise UsageError(f"rows for {sorted(rows)}, expected {sorted(self.fields)}")
         count = {len(array) for array in rows.values()}
@@ -464,7 +482,10 @@ class SplitWriter:
             field = self.fields[path]
             if array.shape[1:] != field.row_shape:
                 raise UsageError(f"{path}: rows of shape {array.shape[1:]}, expected {field}")
-            self.pending[path].append(_checked_cast(array, field))
+            where = f"{self.sink.target}: {self.group_name}/{path}"
+            if origin is not None:
+                where += f" (rows read from {origin})"
+            self.pending[path].append(_checked_cast(array, field, where))
         self.pending_rows += count
         chunk = min(CHUNK_ROWS, self.size)
         if self.pending_rows >= chunk:
@@ -513,9 +534,9 @@ class DatasetWriter:
                 raise UsageError(f"the fields of split {split} lack {missing} (see the header)")
             self.splits[split] = SplitWriter(group, split_fields, sizes[split], sink)
 
-    def append(self, split: str, rows: dict[str, np.ndarray]) -> None:
+    def append(self, split: str, rows: dict[str, np.ndarray], origin: str | None = None) -> None:
         """Append rows to ``split`` (see :meth:`SplitWriter.append`)."""
-        self.splits[split].append(rows)
+        self.splits[split].append(rows, origin)
 
     def close(self) -> None:
         for writer in self.splits.values():

@@ -72,7 +72,8 @@ def assemble_report(
         "config": dict(config),
         "seeds": seeds,
         "device": str(device_type),
-        "environment": environment(device_type),  # device name, torch / CUDA, determinism
+        # device name, torch / CUDA, determinism, and the CPU threads every job ran with
+        "environment": {**environment(device_type), "threads": torch.get_num_threads()},
         "data_dir": None if data_dir is None else str(data_dir),
         "classifier_cache": str(classifier_cache_dir(cache_dir)),
         "classifiers": jobs.first_classifier_summaries(

@@ -189,12 +189,12 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
     # (file, model, seed), so adding a seed or a model reuses the folder's finished jobs.
     spec = {
         "files": {name: f"{job.folder}/{job.spec['file']}" for name, job in files.items()},
-        # latent_dim keys the job only when not the paper's 2, so recipes written before the
-        # setting existed keep their keys
+        # latent_dim and threads key the job only when not their defaults (2, 1), so recipes
+        # written before these settings existed keep their keys
         "evaluate": {
             k: v
             for k, v in recipe.evaluate.items()
-            if k != "models" and not (k == "latent_dim" and v == 2)
+            if k != "models" and (k, v) not in (("latent_dim", 2), ("threads", 1))
         },
         "subset": recipe.twins["subset"],
     }

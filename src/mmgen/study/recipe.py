@@ -74,6 +74,7 @@ EVALUATE_DEFAULTS: dict[str, Any] = {
     "test_limit": None,
     "classifier_epochs": 3,
     "latent_dim": 2,  # the multi-modal VAEs' latent size (evaluate --latent-dim)
+    "threads": 1,  # torch threads per evaluate job (evaluate --threads): fixed, so the same bytes
 }
 REPLICATES_DEFAULTS: dict[str, Any] = {"count": 5, "evaluator_seeds": [0, 1]}
 TOP_LEVEL = frozenset(

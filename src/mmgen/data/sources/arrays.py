@@ -177,10 +177,12 @@ def _check_splits(path: Path, arrays: np.lib.npyio.NpzFile) -> tuple[str, ...]:
         return names
     present = np.unique(labels["train"])
     if len(present) < largest + 1:
+        missing = np.setdiff1d(np.arange(min(largest + 1, len(present) + 11)), present)[:10]
+        listed = ",".join(map(str, missing)) + ("…" if largest + 1 - len(present) > 10 else "")
         raise UsageError(
             f"{path} holds label {largest}, so {largest + 1} classes 0..{largest}, but y_train "
-            f"has examples of only {len(present)} of them; fix the labels, or add class_names "
-            "naming every class"
+            f"has examples of only {len(present)} of them (none of {listed}); fix the labels, "
+            "or add class_names naming every class"
         )
     return digit_names(largest + 1)
 

@@ -19,6 +19,7 @@ import errno
 import hashlib
 import logging
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,8 +175,11 @@ def _common_format(paths: list[Path]) -> tuple[tuple[int, int], str]:
 
     expected: tuple[tuple[int, int], str] | None = None
     for path in paths:
-        with Image.open(path) as image:  # reads the header only
-            found = (image.size, image.mode)
+        try:
+            with Image.open(path) as image:  # reads the header only
+                found = (image.size, image.mode)
+        except _DAMAGED as error:
+            raise _damaged(path, error) from None
         if found[1] not in CHANNELS:
             raise UsageError(
                 f"{path} is a {found[1]} image; mmgen reads grey (L) or colour (RGB) images: "
@@ -194,8 +198,26 @@ def _common_format(paths: list[Path]) -> tuple[tuple[int, int], str]:
     return expected
 
 
+# What PIL raises for a damaged or cut-off image (UnidentifiedImageError is an OSError; a cut-off
+# PNG is "image file is truncated"; some decoders raise SyntaxError, EOFError or struct.error).
+_DAMAGED = (OSError, SyntaxError, EOFError, ValueError, struct.error)
+
+
+def _damaged(path: Path, error: BaseException) -> UsageError:
+    """One line naming the image PIL could not read, and its reason."""
+    reason = str(error).strip() or type(error).__name__
+    return UsageError(
+        f"{path} cannot be read as an image ({reason}); it is damaged or cut off: "
+        "replace it or remove it from the folder"
+    )
+
+
 def _pixels(path: Path) -> np.ndarray:
+    """The image's pixels; a damaged or cut-off file is one ``UsageError`` naming it."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        return np.asarray(image, dtype=np.uint8)
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image, dtype=np.uint8)
+    except _DAMAGED as error:
+        raise _damaged(path, error) from None
