@@ -242,6 +242,16 @@ def test_cli_stores_prints_and_inspect_shows(files: dict[str, Path]) -> None:
     assert np.isclose(stored.per_tuple[f"mutual_information/{PAIR}"].mean(), figure["mean"])
     result = runner.invoke(app, ["inspect", str(files["e"])])
     assert result.exit_code == 0 and "I(mnist; fashion-mnist | c)" in result.output
+    # the dataset card carries the stored truth (and says where it is missing)
+    result = runner.invoke(app, ["card", str(files["e"])])
+    assert result.exit_code == 0, result.output
+    card = json.loads(files["e"].with_name(files["e"].name + ".card.json").read_text())
+    assert card["truth"]["mutual_information"][PAIR]["mean"] == figure["mean"]
+    assert card["truth_note"].endswith(".truth.h5")
+    result = runner.invoke(app, ["card", str(files["f0.25"])])
+    card = json.loads(files["f0.25"].with_name(files["f0.25"].name + ".card.json").read_text())
+    if load_truth(files["f0.25"]) is None:
+        assert card["truth"] is None and "mmgen truth" in card["truth_note"]
 
 
 def test_decoded_means_have_an_entropy_floor_and_no_target(files: dict[str, Path]) -> None:

@@ -14,7 +14,6 @@ The card is deterministic: no time stamp, keys sorted, so the same file gives th
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from mmgen.data.header import DatasetHeader, decode_attrs, header_from_attrs
 from mmgen.data.shapes import describe
 from mmgen.device import environment
 from mmgen.errors import UsageError
+from mmgen.truth.storage import load_truth, truth_path
 
 logger = logging.getLogger(__name__)
 
@@ -70,22 +70,14 @@ def class_balance(handle: Any, header: DatasetHeader) -> dict[str, dict[str, int
 
 
 def truth_summary(path: Path, attrs: Mapping[str, Any]) -> tuple[Any, str]:
-    """The file's ground-truth summary (shared information), or ``None`` with the reason."""
-    if "truth" in attrs:
-        return attrs["truth"], "from the file's truth attribute"
-    try:
-        truth = importlib.import_module("mmgen.truth")
-    except ImportError:
-        return None, "not computed: this mmgen has no mmgen.truth package"
-    summarize = getattr(truth, "summarize", None)
-    if summarize is None:
-        return None, "not computed: mmgen.truth offers no summarize(path)"
-    try:
-        summary = summarize(path)
-    except UsageError as error:
-        return None, f"not computed: {error}"
-    summary = summary.to_json() if hasattr(summary, "to_json") else summary
-    return json.loads(json.dumps(summary, default=str)), "mmgen.truth.summarize"
+    """The file's stored ground-truth summary (``mmgen truth``'s sidecar, docs/truth.md), or
+    ``None`` with the reason: a card reads the truth, it never computes it."""
+    if attrs.get("kind") == "naive":
+        return None, "none: a naive pairing of real images has no known generating process"
+    stored = load_truth(path)
+    if stored is None:
+        return None, f"no current truth stored beside the file (run: mmgen truth {path.name})"
+    return json.loads(json.dumps(stored.summary)), f"from {truth_path(path).name}"
 
 
 def quality_gates(header: DatasetHeader) -> tuple[dict[str, Any] | None, str]:
