@@ -1123,6 +1123,21 @@ def test_a_signal_during_an_import_is_raised_after_it(tmp_path, monkeypatch) -> 
     sys.modules.pop("slow_module_r3")
 
 
+def test_a_signal_swallowed_by_a_finalizer_is_delivered_again() -> None:
+    """SIGTERM that lands inside a weakref callback or __del__ is "ignored" by Python; the
+    command must still stop with the interrupt, not go on to exit 0."""
+    from mmgen.atomic import Terminated, signals_as_interrupts
+
+    class Finalised:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here, inside __del__
+            time.sleep(0.05)
+
+    with pytest.raises(Terminated), signals_as_interrupts():
+        Finalised()  # its __del__ runs at once: the interrupt is swallowed there
+        time.sleep(5)  # and must arrive again here
+
+
 def test_sigint_at_early_instants_is_one_line(ws, tmp_path) -> None:
     """Ctrl-C at several instants of train-cvae's start: exit 130, no traceback (a bounded loop)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}

@@ -42,10 +42,12 @@ import secrets
 import shutil
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from mmgen.errors import UsageError
 
@@ -437,10 +439,25 @@ def signals_as_interrupts() -> Iterator[None]:
             raise KeyboardInterrupt
         raise Terminated(signum)
 
+    # An interrupt raised while Python runs a finalizer (a weakref callback, a __del__ during
+    # garbage collection) is swallowed ("Exception ignored in ...") and the command would go on
+    # to exit 0: deliver such a signal again, once the finalizer is over.
+    previous_hook = sys.unraisablehook
+
+    def unraisable(report: Any) -> None:
+        if isinstance(report.exc_value, Terminated):
+            redeliver_later(report.exc_value.signum)
+        elif isinstance(report.exc_value, KeyboardInterrupt):
+            redeliver_later(signal.SIGINT)
+        else:
+            previous_hook(report)
+
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, handler) for sig in signals}
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for sig, old in previous.items():
             signal.signal(sig, old)
