@@ -199,6 +199,14 @@ DeterministicOption = Annotated[
     ),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of every random draw (recorded).")]
+# The classifier cache of evaluate and study (mmgen.classifiers.classifier_cache_dir).
+CacheDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Classifier cache (default: $XDG_CACHE_HOME/mmgen/classifiers).",
+        show_default=False,
+    ),
+]
 DataDirOption = Annotated[
     Path | None,
     typer.Option(

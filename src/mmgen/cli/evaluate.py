@@ -13,6 +13,7 @@ from typer.core import TyperCommand
 from mmgen import distributed
 from mmgen.cli import EXIT_INTERRUPTED
 from mmgen.cli.common import (
+    CacheDirOption,
     DataDirOption,
     DeterministicOption,
     DeviceOption,
@@ -197,13 +198,7 @@ def evaluate_command(
             "key): a fixed count gives the same report from one process or torchrun ranks."
         ),
     ] = defaults.threads,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Classifier cache (default: $XDG_CACHE_HOME/mmgen/classifiers).",
-            show_default=False,
-        ),
-    ] = None,
+    cache_dir: CacheDirOption = None,
     data_dir: DataDirOption = None,
     seed: Annotated[
         int, typer.Option("--seed", help="One seed of every random draw (--seeds for several).")

@@ -12,6 +12,7 @@ from mmgen import distributed
 from mmgen.cli import EXIT_INTERRUPTED
 from mmgen.cli.common import (
     EXIT_USER_ERROR,
+    CacheDirOption,
     DataDirOption,
     DeviceOption,
     QuietOption,
@@ -36,13 +37,7 @@ app.add_typer(study_app, name="study")
 def run_command(
     recipe: Annotated[Path, typer.Argument(help="The study's TOML recipe.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="The study folder (reused by a rerun).")],
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Classifier cache (default: $XDG_CACHE_HOME/mmgen/classifiers).",
-            show_default=False,
-        ),
-    ] = None,
+    cache_dir: CacheDirOption = None,
     data_dir: DataDirOption = None,
     device: DeviceOption = "auto",
     report: Annotated[bool, typer.Option(help="Write the report when every job is done.")] = True,
