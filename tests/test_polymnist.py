@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import h5py
@@ -276,3 +277,39 @@ def test_cli_refuses_small_backgrounds_and_colour_cvaes(tmp_path, cvaes) -> None
     colour = make_checkpoint(tmp_path / "c", "svhn", image_shape=(3, 28, 28))
     result = invoke("polymnist", "--cvae", colour, "--cvae", colour, "--out", tmp_path / "x.h5")
     assert_one_line_error(result, "grey digits")
+
+
+def test_card_states_each_background_licence(tmp_path, cvaes) -> None:
+    a, _ = cvaes
+    user = photo(tmp_path / "mine.png", 3)
+    out = tmp_path / "p.h5"
+    backgrounds = ["sklearn:flower", "sklearn:china.jpg", user]
+    args = [arg for spec in backgrounds for arg in ("--background", spec)]
+    result = invoke(
+        "polymnist",
+        *["--cvae", a] * 3,
+        *args,
+        "--n-train",
+        10,
+        "--n-test",
+        10,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    assert invoke("card", out).exit_code == 0
+    card = json.loads((tmp_path / "p.h5.card.json").read_text())
+    # scikit-learn's README.txt beside its photos: CC BY 2.0, each by its Flickr author
+    licences = {m: b["licence"] for m, b in card["backgrounds"].items()}
+    assert licences == {
+        "m0": "CC BY 2.0, by vultilion (Flickr)",
+        "m1": "CC BY 2.0, by danielbuechele (Flickr)",
+        "m2": "unknown",
+    }
+    assert (
+        "| m0 | `sklearn:flower` | CC BY 2.0, by vultilion"
+        in (tmp_path / "p.h5.card.md").read_text()
+    )

@@ -43,7 +43,11 @@ UNKNOWN = "unknown"
 # The licence each source's publisher states, and where. ``unknown`` where none is stated:
 # check the source's terms before redistributing an export built from it.
 LICENCES: dict[str, tuple[str, str]] = {
-    "mnist": ("CC BY-SA 3.0", "https://yann.lecun.com/exdb/mnist/"),
+    # MNIST's page states none; its copyright holders' terms as the Keras/TensorFlow docs give them
+    "mnist": (
+        "CC BY-SA 3.0",
+        "https://www.tensorflow.org/api_docs/python/tf/keras/datasets/mnist/load_data",
+    ),
     "fashion-mnist": ("MIT", "https://github.com/zalandoresearch/fashion-mnist"),
     "kmnist": ("CC BY-SA 4.0", "https://github.com/rois-codh/kmnist"),
     "svhn": ("non-commercial use only", "http://ufldl.stanford.edu/housenumbers/"),
@@ -54,10 +58,35 @@ LICENCES: dict[str, tuple[str, str]] = {
 }
 
 
+# PolyMNIST-E backgrounds (docs/polymnist.md): scikit-learn's two photos, whose licence and
+# authors its package states in sklearn/datasets/images/README.txt. Any other background
+# (skimage:NAME, a user file or folder) is ``unknown``: its owner's terms apply.
+SKLEARN_README = "sklearn/datasets/images/README.txt (shipped with scikit-learn)"
+BACKGROUND_LICENCES: dict[str, tuple[str, str]] = {
+    "sklearn:china.jpg": ("CC BY 2.0, by danielbuechele (Flickr)", SKLEARN_README),
+    "sklearn:flower.jpg": ("CC BY 2.0, by vultilion (Flickr)", SKLEARN_README),
+}
+
+
 def licence(source_name: str) -> dict[str, str]:
     """``{"licence", "stated_at"}`` for a source spec; ``unknown`` when mmgen knows none."""
     name, url = LICENCES.get(source_name, (UNKNOWN, ""))
     return {"licence": name, "stated_at": url}
+
+
+def background_licences(attrs: Mapping[str, Any]) -> dict[str, dict[str, str]] | None:
+    """Per modality of a PolyMNIST-E file, its background spec and licence; ``None`` without
+    backgrounds (the header's ``nuisance`` attribute, docs/format.md)."""
+    nuisance = attrs.get("nuisance")
+    if not isinstance(nuisance, Mapping) or "backgrounds" not in nuisance:
+        return None
+    out = {}
+    for modality, record in nuisance["backgrounds"].items():
+        spec = str(record.get("spec", ""))
+        jpg = spec.startswith("sklearn:") and not spec.endswith(".jpg")
+        name, url = BACKGROUND_LICENCES.get(spec + ".jpg" if jpg else spec, (UNKNOWN, ""))
+        out[modality] = {"spec": spec, "licence": name, "stated_at": url}
+    return out
 
 
 def class_balance(handle: Any, header: DatasetHeader) -> dict[str, dict[str, int]]:
@@ -136,6 +165,7 @@ def describe_file(path: Path) -> dict[str, Any]:
             "sizes": sizes,
         },
         "sources": sources,
+        "backgrounds": background_licences(attrs),
         "settings": {"seed": header.seed, "config": dict(header.config), "parent": header.parent},
         "environment": dict(header.environment),
         "class_balance": balance,
@@ -196,6 +226,12 @@ def to_markdown(card: Mapping[str, Any]) -> str:
             f"| {modality} | {source['name']} | {describe(source['image_shape'])} | "
             f"{source['licence']} | {source.get('checkpoint_sha256', '') or '—'} |"
         )
+    if card.get("backgrounds"):
+        lines += ["", "| modality | background | licence | stated at |", "|---|---|---|---|"]
+        lines += [
+            f"| {m} | `{b['spec']}` | {b['licence']} | {b['stated_at'] or '—'} |"
+            for m, b in card["backgrounds"].items()
+        ]
     settings = card["settings"]
     lines += [
         "",
