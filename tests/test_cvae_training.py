@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -203,15 +204,26 @@ def test_a_first_format_checkpoint_resumes_like_an_uninterrupted_run(
     assert not (old / "config.json").exists()  # rewritten in the current format
 
 
-def test_an_incomplete_first_format_folder_is_not_stuck(tmp_path, fake_data_root) -> None:
+def test_an_incomplete_first_format_folder_is_not_stuck(tmp_path, fake_data_root, caplog):
     """A kill between weights.pt and config.json left weights.pt alone (first format)."""
     out = tmp_path / "cvae"
     legacy_folders.write_cvae(out, CVAE(CVAEConfig()), None, {"source": {}}, [])
     (out / "config.json").unlink()
     with pytest.raises(UsageError, match="incomplete checkpoint.*without --resume"):
         train_cvae(out, "mnist", train_config=quick(), data_dir=fake_data_root, resume=True)
-    done = train_cvae(out, "mnist", train_config=quick(epochs=1), data_dir=fake_data_root)
+    with caplog.at_level(logging.WARNING, logger="mmgen.cvae_training"):
+        done = train_cvae(out, "mnist", train_config=quick(epochs=1), data_dir=fake_data_root)
     assert done.metadata["epochs_done"] == 1
+    assert "replacing the incomplete checkpoint" in caplog.text
+
+
+def test_an_empty_folder_is_trained_into_without_a_warning(tmp_path, fake_data_root, caplog):
+    """A study's job folder exists before its CVAE: nothing is replaced, nothing to warn of."""
+    out = tmp_path / "job"
+    out.mkdir()
+    with caplog.at_level(logging.WARNING, logger="mmgen.cvae_training"):
+        train_cvae(out, "mnist", train_config=quick(epochs=1), data_dir=fake_data_root)
+    assert "replacing" not in caplog.text
 
 
 def test_a_folder_of_other_files_is_never_replaced(tmp_path, fake_data_root) -> None:

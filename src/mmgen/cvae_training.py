@@ -321,15 +321,15 @@ def previous_run(out: Path, resume: bool) -> CVAECheckpoint | None:
             )
         raise FileNotFoundError(f"--resume: {out} holds no checkpoint to resume ({MODEL_FILE})")
     if out.is_dir():
-        foreign = sorted(
-            entry.name for entry in out.iterdir() if entry.name not in CHECKPOINT_FILE_NAMES
-        )
+        names = sorted(entry.name for entry in out.iterdir())
+        foreign = [name for name in names if name not in CHECKPOINT_FILE_NAMES]
         if foreign:
             raise FileExistsError(
                 f"--out {out} holds files that are not a checkpoint ({', '.join(foreign[:3])}); "
                 "a checkpoint folder is replaced as a whole: choose a new or empty folder"
             )
-        log.warning("replacing the incomplete checkpoint in %s", out)
+        if names:  # an empty folder (a study's job folder, a user's mkdir) replaces nothing
+            log.warning("replacing the incomplete checkpoint in %s", out)
     return None
 
 
