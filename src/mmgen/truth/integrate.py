@@ -184,12 +184,13 @@ class _Weights:
     """A block's weights ``w'_j = w_j / max w`` for the float32 sums of ``_log_sums``.
 
     ``wide``: some ``w'`` under ``e^-WEIGHT_SPREAD`` (``w'²`` under ``e^-WEIGHT_SPREAD`` with
-    squares); their logs ``log w'`` (float32) then enter the exponent. Otherwise the float32 ``w'`` (and ``w'²``) multiply the exponentials: relative
-    rounding 6·10⁻⁸ per term whatever ``log w'``, where ``float32(t + log w')`` would round by
-    ``|log w'| · 6·10⁻⁸``. ``correction[p − 1]``: ``log Σ_j w'^p`` in float64 minus the same total
-    of the float32 factors summed by the same float32 row sum, added to every row's result, so
-    the float32 weights keep the float64 total and a row of ``t = 0`` (a z-independent decoder)
-    gives ``log Σ_j w'_j`` to float64 rounding, the same in every row and subset.
+    squares); their logs ``log w'`` (float32) then enter the exponent. Otherwise the float32
+    ``w'`` (and ``w'²``) multiply the exponentials: relative rounding 6·10⁻⁸ per term whatever
+    ``log w'``, where ``float32(t + log w')`` would round by ``|log w'| · 6·10⁻⁸``.
+    ``correction[p − 1]``: ``log Σ_j w'^p`` in float64 minus the same total of the float32
+    factors summed by the same float32 row sum, added to every row's result, so the float32
+    weights keep the float64 total and a row of ``t = 0`` (a z-independent decoder) gives
+    ``log Σ_j w'_j`` to float64 rounding, the same in every row and subset.
     """
 
     wide: bool
@@ -235,7 +236,7 @@ def _log_sums(total: Tensor, weights: _Weights, several: bool) -> tuple[Tensor, 
         total.sub_(maximum)
     maximum = maximum.squeeze(1).double()
     square = maximum.new_empty(0)
-    if len(weights.factors) == 2:
+    if len(weights.correction) == 2:  # squares
         exps = (2 * total).clamp_(min=EXP_FLOOR).exp_()
         if not weights.wide:
             exps.mul_(weights.factors[1])
