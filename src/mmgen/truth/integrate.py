@@ -6,8 +6,13 @@ the scores of all pairs (tuple, code) are one matrix product per modality
 (``metrics.bernoulli_log_likelihood_matrix``); each subset's integral is a log-sum-exp over the
 codes of the summed scores plus the codes' log-weights. Codes are decoded once per class; the
 running log-sum-exp over blocks keeps the working memory at one ``(tuples, codes)`` block per
-modality, whatever the number of tuples or codes. Scores are float32 products accumulated in
-float64 (so a z-independent decoder gives an exactly z-independent integral).
+modality, whatever the number of tuples or codes. The scores are float32 products, each
+row centred on its maximum, and the log-sum-exps float32 ``exp`` and sums; only the per-row
+shifts and the merges across blocks are float64 (``_score``), so the work per (tuple, code)
+pair is float32. A z-independent decoder still gives a z-independent integral to float64
+rounding (its centred scores are exactly 0 and the float32 weights are renormalised to the
+float64 total, ``_Weights``); against a float64 loop the integrals differ by the float32
+products' rounding, ≈ 5·10⁻⁵ nats at −900 nats (tests/test_truth_scoring.py).
 """
 
 from __future__ import annotations
