@@ -17,6 +17,13 @@ reports, with the fp32 matmul peak measured in the same run:
 * peak RSS after E alone, and in a fresh process at ``--memory-tuples`` tuples (memory flat
   in the number of tuples: compare the two).
 
+``--compare-rounds R``: instead, the truth of E alone with the float64 scoring the library had
+before (``score_float64``, kept here for comparison only) and with the library's float32
+scoring, interleaved R rounds, each round's fp32 matmul peak measured beside it: wall times,
+the ratio old/new, the whole truth's fraction of the peak, and the largest per-tuple difference
+of ``log p(x)`` and of the mutual information between the two (against the quadrature's own
+per-tuple error check).
+
 Usage (from the repository root):
 
     python benchmarks/bench_truth.py [--device cpu|cuda] [--tuples 10000] [--points 6]
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -50,7 +58,7 @@ from mmgen.checkpoint import save_checkpoint  # noqa: E402
 from mmgen.generate import GenerateConfig, generate_dataset  # noqa: E402
 from mmgen.models.cvae import build_cvae  # noqa: E402
 from mmgen.shuffle import MixConfig, mix_modality  # noqa: E402
-from mmgen.truth import Settings, compute_truth, compute_truths  # noqa: E402
+from mmgen.truth import Settings, compute_truth, compute_truths, integrate  # noqa: E402
 from mmgen.truth.prior import _grid  # noqa: E402
 
 CLASSES, MODALITIES = 10, 2
@@ -116,6 +124,119 @@ def files(root: Path, args: argparse.Namespace) -> list[Path]:
     return [e, *twins]
 
 
+def score_float64(scoring, result, logits, softplus, log_weight, label, tuple_chunk) -> None:
+    """The scoring before the float32 rewrite (verbatim): float32 products converted to
+    float64, float64 log-sum-exps over every (tuple, code) pair. For comparison only."""
+    size = len(scoring.images[0])
+    for start in range(0, size, tuple_chunk):
+        stop = min(start + tuple_chunk, size)
+        scores = [
+            (x[start:stop] @ part.T - sp).double()  # (n, G_b): log p(x_m | z_j, c)
+            for x, part, sp in zip(scoring.images, logits, softplus, strict=True)
+        ]
+        for subset in scoring.subsets:
+            total = log_weight + sum(scores[m] for m in subset)
+            column = result.log_mean[subset][start:stop, label]
+            column.copy_(torch.logaddexp(column, torch.logsumexp(total, 1)))
+            if not scoring.squares:
+                continue
+            column = result.log_mean_square[subset][start:stop, label]
+            column.copy_(torch.logaddexp(column, torch.logsumexp(2 * total, 1)))
+
+
+def scoring_kernel(model, path: Path, device: torch.device):
+    """A function timing one scoring function on E's tuples against one block of 2048 decoded
+    codes (both modalities decoded by ``model``, the three subsets, no squares): GFLOP/s of the
+    scoring products ``2·N·G·(P + 1)·M``."""
+    from mmgen.data import h5io
+    from mmgen.metrics import softplus_sum
+    from mmgen.truth.oracle import subsets_needed
+
+    data = h5io.read_split(path, "test")
+    images = [torch.from_numpy(data.images_float(m)).flatten(1).to(device) for m in data.images]
+    model = model.to(device).eval()
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(2048, 2, generator=generator).to(device)
+    log_weight = -0.5 * (z.double() ** 2).sum(1) - math.log(2048)
+    with torch.inference_mode():
+        labels = torch.zeros(2048, dtype=torch.int64, device=device)
+        logits = [model.decode_logits(z, labels).flatten(1).float() for _ in range(2)]
+    softplus = [softplus_sum(part, 1) for part in logits]
+    scoring = integrate.Scoring(images=images, subsets=subsets_needed(2, None), squares=False)
+    flops = 2 * len(images[0]) * 2048 * (images[0].shape[1] + 1) * 2
+
+    def run(score) -> float:
+        result = integrate.Integrals(
+            {
+                s: torch.full((len(images[0]), 1), -math.inf, dtype=torch.float64)
+                for s in scoring.subsets
+            },
+            {},
+        )
+        synchronize(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            score(scoring, result, logits, softplus, log_weight, 0, integrate.TUPLE_CHUNK)
+        synchronize(device)
+        return flops / (time.perf_counter() - start) / 1e9
+
+    return run
+
+
+def compare(path: Path, args: argparse.Namespace, device: torch.device) -> dict:
+    """``--compare-rounds``: old (float64) and new (float32) scoring interleaved."""
+    settings = Settings(points=args.points)
+    pixels = args.shape[0] * args.shape[1] * args.shape[2]
+    grid = codes(args.points)
+    model = build_cvae(cvae_config(args.shape), rng.stream(0, "init"))
+    z, labels = torch.zeros(64, 2), torch.zeros(64, dtype=torch.int64)
+    per_decode = count_flops(lambda: model.decode_logits(z, labels)) / 64
+    flops = per_decode * CLASSES * grid * MODALITIES
+    flops += 2 * args.tuples * CLASSES * grid * (pixels + 1) * MODALITIES
+    new_score, rounds, truths = integrate._score, [], {}
+    kernel = scoring_kernel(model, path, device)
+    try:
+        for _ in range(args.compare_rounds):
+            row = {"peak_gflops": round(matmul_peak_gflops(device), 1)}
+            for name, score in (("old", score_float64), ("new", new_score)):
+                gflops = kernel(score)
+                row[f"{name}_scoring_gflops"] = round(gflops, 1)
+                row[f"{name}_scoring_fraction_of_peak"] = round(gflops / row["peak_gflops"], 3)
+            for name, score in (("old", score_float64), ("new", new_score)):
+                integrate._score = score
+                synchronize(device)
+                start = time.perf_counter()
+                truths[name] = compute_truth(path, settings, device=args.device)
+                synchronize(device)
+                seconds = time.perf_counter() - start
+                row[f"{name}_seconds"] = round(seconds, 2)
+                row[f"{name}_fraction_of_peak"] = round(
+                    flops / seconds / 1e9 / row["peak_gflops"], 3
+                )
+            row["ratio_old_over_new"] = round(row["old_seconds"] / row["new_seconds"], 2)
+            rounds.append(row)
+    finally:
+        integrate._score = new_score
+    key = "mutual_information/mnist+fashion"
+    difference = {
+        k: float(abs(truths["old"].per_tuple[k] - truths["new"].per_tuple[k]).max())
+        for k in ("log_p", key)
+    }
+    return {
+        "machine": machine_description(device),
+        "load_average": [round(v, 2) for v in __import__("os").getloadavg()],
+        "tuples": args.tuples,
+        "points": [args.points, 2 * args.points],
+        "codes": grid,
+        "gflop_per_truth": round(flops / 1e9, 1),
+        "rounds": rounds,
+        "max_abs_difference_per_tuple": difference,
+        "quadrature_error_check_max_per_tuple_log_p": truths["new"].summary["numerical_error"][
+            "max_per_tuple_log_likelihood"
+        ],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -131,10 +252,16 @@ def main() -> None:
     parser.add_argument("--memory-tuples", type=int, default=1000, help="0: skip")
     parser.add_argument("--single", action="store_true", help="E alone; print peak RSS only")
     parser.add_argument("--shape", type=parse_shape, default=(1, 28, 28), help="C,H,W")
+    parser.add_argument("--compare-rounds", type=int, default=0, help="old vs new scoring")
     args = parser.parse_args()
     device = torch.device(args.device)
     settings = Settings(points=args.points)
     with tempfile.TemporaryDirectory() as folder:
+        if args.compare_rounds:
+            args.single = True
+            path = files(Path(folder), args)[0]
+            print(json.dumps(compare(path, args, device), indent=2))
+            return
         paths = files(Path(folder), args)
         if args.single:
             compute_truth(paths[0], settings, device=args.device)
