@@ -219,13 +219,13 @@ def test_each_chunk_is_read_once_per_epoch_and_rows_held_are_bounded(
     from mmgen.data import streaming
 
     reads: list[tuple[str, int]] = []
-    real = streaming.read_rows
+    real = streaming.read_into
 
-    def counting(dataset, rows, path):
-        reads.append((dataset.name, rows.start))
-        return real(dataset, rows, path)
+    def counting(dataset, start, out, path):
+        reads.append((dataset.name, start))
+        return real(dataset, start, out, path)
 
-    monkeypatch.setattr(streaming, "read_rows", counting)
+    monkeypatch.setattr(streaming, "read_into", counting)
     stream = StreamingDataset(three_chunks, "train", cache_chunks=2)
     for epoch in range(2):
         loader = streaming_loader(stream, 100, seed=0, window=1)

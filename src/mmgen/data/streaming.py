@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from mmgen import rng
-from mmgen.data.h5io import SPLITS, open_dataset, read_rows
+from mmgen.data.h5io import SPLITS, open_dataset
 from mmgen.data.header import header_from_attrs
 from mmgen.errors import UsageError
 
@@ -149,10 +149,7 @@ class StreamingDataset(Dataset):
             rows = slice(chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, self.size))
             count = rows.stop - rows.start
             for key, dataset in self._datasets.items():
-                buffer = self._buffers[key]  # images as stored → (C, H, W) rows
-                buffer[slot, :count] = read_rows(dataset, rows, self.path).reshape(
-                    count, *buffer.shape[2:]
-                )
+                read_into(dataset, rows.start, self._buffers[key][slot, :count], self.path)
             self._slots[chunk] = slot
             self._slot_of[chunk] = slot
 
@@ -213,6 +210,25 @@ class StreamingDataset(Dataset):
         if self._handle is not None and self._pid == os.getpid():
             self._handle.close()
         self._reset()
+
+
+def read_into(dataset: h5py.Dataset, start: int, out: np.ndarray, path: Path) -> None:
+    """Rows ``start:start + len(out)`` of ``dataset`` decompressed straight into ``out``.
+
+    ``out`` is a C-contiguous slot of a reused buffer (images in their ``(C, H, W)`` shape,
+    the same bytes as the stored rows): no array is allocated per chunk, so the heap does not
+    grow with the number of chunks read.
+    """
+    rows = (len(out), *dataset.shape[1:])
+    space = dataset.id.get_space()
+    space.select_hyperslab((start,) + (0,) * (dataset.ndim - 1), rows)
+    try:
+        dataset.id.read(h5py.h5s.create_simple(rows), space, out.reshape(rows))
+    except OSError as error:
+        raise UsageError(
+            f"{path}: cannot read {dataset.name} ({str(error).splitlines()[0]}); the file is "
+            "damaged: regenerate it"
+        ) from None
 
 
 def unit_float(images: np.ndarray) -> np.ndarray:
