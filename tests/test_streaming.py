@@ -239,3 +239,21 @@ def test_each_chunk_is_read_once_per_epoch_and_rows_held_are_bounded(
         assert stream.rows_held == 2 * stream.chunk_rows  # two slots, whatever N
     stream.close()
     assert stream.rows_held == 0
+
+
+def test_a_damaged_chunk_is_one_clear_error(three_chunks, tmp_path) -> None:
+    import h5py
+
+    from mmgen.errors import UsageError
+
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(three_chunks.read_bytes())
+    with h5py.File(damaged, "r") as handle:
+        offset = handle["train/images/b"].id.get_chunk_info(1).byte_offset
+    with open(damaged, "r+b") as raw:
+        raw.seek(offset)
+        raw.write(b"\xff" * 64)
+    stream = StreamingDataset(damaged, "train")
+    stream[[0, 1]]  # chunk 0 is intact
+    with pytest.raises(UsageError, match=r"damaged.h5: cannot read /train/images/b .*damaged"):
+        stream[CHUNK_ROWS]
