@@ -2,16 +2,19 @@
 
 :class:`mmgen.data.h5io.MultimodalDataset` loads a whole split as float32 (369 MB for 60,000
 tuples of two 28×28 modalities; a million tuples need about 6 GB). :class:`StreamingDataset`
-keeps only a few decompressed chunks (``CHUNK_ROWS`` = 1,024 rows each) per process and gives
-the same items. The file is opened lazily, once per process: a handle inherited through
-``fork`` or a copy pickled for ``spawn`` is never used, so it is safe with DataLoader workers
-under either start method.
+keeps only a fixed number of decompressed chunks (``CHUNK_ROWS`` = 1,024 rows each; 16 by
+default, about 26 MB for two 28×28 modalities) per process and gives the same items. The file
+is opened lazily, once per process: a handle inherited through ``fork`` or a copy pickled for
+``spawn`` is never used, so it is safe with DataLoader workers under either start method.
 
 Random access to a compressed file costs a chunk decompression per row. Shuffle with
 :class:`ChunkShuffleSampler` instead of ``shuffle=True``: it visits windows of ``window``
 chunks in a random order and the rows of each window in a random order, so each chunk is
-decompressed once per epoch (per worker that reads it) while every batch mixes ``window``
-chunks. docs/integrations.md says when to use which; docs/performance.md measures both.
+decompressed once per epoch (per worker that reads it: the default cache holds two windows,
+so a batch that straddles two windows evicts nothing the next batch needs) while every batch
+mixes ``window`` chunks. An epoch then costs about one decompression of the file, what loading
+it into memory costs. docs/integrations.md says when to use which; docs/performance.md
+measures both.
 """
 
 from __future__ import annotations
