@@ -77,6 +77,14 @@ def test_items_equal_the_in_memory_datasets(three_chunks) -> None:
         assert len(stream._cache) <= 2  # memory bounded by the cache, not by N
     with pytest.raises(IndexError):
         stream[N]
+    # A batch needing a held chunk that is least recently used and one that is not held: the
+    # held one must not be evicted to make room.
+    stream = StreamingDataset(three_chunks, "train", cache_chunks=2)
+    stream[0], stream[CHUNK_ROWS]
+    pair = stream[[1, 2 * CHUNK_ROWS + 1]]
+    assert torch.equal(pair["label"], memory.labels[[1, 2 * CHUNK_ROWS + 1]])
+    for m in SHAPES:
+        assert torch.equal(pair["images"][m], memory.images[m][[1, 2 * CHUNK_ROWS + 1]])
     picks = [N - 1, 3, CHUNK_ROWS + 2, 3, 0]  # across chunks, repeated, out of order
     batch = stream[picks]
     assert torch.equal(batch["label"], memory.labels[picks])
@@ -102,8 +110,16 @@ def test_sampler_is_a_seeded_chunk_local_permutation() -> None:
     sampler.set_epoch(1)
     assert list(sampler) != first
     whole = list(ChunkShuffleSampler(Fake(1000), seed=3, window=2))
-    for start in range(0, 1000, 200):  # each window of 200 rows touches exactly 2 chunks
-        assert len({i // 100 for i in whole[start : start + 200]}) == 2
+    windows = [whole[start : start + 200] for start in range(0, 1000, 200)]
+    for window in windows:  # each window of 200 rows touches exactly 2 chunks, interleaved
+        chunks = [i // 100 for i in window]
+        assert len(set(chunks)) == 2
+        assert sum(a != b for a, b in zip(chunks, chunks[1:], strict=False)) > 20
+        for chunk in set(chunks):  # and the rows of a chunk come in a shuffled order
+            rows = [i for i in window if i // 100 == chunk]
+            assert rows != sorted(rows)
+    # the chunks are permuted too: not windows {0, 1}, {2, 3}, ... in file order
+    assert [sorted({i // 100 for i in w}) for w in windows] != [[k, k + 1] for k in range(0, 10, 2)]
 
 
 def test_a_forked_process_opens_its_own_handle(three_chunks) -> None:
@@ -155,3 +171,89 @@ def test_documented_streaming_lines_run(tmp_path, monkeypatch) -> None:
     scope: dict = {}
     exec(block, scope)
     assert scope["labels"].shape[0] > 0 and set(scope["images"]) == {"mnist", "fashion"}
+
+
+def loader_order(stream: StreamingDataset, loader) -> np.ndarray:
+    """The tuple order a loader gave, recovered from z (each row's z is distinct)."""
+    z = MultimodalDataset(stream.path, "train").z.numpy()
+    lookup = {row.tobytes(): index for index, row in enumerate(z)}
+    return np.array([lookup[row.tobytes()] for row in gather(loader)["z"]])
+
+
+@pytest.mark.parametrize("batch_size", [1, 100, 256, 2600])
+def test_every_tuple_once_in_the_seeds_order_whatever_the_batch_size(
+    three_chunks, batch_size
+) -> None:
+    memory = MultimodalDataset(three_chunks, "train")
+    stream = StreamingDataset(three_chunks, "train", cache_chunks=2)
+    sampler = ChunkShuffleSampler(stream, seed=5, window=1)
+    loader = streaming_loader(stream, batch_size, seed=5, window=1)
+    got = gather(loader)
+    order = np.array(list(sampler))
+    assert sorted(order.tolist()) == list(range(N))  # every tuple once
+    assert np.array_equal(loader_order(stream, loader), order)  # the sampler's order, whole
+    assert np.array_equal(got["label"], memory.labels.numpy()[order])
+    for m in SHAPES:
+        assert np.array_equal(got[m], memory.images[m].numpy()[order])
+    assert len(stream._cache) <= 2 and stream.rows_held <= 2 * stream.chunk_rows
+
+
+def test_another_seed_or_epoch_gives_another_order(three_chunks) -> None:
+    stream = StreamingDataset(three_chunks, "train")
+    first = loader_order(stream, streaming_loader(stream, 256, seed=0))
+    assert np.array_equal(first, loader_order(stream, streaming_loader(stream, 64, seed=0)))
+    other_seed = loader_order(stream, streaming_loader(stream, 256, seed=1))
+    loader = streaming_loader(stream, 256, seed=0)
+    loader.sampler.sampler.set_epoch(1)
+    other_epoch = loader_order(stream, loader)
+    for other in (other_seed, other_epoch):
+        assert sorted(other.tolist()) == list(range(N))
+        assert not np.array_equal(other, first)
+    assert not np.array_equal(first, np.arange(N))
+
+
+def test_each_chunk_is_read_once_per_epoch_and_rows_held_are_bounded(
+    three_chunks, monkeypatch
+) -> None:
+    """Batches of 100 straddle the 1-chunk windows; the default cache (two windows) holds both."""
+    from mmgen.data import streaming
+
+    reads: list[tuple[str, int]] = []
+    real = streaming.read_into
+
+    def counting(dataset, start, out, path):
+        reads.append((dataset.name, start))
+        return real(dataset, start, out, path)
+
+    monkeypatch.setattr(streaming, "read_into", counting)
+    stream = StreamingDataset(three_chunks, "train", cache_chunks=2)
+    for epoch in range(2):
+        loader = streaming_loader(stream, 100, seed=0, window=1)
+        loader.sampler.sampler.set_epoch(epoch)
+        reads.clear()
+        assert sum(len(batch["label"]) for batch in loader) == N
+        datasets = len(SHAPES) + 2  # images, labels, z
+        assert len(reads) == len(set(reads))  # no chunk of any dataset read twice
+        if epoch == 0:  # a cold cache reads every chunk (later epochs reuse what is held)
+            assert len(reads) == stream.num_chunks * datasets
+        assert stream.rows_held == 2 * stream.chunk_rows  # two slots, whatever N
+    stream.close()
+    assert stream.rows_held == 0
+
+
+def test_a_damaged_chunk_is_one_clear_error(three_chunks, tmp_path) -> None:
+    import h5py
+
+    from mmgen.errors import UsageError
+
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(three_chunks.read_bytes())
+    with h5py.File(damaged, "r") as handle:
+        offset = handle["train/images/b"].id.get_chunk_info(1).byte_offset
+    with open(damaged, "r+b") as raw:
+        raw.seek(offset)
+        raw.write(b"\xff" * 64)
+    stream = StreamingDataset(damaged, "train")
+    stream[[0, 1]]  # chunk 0 is intact
+    with pytest.raises(UsageError, match=r"damaged.h5: cannot read /train/images/b .*damaged"):
+        stream[CHUNK_ROWS]
