@@ -23,6 +23,7 @@ from mmgen.study.recipe import CVAE_DEFAULTS, RecipeError, _table
 MODALITIES = 5  # MultiVae's MMNISTDataset reads exactly m0 .. m4
 MODELS = ("mvae", "mmvae", "mopoe")
 SOURCE = "mnist"  # PolyMNIST's digits
+DECODE_MODES = ("mean", "sample")
 
 POLYMNIST_DEFAULTS: dict[str, Any] = {
     "n_train": 60_000,
@@ -190,11 +191,15 @@ def _library_errors(tables: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
     errors = []
     poly = tables["polymnist"]
-    checks = (
+    checks = [
         lambda: steps.cvae_configs({"cvae": tables["cvae"]}),
-        lambda: steps.generate_config({"generate": poly}),
         lambda: polymnist.resolve_specs(list(poly["backgrounds"]), MODALITIES),
-    )
+    ]
+    if poly["decode"] not in DECODE_MODES:  # generate's config names only its first mistake
+        errors.append(f"polymnist.decode must be one of {', '.join(DECODE_MODES)}, "
+                      f"got {poly['decode']!r}")
+    elif all(isinstance(poly[k], int) and poly[k] > 0 for k in ("n_train", "n_test")):
+        checks.append(lambda: steps.generate_config({"generate": poly}))
     for check in checks:
         try:
             check()
