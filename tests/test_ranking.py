@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 pytest.importorskip("multivae")
 
 from conftest import assert_one_line_error, write_fake_source  # noqa: E402
-
 from mmgen.cli import app  # noqa: E402
 from mmgen.ranking import plan as ranking_plan  # noqa: E402
 from mmgen.ranking.recipe import RecipeError, validate_ranking  # noqa: E402

@@ -80,9 +80,7 @@ def build_model(name: str, settings: Mapping[str, Any], modalities: list[str]) -
     )
 
 
-def train_model(
-    name: str, settings: Mapping[str, Any], train, seed: int, device: str
-) -> nn.Module:
+def train_model(name: str, settings: Mapping[str, Any], train, seed: int, device: str) -> nn.Module:
     """Train MultiVae's ``name`` on ``train`` with MultiVae's ``BaseTrainer``; the model after
     its last epoch."""
     from multivae.trainers import BaseTrainer, BaseTrainerConfig

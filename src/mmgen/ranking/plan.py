@@ -21,10 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmgen.ranking.recipe import MODALITIES, SOURCE, RankingRecipe
 from mmgen.study.plan import StudyJob, key_of
 from mmgen.study.recipe import replicate_seed
-
-from mmgen.ranking.recipe import MODALITIES, SOURCE, RankingRecipe
 
 PHASES = ("cvae", "polymnist", "naive", "mix", "export", "classifiers", "fit")
 ENTANGLED, MIXED, NAIVE = "e", "mixed", "naive"

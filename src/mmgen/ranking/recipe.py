@@ -196,8 +196,9 @@ def _library_errors(tables: Mapping[str, Mapping[str, Any]]) -> list[str]:
         lambda: polymnist.resolve_specs(list(poly["backgrounds"]), MODALITIES),
     ]
     if poly["decode"] not in DECODE_MODES:  # generate's config names only its first mistake
-        errors.append(f"polymnist.decode must be one of {', '.join(DECODE_MODES)}, "
-                      f"got {poly['decode']!r}")
+        errors.append(
+            f"polymnist.decode must be one of {', '.join(DECODE_MODES)}, got {poly['decode']!r}"
+        )
     elif all(isinstance(poly[k], int) and poly[k] > 0 for k in ("n_train", "n_test")):
         checks.append(lambda: steps.generate_config({"generate": poly}))
     for check in checks:

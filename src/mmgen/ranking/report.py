@@ -21,13 +21,13 @@ import numpy as np
 
 from mmgen.atomic import atomic_path
 from mmgen.config import load_json, save_json
+from mmgen.errors import UsageError
 from mmgen.ranking.multivae_steps import metric_names
 from mmgen.ranking.plan import ENTANGLED, MIXED, NAIVE, VARIANTS, RankingPlan, plan_ranking
 from mmgen.ranking.recipe import MODALITIES, validate_ranking
 from mmgen.ranking.run import classifier_accuracy, fit_result
 from mmgen.study.run import RECIPE_FILE, is_done
 from mmgen.study.statistics import ONE_REPLICATE, replicated_summary
-from mmgen.errors import UsageError
 
 REPORT_MD, REPORT_JSON, VALUES_CSV = "report.md", "report.json", "values.csv"
 CSV_FIELDS = ("replicate", "variant", "model", "metric", "value", "seeds")
@@ -93,17 +93,18 @@ def build_ranking_report(out: Path | str) -> dict[str, Any]:
     for metric, by_variant in values.items():
         entry: dict[str, Any] = {"summary": {}, "ranking": {}, "differences": {}}
         for variant, by_model in by_variant.items():
-            entry["summary"][variant] = {
-                m: _summary(by_model[m]) for m in models
-            }
+            entry["summary"][variant] = {m: _summary(by_model[m]) for m in models}
             means = {m: entry["summary"][variant][m]["mean"] for m in models}
             order = ranking(means)
-            per_replicate = by_model[models[0]].mean(axis=1)  # shape check only
             agree = sum(
                 ranking({m: float(by_model[m][r].mean()) for m in models}) == order
-                for r in range(len(per_replicate))
+                for r in range(recipe.replicates)
             )
-            entry["ranking"][variant] = {"order": order, "agree": agree}
+            entry["ranking"][variant] = {
+                "order": order,
+                "agree": agree,
+                "ties": [means[a] == means[b] for a, b in zip(order, order[1:], strict=False)],
+            }
             for m in models:
                 for r, value in enumerate(by_model[m].mean(axis=1)):
                     rows.append((r, variant, m, metric, float(value), by_model[m].shape[1]))
@@ -182,17 +183,19 @@ def to_markdown(report: dict[str, Any], models: list[str]) -> str:
             "|---" * (3 + len(VARIANTS)) + "|"]  # fmt: skip
         for m in models:
             cells = [_figure(entry["summary"][v][m]) for v in VARIANTS]
-            cells += [
-                _figure(entry["differences"][f"{a}-{b}"][m]) + f" ({entry['differences'][f'{a}-{b}'][m]['positive']}/{r} > 0)"
-                for a, b in DIFFERENCES
-            ]
+            for a, b in DIFFERENCES:
+                difference = entry["differences"][f"{a}-{b}"][m]
+                cells.append(f"{_figure(difference)} ({difference['positive']}/{r} > 0)")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
         for v in VARIANTS:
             order = entry["ranking"][v]
+            text = order["order"][0] + "".join(
+                (" = " if tie else " > ") + m
+                for tie, m in zip(order["ties"], order["order"][1:], strict=True)
+            )
             lines.append(
-                f"- ranking on {VARIANT_NAMES[v]}: {' > '.join(order['order'])} "
-                f"({order['agree']}/{r} replicates agree)"
+                f"- ranking on {VARIANT_NAMES[v]}: {text} ({order['agree']}/{r} replicates agree)"
             )
         lines.append("")
     lines += ["## Classifier ceilings", "",
@@ -201,9 +204,7 @@ def to_markdown(report: dict[str, Any], models: list[str]) -> str:
               "| replicate | " + " | ".join(VARIANT_NAMES[v] for v in VARIANTS) + " |",
               "|---" * (1 + len(VARIANTS)) + "|"]  # fmt: skip
     for replicate, by_variant in report["classifier_accuracy"].items():
-        cells = [
-            f"{100 * float(np.mean(list(by_variant[v].values()))):.1f}" for v in VARIANTS
-        ]
+        cells = [f"{100 * float(np.mean(list(by_variant[v].values()))):.1f}" for v in VARIANTS]
         lines.append(f"| {replicate} | " + " | ".join(cells) + " |")
     lines.append("")
     return "\n".join(lines)

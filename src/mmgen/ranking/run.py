@@ -31,8 +31,8 @@ from mmgen.ranking.plan import (
 )
 from mmgen.ranking.recipe import MODALITIES, RankingRecipe
 from mmgen.study import steps
-from mmgen.study.run import JOBS_DIR, RECIPE_FILE, _mark, is_done, job_path
 from mmgen.study.plan import StudyJob
+from mmgen.study.run import JOBS_DIR, RECIPE_FILE, _mark, is_done, job_path
 
 log = logging.getLogger(__name__)
 
