@@ -257,3 +257,14 @@ def test_a_removed_fit_is_redone_alone(study, monkeypatch) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert calls == [fit.model]
+
+
+def test_classifiers_train_on_the_naive_export_and_test_on_every_variant() -> None:
+    plan = ranking_plan.plan_ranking(validate_ranking(tomllib.loads(TINY)))
+    exports = {job.folder: job for job in plan.by_phase("export")}
+    for job in plan.by_phase("classifiers"):
+        trained_on = exports[job.spec["train"]]
+        assert trained_on.folder.split("/")[1].split("-")[1] == "naive"
+        parent = plan.jobs[trained_on.needs[0]]
+        assert parent.kind == "naive" and parent.replicate == job.replicate
+        assert set(job.spec["test"]) == set(ranking_plan.VARIANTS)
