@@ -37,6 +37,7 @@ VARIANT_NAMES = {
     NAIVE: "naive pairing",
 }
 DIFFERENCES = ((ENTANGLED, MIXED), (ENTANGLED, NAIVE))
+MODEL_NAMES = {"mvae": "MVAE", "mmvae": "MMVAE", "mopoe": "MoPoE"}
 
 
 def collect(out: Path, plan: RankingPlan) -> dict[str, dict[str, dict[str, np.ndarray]]]:
@@ -162,7 +163,7 @@ def to_markdown(report: dict[str, Any], models: list[str]) -> str:
     lines = [
         "# PolyMNIST-E ranking study",
         "",
-        f"MultiVae's {', '.join(m.upper() for m in models)} trained by MultiVae's trainer on "
+        f"MultiVae's {', '.join(MODEL_NAMES[m] for m in models)} trained by MultiVae's trainer on "
         "PolyMNIST-E, its mixed twin and the naive pairing; MultiVae's CoherenceEvaluator. "
         f"{r} dataset replicate(s) × {s} training seed(s) per replicate; figures in % with a "
         "95 % Student-t interval over replicate means"
