@@ -100,3 +100,55 @@ def report_command(
     configure_logging(verbose)
     build_report(out)
     typer.echo(f"Wrote {out / REPORT_MD}")
+
+
+@study_app.command("polymnist")
+@reports_user_errors
+def polymnist_command(
+    recipe: Annotated[
+        Path, typer.Argument(help="The ranking study's TOML recipe.", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The study folder (reused by a rerun).")],
+    data_dir: DataDirOption = None,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Rank MultiVae's MVAE, MMVAE, MoPoE on PolyMNIST-E, its mixed twin and the naive pairing
+    (MultiVae's coherences, replicated; docs/ranking.md). A rerun resumes."""
+    from mmgen.ranking.recipe import load_ranking_recipe
+    from mmgen.ranking.report import REPORT_MD as RANKING_MD
+    from mmgen.ranking.report import build_ranking_report
+    from mmgen.ranking.run import run_ranking
+
+    configure_logging(verbose)
+    try:
+        validated = load_ranking_recipe(recipe)  # before any work: nothing is written
+    except RecipeError as error:
+        for mistake in error.mistakes:
+            typer.echo(f"Error: {mistake}", err=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    bar = tqdm(total=None, unit="job", disable=quiet, desc="ranking", delay=0.5)
+
+    def on_task(done: int, total: int, description: str) -> None:
+        bar.total, bar.n = total, done
+        bar.set_description(description)
+        bar.refresh()
+
+    try:
+        run_ranking(
+            validated, out, data_dir=data_dir, device=getattr(device, "value", device),
+            on_task=on_task,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        bar.close()
+        typer.echo(
+            f"Interrupted; the finished jobs are kept in {out / 'jobs'}: run the same command "
+            "again to do the others.",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        bar.close()
+    build_ranking_report(out)
+    typer.echo(f"Wrote {out / RANKING_MD}")
