@@ -370,3 +370,42 @@ def test_unchecked_quadrature_has_the_same_values_and_a_null_error(
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["log_likelihood"]["numerical_error"] is None
+
+
+def test_generate_and_shuffle_store_the_truth_when_asked(tmp_path: Path) -> None:
+    """--truth-points N stores what `mmgen truth --points N` computes, for E and its twin."""
+    runner = CliRunner()
+    folders = [
+        make_checkpoint(tmp_path / "a", "mnist", seed=0, image_shape=SHAPE),
+        make_checkpoint(tmp_path / "b", "fashion-mnist", seed=1, image_shape=SHAPE),
+    ]
+    cvaes = [arg for folder in folders for arg in ("--cvae", str(folder))]
+    e, me = tmp_path / "e.h5", tmp_path / "me.h5"
+    common = ["--n-train", "20", "--n-test", "30", "--decode", "sample", "--device", "cpu"]
+    result = runner.invoke(
+        app, ["generate", *cvaes, *common, "--out", str(e), "--truth-points", "6"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Truth of e.h5, stored in e.h5.truth.h5" in result.output
+    stored_e = load_truth(e)
+    expected_e = compute_truth(e, FAST)  # computed afresh, not read back
+    assert stored_e is not None
+    np.testing.assert_array_equal(stored_e.per_tuple["log_p"], expected_e.per_tuple["log_p"])
+    result = runner.invoke(app, ["shuffle", str(e), "--out", str(me), "--truth-points", "6"])
+    assert result.exit_code == 0, result.output
+    stored_me = load_truth(me)
+    assert stored_me is not None
+    np.testing.assert_allclose(
+        stored_me.per_tuple["log_p"], compute_truth(me, FAST).per_tuple["log_p"], atol=1e-9
+    )
+    assert true_gap(stored_e, stored_me)["mean"] > 0
+    # without the option nothing is computed; a grid of one cell is refused before any work
+    plain = tmp_path / "plain.h5"
+    assert runner.invoke(app, ["generate", *cvaes, *common, "--out", str(plain)]).exit_code == 0
+    assert load_truth(plain) is None
+    bad = tmp_path / "bad.h5"
+    result = runner.invoke(
+        app, ["generate", *cvaes, *common, "--out", str(bad), "--truth-points", "1"]
+    )
+    assert_one_line_error(result, "--truth-points 1")
+    assert not bad.exists()
