@@ -11,14 +11,13 @@ line of one ``RecipeError``.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mmgen.errors import UsageError
-from mmgen.study.recipe import CVAE_DEFAULTS, RecipeError, _table
+from mmgen.study.recipe import CVAE_DEFAULTS, RecipeError, check_top_level, read_toml, table_of
 
 MODALITIES = 5  # MultiVae's MMNISTDataset reads exactly m0 .. m4
 MODELS = ("mvae", "mmvae", "mopoe")
@@ -104,13 +103,7 @@ def load_ranking_recipe(path: Path | str) -> RankingRecipe:
         FileNotFoundError: no such file.
         RecipeError: the file is not TOML, or the recipe has mistakes (one line each).
     """
-    path = Path(path)
-    with open(path, "rb") as handle:
-        try:
-            data = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as error:
-            raise RecipeError([f"{path} is not valid TOML: {error}"]) from None
-    return validate_ranking(data, str(path))
+    return validate_ranking(read_toml(path), str(path))
 
 
 def validate_ranking(data: Mapping[str, Any], name: str = "recipe") -> RankingRecipe:
@@ -120,20 +113,15 @@ def validate_ranking(data: Mapping[str, Any], name: str = "recipe") -> RankingRe
         RecipeError: one line per mistake, prefixed with ``name``.
     """
     errors: list[str] = []
-    for key in sorted(set(data) - TOP_LEVEL):
-        errors.append(f"unknown top-level key {key!r}; the keys are {', '.join(sorted(TOP_LEVEL))}")
-    seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        errors.append(f"seed must be an integer in 0 .. 2**63-1, got {seed!r}")
-        seed = 0
+    seed = check_top_level(data, TOP_LEVEL, errors)
     tables = {
-        "cvae": _table(data, "cvae", CVAE_DEFAULTS, errors),
-        "polymnist": _table(data, "polymnist", POLYMNIST_DEFAULTS, errors),
-        "multivae": _table(data, "multivae", MULTIVAE_DEFAULTS, errors),
-        "classifier": _table(data, "classifier", CLASSIFIER_DEFAULTS, errors),
-        "coherence": _table(data, "coherence", COHERENCE_DEFAULTS, errors),
+        "cvae": table_of(data, "cvae", CVAE_DEFAULTS, errors),
+        "polymnist": table_of(data, "polymnist", POLYMNIST_DEFAULTS, errors),
+        "multivae": table_of(data, "multivae", MULTIVAE_DEFAULTS, errors),
+        "classifier": table_of(data, "classifier", CLASSIFIER_DEFAULTS, errors),
+        "coherence": table_of(data, "coherence", COHERENCE_DEFAULTS, errors),
     }
-    replicates = _table(data, "replicates", REPLICATES_DEFAULTS, errors)
+    replicates = table_of(data, "replicates", REPLICATES_DEFAULTS, errors)
     for table, keys in POSITIVE.items():
         for key in keys:
             value = tables[table][key]

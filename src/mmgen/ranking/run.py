@@ -32,7 +32,7 @@ from mmgen.ranking.plan import (
 from mmgen.ranking.recipe import MODALITIES, RankingRecipe
 from mmgen.study import steps
 from mmgen.study.plan import StudyJob
-from mmgen.study.run import JOBS_DIR, RECIPE_FILE, _mark, is_done, job_path
+from mmgen.study.run import JOBS_DIR, RECIPE_FILE, is_done, job_path, mark_done
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _run_one(
     else:
         raise ValueError(f"unknown job kind {job.kind!r}")
     save_json(folder / "timing.json", {"seconds": time.perf_counter() - started})
-    _mark(out, job)
+    mark_done(out, job)
 
 
 def _export_folder(out: Path, job_folder: str) -> Path:

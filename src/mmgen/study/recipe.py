@@ -165,13 +165,28 @@ def load_recipe(path: Path | str) -> Recipe:
         FileNotFoundError: no such file.
         UsageError: the file is not TOML, or the recipe has mistakes (one line each).
     """
+    return validate(read_toml(path), str(path))
+
+
+def read_toml(path: Path | str) -> dict[str, Any]:
+    """The TOML document at ``path`` (``RecipeError`` when it is not TOML)."""
     path = Path(path)
     with open(path, "rb") as handle:
         try:
-            data = tomllib.load(handle)
+            return tomllib.load(handle)
         except tomllib.TOMLDecodeError as error:
             raise RecipeError([f"{path} is not valid TOML: {error}"]) from None
-    return validate(data, str(path))
+
+
+def check_top_level(data: Mapping[str, Any], keys: set[str], errors: list[str]) -> int:
+    """Append the unknown top-level keys and a bad ``seed`` to ``errors``; the seed (0 if bad)."""
+    for key in sorted(set(data) - keys):
+        errors.append(f"unknown top-level key {key!r}; the keys are {', '.join(sorted(keys))}")
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        errors.append(f"seed must be an integer in 0 .. 2**63-1, got {seed!r}")
+        seed = 0
+    return seed
 
 
 def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
@@ -185,12 +200,7 @@ def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
         RecipeError: one line per mistake, prefixed with ``name``.
     """
     errors: list[str] = []
-    for key in sorted(set(data) - TOP_LEVEL):
-        errors.append(f"unknown top-level key {key!r}; the keys are {', '.join(sorted(TOP_LEVEL))}")
-    seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        errors.append(f"seed must be an integer in 0 .. 2**63-1, got {seed!r}")
-        seed = 0
+    seed = check_top_level(data, TOP_LEVEL, errors)
     sources = data.get("sources", ["mnist", "fashion-mnist"])
     if (
         not isinstance(sources, list)
@@ -202,13 +212,13 @@ def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
     elif len(set(sources)) != len(sources):
         errors.append(f"sources lists a source more than once: {sources}")
     tables = {
-        "cvae": _table(data, "cvae", CVAE_DEFAULTS, errors),
-        "generate": _table(data, "generate", GENERATE_DEFAULTS, errors),
-        "twins": _table(data, "twins", TWINS_DEFAULTS, errors),
-        "evaluate": _table(data, "evaluate", EVALUATE_DEFAULTS, errors),
-        "truth": _table(data, "truth", TRUTH_DEFAULTS, errors),
+        "cvae": table_of(data, "cvae", CVAE_DEFAULTS, errors),
+        "generate": table_of(data, "generate", GENERATE_DEFAULTS, errors),
+        "twins": table_of(data, "twins", TWINS_DEFAULTS, errors),
+        "evaluate": table_of(data, "evaluate", EVALUATE_DEFAULTS, errors),
+        "truth": table_of(data, "truth", TRUTH_DEFAULTS, errors),
     }
-    replicates = _table(data, "replicates", REPLICATES_DEFAULTS, errors)
+    replicates = table_of(data, "replicates", REPLICATES_DEFAULTS, errors)
     count = replicates["count"]
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         errors.append(f"replicates.count must be an integer >= 1, got {count!r}")
@@ -258,7 +268,7 @@ def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
     )
 
 
-def _table(
+def table_of(
     data: Mapping[str, Any], name: str, defaults: Mapping[str, Any], errors: list[str]
 ) -> dict[str, Any]:
     """``data[name]`` completed with ``defaults``; unknown keys and wrong types are errors."""

@@ -59,7 +59,7 @@ def is_done(out: Path, job: StudyJob) -> bool:
     return recorded.get("key") == job.key and recorded.get("spec") == job.spec
 
 
-def _mark(out: Path, job: StudyJob) -> None:
+def mark_done(out: Path, job: StudyJob) -> None:
     save_json(
         job_path(out, job) / MARKER_FILE, {"key": job.key, "kind": job.kind, "spec": job.spec}
     )
@@ -182,7 +182,7 @@ def _run_one(
         steps.pair_step(folder / spec["file"], tables, spec["seed"], data_dir)
     else:
         raise ValueError(f"unknown job kind {job.kind!r}")
-    _mark(out, job)
+    mark_done(out, job)
 
 
 def _evaluate(
@@ -223,7 +223,7 @@ def _evaluate(
             paths[ENTANGLED], evaluate["limit"], evaluate["test_limit"]
         )
         save_json(job_path(out, job) / EXTRAS_FILE, {"subset": subset, "pixel_baseline": baseline})
-        _mark(out, job)
+        mark_done(out, job)
 
 
 def evaluation_report(out: Path, job: StudyJob) -> dict[str, Any]:
