@@ -333,6 +333,22 @@ def test_a_sweep_draws_each_models_gap_against_the_factor(tmp_path, fake_data_ro
     assert "## Sweep: evaluate.k" in (out / "report.md").read_text()
 
 
+def test_a_sweep_value_without_a_figure_keeps_its_column() -> None:
+    """Decoded means have no recovered fraction: their column reads —, the others stay put."""
+    from mmgen.study.report import sweep_table
+
+    curve = {
+        "factor": "generate.decode",
+        "values": ["sample", "mean"],
+        "models": {"jmvae": {"": {"points": [{"value": "mean", "mean": 0.25, "interval": None}],
+                                  "converged": None}}},
+    }  # fmt: skip
+    header, _, row, *note = sweep_table(curve)
+    assert header.count("|") == row.count("|")  # one cell per column
+    assert row.split("|")[3].strip() == "—" and row.split("|")[4].strip().startswith("0.25")
+    assert any("no finite true gap" in line for line in note)
+
+
 def test_not_converged_when_the_last_step_moves_more_than_the_interval() -> None:
     from mmgen.study.report import converged
 

@@ -299,6 +299,29 @@ def values_csv(records: Sequence[Mapping[str, Any]], fields: Sequence[str] = CSV
     return buffer.getvalue()
 
 
+def sweep_table(curve: Mapping[str, Any]) -> list[str]:
+    """One row per model (and key), one column per swept value; ``—`` where the figure has no
+    value at a setting (decoded means: no finite true gap, so no recovered fraction)."""
+    values = curve["values"]
+    lines = ["| model | key | " + " | ".join(str(v) for v in values) + " | |"]
+    lines.append("|---|---|" + "---|" * len(values) + "---|")
+    missing = False
+    for model, keys in curve["models"].items():
+        for key, entry in keys.items():
+            by_value = {p["value"]: p for p in entry["points"]}
+            cells = [
+                f"{by_value[v]['mean']:.4g} {_interval(by_value[v])}" if v in by_value else "—"
+                for v in values
+            ]
+            missing = missing or len(by_value) < len(values)
+            mark = {False: NOT_CONVERGED, True: "converged", None: ""}[entry["converged"]]
+            lines.append(f"| {model} | {_cell(key) or '—'} | " + " | ".join(cells) + f" | {mark} |")
+    if missing:
+        lines += ["", "—: no value at this setting (decoded means have no finite true gap, so no "
+                  "recovered fraction; their rows are in the verdict tables above)."]  # fmt: skip
+    return lines
+
+
 def draw_sweep(curve: Mapping[str, Any], primary: str, out: Path) -> str:
     """Each model's gap against the swept factor, 95 % intervals as bars; the file name."""
     figure = Figure(figsize=(6, 4))
@@ -317,9 +340,8 @@ def draw_sweep(curve: Mapping[str, Any], primary: str, out: Path) -> str:
             label = model + (f" {key}" if key else "")
             if entry["converged"] is False:
                 label += f" ({NOT_CONVERGED})"
-            axes.errorbar(
-                positions[: len(means)], means, yerr=errors, marker="o", capsize=3, label=label
-            )
+            at = [positions[values.index(p["value"])] for p in entry["points"]]
+            axes.errorbar(at, means, yerr=errors, marker="o", capsize=3, label=label)
     axes.axhline(0.0, color="grey", linewidth=0.8)
     if positions is not values:
         axes.set_xticks(positions, [str(v) for v in values])
@@ -429,16 +451,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         if rows:
             lines += [f"### {point}", "", *_rows_table(rows), ""]
     for curve in report["sweeps"]:
-        lines += [f"## Sweep: {curve['factor']} ({primary}, E − ME)", ""]
-        header = "| model | key | " + " | ".join(str(v) for v in curve["values"]) + " | |"
-        lines += [header, "|---|---|" + "---|" * len(curve["values"]) + "---|"]
-        for model, keys in curve["models"].items():
-            for key, entry in keys.items():
-                cells = [f"{p['mean']:.4g} {_interval(p)}" for p in entry["points"]]
-                mark = {False: NOT_CONVERGED, True: "converged", None: ""}[entry["converged"]]
-                lines.append(
-                    f"| {model} | {_cell(key) or '—'} | " + " | ".join(cells) + f" | {mark} |"
-                )
+        lines += [f"## Sweep: {curve['factor']} ({primary}, E − ME)", "", *sweep_table(curve)]
         figure = report["figures"].get(curve["factor"])
         lines += ["", f"![{curve['factor']}]({figure})", ""]
     lines += [f"Per-replicate and per-seed values: {VALUES_CSV}; everything: {REPORT_JSON}.", ""]
