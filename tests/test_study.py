@@ -154,6 +154,41 @@ def test_replicates_get_their_own_keyed_seeds(tmp_path, fake_data_root, calls) -
     assert mix_seeds == sorted(replicate_seed(0, r, "shuffle", "me") for r in (0, 1))
 
 
+@pytest.mark.parametrize(("extra", "expected"), [("", 2), ("threads = 1\n", 1)])
+def test_every_job_runs_at_the_recipes_thread_count(
+    tmp_path, fake_data_root, calls, monkeypatch, extra, expected
+) -> None:
+    """A CVAE trained at 1 and at 2 threads differs: the study fixes the count, so a lone process
+    (torch's default: every core) and torchrun ranks (1 thread each) give the same bytes."""
+    import torch
+
+    seen = []
+    for attribute in ("train_cvae_step", "generate_step", "mix_step"):
+        original = getattr(mmgen.study.steps, attribute)
+
+        def counting(*args, _original=original, **kwargs):
+            seen.append(torch.get_num_threads())
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(mmgen.study.steps, attribute, counting)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # what the launch would give: never what the jobs use
+    try:
+        out = tmp_path / "study"
+        recipe = tmp_path / "recipe.toml"
+        recipe.write_text(extra + tiny(tmp_path).read_text())
+        result = run(recipe, out, fake_data_root, tmp_path / "cache")
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen) == {expected} and after == 3  # restored after each job
+    specs = [json.loads(p.read_text())["spec"] for p in (out / JOBS_DIR).glob(f"*/*/{MARKER_FILE}")]
+    # the default keys no job (recipes from before the setting keep their jobs); another does
+    assert all(spec.get("threads") == (None if expected == 2 else 1) for spec in specs
+               if "evaluate" not in spec)  # fmt: skip
+
+
 def test_report_intervals_recompute_from_the_csv(tmp_path, fake_data_root, calls) -> None:
     out = tmp_path / "study"
     result = run(tiny(tmp_path, naive=True), out, fake_data_root, tmp_path / "cache")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmgen.jobs import canonical_json
-from mmgen.study.recipe import Recipe, replicate_seed
+from mmgen.study.recipe import DEFAULT_THREADS, Recipe, replicate_seed
 
 PHASES = ("cvae", "generate", "pair", "mix", "truth", "evaluate")
 ENTANGLED = "e"  # the entangled file's dataset name in every evaluation
@@ -113,12 +113,17 @@ def plan_study(recipe: Recipe) -> Plan:
     return plan
 
 
+def _threads(recipe: Recipe) -> dict[str, int]:
+    """A job spec's ``threads``: only when not the default, so older recipes keep their keys."""
+    return {} if recipe.threads == DEFAULT_THREADS else {"threads": recipe.threads}
+
+
 def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
     recipe = point.recipe
     cvaes = []
     for source in recipe.sources:
         seed = replicate_seed(recipe.seed, r, "cvae", source)
-        spec = {"source": source, "cvae": recipe.cvae, "seed": seed}
+        spec = {"source": source, "cvae": recipe.cvae, "seed": seed, **_threads(recipe)}
         key = key_of({"kind": "cvae", **spec})
         cvaes.append(plan.add(StudyJob("cvae", key, f"cvae/{key[:12]}-{source}-r{r}", r, spec)))
     seed = replicate_seed(recipe.seed, r, "generate")
@@ -130,6 +135,7 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
         "seed": seed,
         "cvaes": [job.folder for job in cvaes],
         "file": f"{ENTANGLED}.h5",
+        **_threads(recipe),
     }
     key = key_of({"kind": "generate", **spec, "cvaes": [job.key for job in cvaes]})
     entangled = plan.add(
@@ -149,6 +155,7 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
             "block_codes": recipe.twins["block_codes"],
             "seed": seed,
             "file": f"{name}.h5",
+            **_threads(recipe),
         }
         key = key_of({"kind": "mix", **spec, "parent": entangled.key})
         files[name] = plan.add(
@@ -161,6 +168,7 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
             "limit": recipe.twins["naive_limit"],
             "seed": seed,
             "file": f"{NAIVE}.h5",
+            **_threads(recipe),
         }
         key = key_of({"kind": "pair", **spec})
         files[NAIVE] = plan.add(StudyJob("pair", key, f"pair/{key[:12]}-r{r}", r, spec))
@@ -173,6 +181,7 @@ def _plan_unit(plan: Plan, point: Point, r: int) -> Unit:
             "files": {name: f"{job.folder}/{job.spec['file']}" for name, job in generated.items()},
             "truth": recipe.truth,
             "decode": recipe.generate["decode"],
+            **_threads(recipe),
         }
         truth_key = key_of({"kind": "truth", **spec, "files": _keys(generated)})
         plan.add(

@@ -77,10 +77,15 @@ EVALUATE_DEFAULTS: dict[str, Any] = {
     "threads": 1,  # torch threads per evaluate job (evaluate --threads): fixed, so the same bytes
 }
 REPLICATES_DEFAULTS: dict[str, Any] = {"count": 5, "evaluator_seeds": [0, 1]}
+# Torch CPU threads of every CVAE, generate, pair, mix and truth job (evaluate has its own):
+# fixed, because a CPU reduction's float result depends on the thread count (a CVAE trained
+# at 1 thread and at 2 differs), so the study's bytes do not depend on torchrun's one thread
+# per rank nor on the machine's cores. 2: what the committed results' jobs ran with.
+DEFAULT_THREADS = 2
 TOP_LEVEL = frozenset(
     {
-        "seed", "sources", "primary", "cvae", "generate", "twins", "evaluate", "truth",
-        "replicates", "sweep",
+        "seed", "sources", "primary", "threads", "cvae", "generate", "twins", "evaluate",
+        "truth", "replicates", "sweep",
     }
 )  # fmt: skip
 SWEPT_TABLES = {"cvae": CVAE_DEFAULTS, "generate": GENERATE_DEFAULTS, "evaluate": EVALUATE_DEFAULTS}
@@ -126,12 +131,14 @@ class Recipe:
     replicates: int
     evaluator_seeds: tuple[int, ...]
     sweeps: tuple[Sweep, ...] = field(default_factory=tuple)
+    threads: int = DEFAULT_THREADS
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
             "sources": list(self.sources),
             "primary": self.primary,
+            "threads": self.threads,
             "cvae": dict(self.cvae),
             "generate": dict(self.generate),
             "twins": dict(self.twins),
@@ -211,6 +218,10 @@ def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
         sources = ["mnist", "fashion-mnist"]
     elif len(set(sources)) != len(sources):
         errors.append(f"sources lists a source more than once: {sources}")
+    threads = data.get("threads", DEFAULT_THREADS)
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
+        errors.append(f"threads must be an integer in 1 .. 1024, got {threads!r}")
+        threads = DEFAULT_THREADS
     tables = {
         "cvae": table_of(data, "cvae", CVAE_DEFAULTS, errors),
         "generate": table_of(data, "generate", GENERATE_DEFAULTS, errors),
@@ -257,6 +268,7 @@ def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
         seed=seed,
         sources=tuple(sources),
         primary=primary,
+        threads=threads,
         cvae=tables["cvae"],
         generate=tables["generate"],
         twins=tables["twins"],

@@ -25,12 +25,13 @@ from mmgen.atomic import folder_lock
 from mmgen.checkpoint import holds_model
 from mmgen.classifiers import classifier_cache_dir
 from mmgen.config import load_json, save_json
+from mmgen.device import fixed_threads
 from mmgen.distributed import World
 from mmgen.evaluate import REPORT_BYTES
 from mmgen.resources import MIB, require_output_space
 from mmgen.study import steps
 from mmgen.study.plan import ENTANGLED, NAIVE, PHASES, Plan, StudyJob, plan_study
-from mmgen.study.recipe import Recipe
+from mmgen.study.recipe import DEFAULT_THREADS, Recipe
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,21 @@ def _run_one(
     """One CVAE, generate, pair or mix job, in this process; marked finished at the end."""
     folder = job_path(out, job)
     folder.mkdir(parents=True, exist_ok=True)
+    with fixed_threads(job.spec.get("threads", DEFAULT_THREADS)):
+        _dispatch(job, plan, out, folder, data_dir, device, on_step)
+    mark_done(out, job)
+
+
+def _dispatch(
+    job: StudyJob,
+    plan: Plan,
+    out: Path,
+    folder: Path,
+    data_dir: Path | str | None,
+    device: str,
+    on_step: Callable[[dict[str, float]], None] | None,
+) -> None:
+    """Run ``job``'s step into ``folder``."""
     spec = job.spec
     if job.kind == "cvae":
         tables = {"cvae": spec["cvae"]}
@@ -182,7 +198,6 @@ def _run_one(
         steps.pair_step(folder / spec["file"], tables, spec["seed"], data_dir)
     else:
         raise ValueError(f"unknown job kind {job.kind!r}")
-    mark_done(out, job)
 
 
 def _evaluate(
