@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from mmgen.errors import UsageError
-from mmgen.study.recipe import CVAE_DEFAULTS, RecipeError, check_top_level, read_toml, table_of
+from mmgen.study.recipe import (
+    CVAE_DEFAULTS,
+    RecipeError,
+    check_replicates,
+    check_top_level,
+    read_toml,
+    table_of,
+)
 
 MODALITIES = 5  # MultiVae's MMNISTDataset reads exactly m0 .. m4
 MODELS = ("mvae", "mmvae", "mopoe")
@@ -129,20 +136,7 @@ def validate_ranking(data: Mapping[str, Any], name: str = "recipe") -> RankingRe
                 errors.append(f"{table}.{key} must be > 0, got {value!r}")
     errors += _model_errors(tables["multivae"]["models"])
     errors += _library_errors(tables)
-    count = replicates["count"]
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        errors.append(f"replicates.count must be an integer >= 1, got {count!r}")
-        count = 1
-    seeds = replicates["evaluator_seeds"]
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-    ):
-        errors.append(f"replicates.evaluator_seeds must be a list of integers >= 0, got {seeds!r}")
-        seeds = [0]
-    elif len(set(seeds)) != len(seeds):
-        errors.append(f"replicates.evaluator_seeds lists a seed more than once: {seeds}")
+    count, seeds = check_replicates(replicates, errors)
     if errors:
         raise RecipeError([f"{name}: {e}" for e in errors])
     return RankingRecipe(

@@ -230,20 +230,7 @@ def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
         "truth": table_of(data, "truth", TRUTH_DEFAULTS, errors),
     }
     replicates = table_of(data, "replicates", REPLICATES_DEFAULTS, errors)
-    count = replicates["count"]
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        errors.append(f"replicates.count must be an integer >= 1, got {count!r}")
-        count = 1
-    seeds = replicates["evaluator_seeds"]
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-    ):
-        errors.append(f"replicates.evaluator_seeds must be a list of integers >= 0, got {seeds!r}")
-        seeds = [0]
-    elif len(set(seeds)) != len(seeds):
-        errors.append(f"replicates.evaluator_seeds lists a seed more than once: {seeds}")
+    count, seeds = check_replicates(replicates, errors)
     from mmgen.study import figures  # the figure names evaluate reports
 
     primary = data.get("primary", DEFAULT_PRIMARY)
@@ -278,6 +265,25 @@ def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
         evaluator_seeds=tuple(sorted(seeds)),
         sweeps=tuple(sweeps),
     )
+
+
+def check_replicates(replicates: Mapping[str, Any], errors: list[str]) -> tuple[int, list[int]]:
+    """The ``[replicates]`` count and evaluator seeds; their mistakes appended to ``errors``."""
+    count = replicates["count"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        errors.append(f"replicates.count must be an integer >= 1, got {count!r}")
+        count = 1
+    seeds = replicates["evaluator_seeds"]
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        errors.append(f"replicates.evaluator_seeds must be a list of integers >= 0, got {seeds!r}")
+        seeds = [0]
+    elif len(set(seeds)) != len(seeds):
+        errors.append(f"replicates.evaluator_seeds lists a seed more than once: {seeds}")
+    return count, seeds
 
 
 def table_of(
