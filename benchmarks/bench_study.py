@@ -50,6 +50,7 @@ STEPS = {
     "generate": "generate_step",
     "pair": "pair_step",
     "mix": "mix_step",
+    "truth": "truth_step",
     "evaluate": "evaluate_step",
 }
 
