@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from tqdm import tqdm
@@ -25,11 +26,46 @@ from mmgen.study.recipe import RecipeError, load_recipe
 from mmgen.study.report import REPORT_MD, build_report
 from mmgen.study.run import run_study
 
+T = TypeVar("T")
+
 study_app = typer.Typer(
     help="Replicated studies from one TOML recipe: datasets replicated × evaluator seeds.",
     no_args_is_help=True,
 )
 app.add_typer(study_app, name="study")
+
+
+def load_or_exit(load: Callable[[Path], T], recipe: Path) -> T:
+    """The validated recipe, before any work; else every mistake on its own line and exit 2."""
+    try:
+        return load(recipe)
+    except RecipeError as error:
+        for mistake in error.mistakes:
+            typer.echo(f"Error: {mistake}", err=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def job_bar(desc: str, hidden: bool) -> tuple[tqdm, Callable[[int, int, str], None]]:
+    """One progress bar over a study's jobs, and the ``on_task`` callback that moves it."""
+    bar = tqdm(total=None, unit="job", disable=hidden, desc=desc, delay=0.5)
+
+    def on_task(done: int, total: int, description: str) -> None:
+        bar.total, bar.n = total, done
+        bar.set_description(description)
+        bar.refresh()
+
+    return bar, on_task
+
+
+def interrupted(out: Path, interrupt: KeyboardInterrupt) -> typer.Exit:
+    """Say that the finished jobs are kept (a rerun resumes); the exit to raise."""
+    what = f" ({interrupt})" if str(interrupt) else ""
+    typer.echo(
+        f"Interrupted{what}; the finished jobs are kept in {out / 'jobs'}: run the same command "
+        "again to do the others.",
+        err=True,
+    )
+    return typer.Exit(EXIT_INTERRUPTED)
 
 
 @study_app.command("run")
@@ -46,21 +82,9 @@ def run_command(
 ) -> None:
     """Run every job of RECIPE that DIR does not hold yet (a rerun resumes), then report."""
     configure_logging(verbose)
-    try:
-        validated = load_recipe(recipe)  # before any work: nothing is written
-    except RecipeError as error:
-        for mistake in error.mistakes:  # every mistake, one line each
-            typer.echo(f"Error: {mistake}", err=True)
-        raise typer.Exit(EXIT_USER_ERROR) from None
+    validated = load_or_exit(load_recipe, recipe)  # before any work: nothing is written
     with distributed.session(getattr(device, "value", device)) as world:
-        hidden = quiet or not world.is_main
-        bar = tqdm(total=None, unit="job", disable=hidden, desc="study", delay=0.5)
-
-        def on_task(done: int, total: int, description: str) -> None:
-            bar.total, bar.n = total, done
-            bar.set_description(description)
-            bar.refresh()
-
+        bar, on_task = job_bar("study", quiet or not world.is_main)
         try:
             run_study(
                 validated,
@@ -74,12 +98,7 @@ def run_command(
         except KeyboardInterrupt as interrupt:
             bar.close()
             if world.is_main:
-                what = f" ({interrupt})" if str(interrupt) else ""
-                typer.echo(
-                    f"Interrupted{what}; the finished jobs are kept in {out / 'jobs'}: run the "
-                    "same command again to do the others.",
-                    err=True,
-                )
+                raise interrupted(out, interrupt) from None
             raise typer.Exit(EXIT_INTERRUPTED) from None
         finally:
             bar.close()
@@ -122,32 +141,16 @@ def polymnist_command(
     from mmgen.ranking.run import run_ranking
 
     configure_logging(verbose)
-    try:
-        validated = load_ranking_recipe(recipe)  # before any work: nothing is written
-    except RecipeError as error:
-        for mistake in error.mistakes:
-            typer.echo(f"Error: {mistake}", err=True)
-        raise typer.Exit(EXIT_USER_ERROR) from None
-    bar = tqdm(total=None, unit="job", disable=quiet, desc="ranking", delay=0.5)
-
-    def on_task(done: int, total: int, description: str) -> None:
-        bar.total, bar.n = total, done
-        bar.set_description(description)
-        bar.refresh()
-
+    validated = load_or_exit(load_ranking_recipe, recipe)  # before any work: nothing is written
+    bar, on_task = job_bar("ranking", quiet)
     try:
         run_ranking(
             validated, out, data_dir=data_dir, device=getattr(device, "value", device),
             on_task=on_task,
         )  # fmt: skip
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         bar.close()
-        typer.echo(
-            f"Interrupted; the finished jobs are kept in {out / 'jobs'}: run the same command "
-            "again to do the others.",
-            err=True,
-        )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise interrupted(out, interrupt) from None
     finally:
         bar.close()
     build_ranking_report(out)
