@@ -20,6 +20,7 @@ from mmgen import polymnist
 from mmgen.atomic import atomic_folder, folder_lock
 from mmgen.checkpoint import holds_model
 from mmgen.config import load_json, save_json
+from mmgen.device import fixed_threads
 from mmgen.export import export
 from mmgen.ranking import multivae_steps as mv
 from mmgen.ranking.plan import (
@@ -59,24 +60,19 @@ def run_ranking(
     plan = plan_ranking(recipe)
     everything = list(plan.jobs.values())
     out.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(recipe.multivae["threads"])
-    try:
-        with folder_lock(out):
-            save_json(out / RECIPE_FILE, recipe.as_dict())
-            for phase in PHASES:
-                for job in plan.by_phase(phase):
-                    if is_done(out, job):
-                        continue
-                    if on_task is not None:
-                        done = sum(is_done(out, j) for j in everything)
-                        on_task(done, len(everything), job.describe())
-                    log.info("%s", job.describe())
-                    _run_one(job, plan, out, data_dir, device)
-            if on_task is not None:
-                on_task(len(everything), len(everything), "done")
-    finally:
-        torch.set_num_threads(threads)
+    with fixed_threads(recipe.multivae["threads"]), folder_lock(out):
+        save_json(out / RECIPE_FILE, recipe.as_dict())
+        for phase in PHASES:
+            for job in plan.by_phase(phase):
+                if is_done(out, job):
+                    continue
+                if on_task is not None:
+                    done = sum(is_done(out, j) for j in everything)
+                    on_task(done, len(everything), job.describe())
+                log.info("%s", job.describe())
+                _run_one(job, plan, out, data_dir, device)
+        if on_task is not None:
+            on_task(len(everything), len(everything), "done")
     return plan
 
 
