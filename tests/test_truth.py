@@ -101,7 +101,7 @@ def test_decoders_that_ignore_z_share_no_information(tmp_path: Path) -> None:
     names = list(header.modalities)
     first = compute_values(process, images, labels, names, FAST)[0]
     for fraction in (0.5, 1.0):
-        mixed = dataclasses.replace(process, mixed=1, fraction=fraction)
+        mixed = dataclasses.replace(process, mixed=(1,), fraction=fraction)
         again = compute_values(mixed, images, labels, names, FAST)[0]
         for key in ("log_p", "log_p_given_class", f"mutual_information/{PAIR}"):
             torch.testing.assert_close(again[key], first[key], atol=1e-9, rtol=0)
@@ -112,7 +112,7 @@ def logit_phi(z: torch.Tensor) -> torch.Tensor:
     return torch.special.log_ndtr(z) - torch.special.log_ndtr(-z)
 
 
-def analytic_process(decode, truncation: str, radius: float, mixed=None, fraction=0.0) -> Process:
+def analytic_process(decode, truncation: str, radius: float, mixed=(), fraction=0.0) -> Process:
     decoders = [lambda z, labels: decode(z[:, :1]), lambda z, labels: decode(z[:, :1])]
     return Process(decoders, 1, 2, truncation, radius, "sample", mixed, fraction)
 

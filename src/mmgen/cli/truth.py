@@ -32,8 +32,8 @@ def truth_command(
     files: Annotated[
         list[Path],
         typer.Argument(
-            help="Files from mmgen generate or shuffle; several must share their CVAEs and "
-            "truncation (computed together, decoding once).",
+            help="Files from mmgen generate, polymnist or shuffle; several must share their "
+            "CVAEs and truncation (computed together, decoding once).",
             dir_okay=False,
         ),
     ],

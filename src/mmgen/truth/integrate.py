@@ -88,16 +88,20 @@ def decode_block(
 ) -> list[Tensor]:
     """Per modality the ``(G_b, P)`` float32 logits of a block of codes, decoded ``batch`` codes
     per call (the decoder's fastest batch; its numbers do not depend on it beyond float32
-    rounding)."""
-    return [
-        torch.cat(
-            [
-                decode(z[start : start + batch], labels[start : start + batch]).flatten(1).float()
-                for start in range(0, len(z), batch)
-            ]
-        )
-        for decode in decoders
-    ]
+    rounding). A decoder shared by several modalities (the same object, e.g. PolyMNIST-E's
+    one CVAE) is decoded once."""
+    decoded: dict[int, Tensor] = {}
+    for decode in decoders:
+        if id(decode) not in decoded:
+            decoded[id(decode)] = torch.cat(
+                [
+                    decode(z[start : start + batch], labels[start : start + batch])
+                    .flatten(1)
+                    .float()
+                    for start in range(0, len(z), batch)
+                ]
+            )
+    return [decoded[id(decode)] for decode in decoders]
 
 
 @torch.inference_mode()

@@ -10,9 +10,15 @@ The file's own density (docs/truth.md §3):
     entangled:          p_E(x | c) = ∫ p_T(z) Π_m p(x_m | z, c) dz
     mixed (modality k): p_ME(x | c) = p_E(x_{−k} | c) · p(x_k | c)
     partly mixed (f):   p_f = (1 − f)·p_E + f·p_ME
-and the same rule for the density of any subset S of modalities (a subset without k, or k
-alone, has the entangled marginal). π_c = 1/C: both label policies of ``generate`` draw classes
-uniformly (grid labels: exactly the file's frequencies).
+    mixed (modalities K, each permuted by its own stream, f = 1):
+                        p_ME(x | c) = p_E(x_{−K} | c) · Π_{k ∈ K} p(x_k | c)
+and the same rule for the density of any subset S of modalities (a subset without K, or one
+modality alone, has the entangled marginal). π_c = 1/C: both label policies of ``generate``
+draw classes uniformly (grid labels: exactly the file's frequencies).
+
+PolyMNIST-E files (``mmgen polymnist``, ``--decode sample``) are scored on each image's
+recovered digit, their densities shifted by the log probability of the crops that make it
+(``mmgen.truth.composite``).
 
 Decoded-means files (``--decode mean``) have no finite density (each image is a deterministic
 function of (z, c)): their truth is the entropy floor ``Σ_pixels H(x)`` per modality and the
@@ -45,7 +51,7 @@ from mmgen.device import resolve_device
 from mmgen.errors import UsageError
 from mmgen.metrics import subset_name
 from mmgen.shuffle import read_mix_config
-from mmgen.truth import prior
+from mmgen.truth import composite, prior
 from mmgen.truth.integrate import Decoder, Integrals, Scoring, integrate_many
 from mmgen.truth.stats import mean_interval
 
@@ -60,6 +66,15 @@ NO_TARGET = (
     "exists and the E − ME likelihood gap has no finite target; shown instead: the entropy "
     "floor Σ_pixels H(x), which no Bernoulli (BCE) log-likelihood of these images can exceed "
     "in magnitude (log-likelihood ≤ −floor)"
+)
+
+
+OBSERVATION = (
+    "PolyMNIST-E composites: every image's digit recovered from it and its stored crop, "
+    "identifiable from the image alone (checked: every crop position that makes the image "
+    "gives the same digit), so P(x_m | z, c) = p(d_m | z, c) · M(x_m) with M the probability "
+    "of the crops that make x_m; densities include log M, mutual information and total "
+    "correlation are the digits' (docs/polymnist.md)"
 )
 
 
@@ -103,7 +118,7 @@ class Process:
     truncation: str
     radius: float
     decode: str  # "sample" or "mean"
-    mixed: int | None  # index of the permuted modality; None for an entangled file
+    mixed: tuple[int, ...]  # indices of the permuted modalities; () for an entangled file
     fraction: float  # f of the mixture (0 for an entangled file)
 
 
@@ -124,6 +139,7 @@ def load_process(
         )
     generation = _generation(path, header)
     decoders: list[Decoder] = []
+    loaded: dict[tuple[str, str], Decoder] = {}  # one object per CVAE: decoded once (PolyMNIST-E)
     for modality in header.modalities:
         source = header.sources[modality]
         folder = Path(source.checkpoint)
@@ -132,6 +148,10 @@ def load_process(
                 f"{path}: the CVAE of modality {modality!r} is not at {source.checkpoint or '?'} "
                 "(where the file records it); the truth needs the generating decoders"
             )
+        key = (str(folder.resolve()), source.checkpoint_sha256)
+        if key in loaded:
+            decoders.append(loaded[key])
+            continue
         cvae = load_cvae(folder, device)
         if cvae.sha256 != source.checkpoint_sha256:
             raise UsageError(
@@ -139,11 +159,20 @@ def load_process(
                 f"{modality!r} (weights.pt SHA-256 {cvae.sha256[:12]}…, the file records "
                 f"{source.checkpoint_sha256[:12]}…)"
             )
-        decoders.append(cvae.model.eval().decode_logits)
-    mixed, fraction = None, 0.0
+        loaded[key] = cvae.model.eval().decode_logits
+        decoders.append(loaded[key])
+    mixed: tuple[int, ...] = ()
+    fraction = 0.0
     if header.kind == "mixed":
         mix = read_mix_config(header.config)
-        mixed, fraction = header.modalities.index(mix.modality), mix.fraction
+        mixed = tuple(header.modalities.index(m) for m in mix.modality.split(","))
+        fraction = mix.fraction
+        if len(mixed) > 1 and fraction < 1.0:
+            raise UsageError(
+                f"{path} permutes {mix.modality} in a fraction f = {fraction:g} of the tuples, "
+                "each modality choosing its own; its density mixes every pattern of permuted "
+                "modalities and has no truth here (one permuted modality, or f = 1, has)"
+            )
     process = Process(
         decoders=decoders,
         latent_dim=header.latent_dim,
@@ -157,34 +186,42 @@ def load_process(
     return header, process
 
 
-def subsets_needed(modalities: int, mixed: int | None) -> list[tuple[int, ...]]:
-    """The joint, every single modality, every pair and (mixed) the joint without ``mixed``."""
+def subsets_needed(modalities: int, mixed: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The joint, every single modality, every pair and, in a mixed file, what each of them
+    keeps without the permuted modalities ``mixed``."""
     everything = tuple(range(modalities))
-    wanted = {everything, *((m,) for m in everything), *itertools.combinations(everything, 2)}
-    if mixed is not None and modalities > 2:
-        wanted.add(tuple(m for m in everything if m != mixed))
-        for pair in itertools.combinations(everything, 2):
-            if mixed in pair:
-                wanted.add(tuple(m for m in pair if m != mixed))
+    reported = {everything, *((m,) for m in everything), *itertools.combinations(everything, 2)}
+    wanted = set(reported)
+    for subset in reported:
+        rest = _unpermuted(subset, mixed)
+        if rest and len(subset) > 1 and rest != subset:
+            wanted.add(rest)
     return sorted(wanted, key=lambda s: (len(s), s))
+
+
+def _unpermuted(subset: tuple[int, ...], mixed: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(m for m in subset if m not in mixed)
 
 
 def file_log_density(
     log_mean: Mapping[tuple[int, ...], Tensor],
     subset: tuple[int, ...],
-    mixed: int | None,
+    mixed: tuple[int, ...],
     fraction: float,
 ) -> Tensor:
     """``(N, C)`` log density of ``subset`` under the file's own density (module docstring).
 
-    ``log p_f(x_S | c) = log[(1 − f)·p_E(x_S | c) + f·p_E(x_{S−k} | c)·p(x_k | c)]``; a subset
-    without the mixed modality k, or k alone, has the entangled density.
+    ``log p_f(x_S | c) = log[(1 − f)·p_E(x_S | c) + f·p_E(x_{S−K} | c)·Π_{k∈S∩K} p(x_k | c)]``
+    (several permuted modalities K only with f = 1); a subset without K, or one modality
+    alone, has the entangled density.
     """
     entangled = log_mean[subset]
-    if mixed is None or fraction == 0.0 or mixed not in subset or len(subset) == 1:
+    rest = _unpermuted(subset, mixed)
+    if fraction == 0.0 or rest == subset or len(subset) == 1:
         return entangled
-    rest = tuple(m for m in subset if m != mixed)
-    product = log_mean[rest] + log_mean[(mixed,)]
+    product = sum(log_mean[(k,)] for k in subset if k in mixed)
+    if rest:
+        product = product + log_mean[rest]
     if fraction == 1.0:
         return product
     return torch.logaddexp(math.log1p(-fraction) + entangled, math.log(fraction) + product)
@@ -194,21 +231,31 @@ def tuple_values(
     integrals: Integrals,
     labels: Tensor,
     names: Sequence[str],
-    mixed: int | None,
+    mixed: tuple[int, ...],
     fraction: float,
+    log_mass: Sequence[Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """Per-tuple ``(N,)`` float64 truths from the integrals (keys: docs/format.md)."""
+    """Per-tuple ``(N,)`` float64 truths from the integrals (keys: docs/format.md).
+
+    ``log_mass``: per modality, the ``(N,)`` log probability of the crops that make each
+    composite (``mmgen.truth.composite``), added to every density of a subset holding it; the
+    mutual information and total correlation do not change.
+    """
     count = len(names)
     num_classes = next(iter(integrals.log_mean.values())).shape[1]
     log_prior = -math.log(num_classes)
     rows = torch.arange(len(labels), device=labels.device)
 
+    def mass(subset: tuple[int, ...]) -> Tensor | float:
+        return sum(log_mass[m] for m in subset) if log_mass is not None else 0.0
+
     def conditional(subset: tuple[int, ...]) -> Tensor:
-        return file_log_density(integrals.log_mean, subset, mixed, fraction)[rows, labels]
+        density = file_log_density(integrals.log_mean, subset, mixed, fraction)
+        return density[rows, labels] + mass(subset)
 
     def unconditional(subset: tuple[int, ...]) -> Tensor:
         density = file_log_density(integrals.log_mean, subset, mixed, fraction)
-        return torch.logsumexp(log_prior + density, 1)
+        return torch.logsumexp(log_prior + density, 1) + mass(subset)
 
     everything = tuple(range(count))
     values = {
@@ -284,11 +331,13 @@ def compute_values_many(
     labels: Sequence[Tensor],
     names: Sequence[str],
     settings: Settings = Settings(),
+    log_masses: Sequence[Sequence[Tensor] | None] | None = None,
 ) -> list[tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]]]:
     """``compute_values`` for several files generated by the same decoders, prior and classes
     (``processes[0]``'s; each process keeps its own mixing): every grid or importance block of
     codes is decoded once for all files (``integrate_many``), each file's values are those of
-    its own run."""
+    its own run. ``log_masses``: per file, its composites' crop masses (``tuple_values``) or
+    None."""
     first = processes[0]
     method = settings.resolved(first.latent_dim)
     subsets = [subsets_needed(len(names), process.mixed) for process in processes]
@@ -315,7 +364,10 @@ def compute_values_many(
         record: dict[str, Any] = {"method": method}
         record["prior"] = {"truncation": first.truncation, "radius": first.radius, "mass": mass}
         file_labels = labels[index]
-        values = tuple_values(fine[index], file_labels, names, process.mixed, process.fraction)
+        masses = log_masses[index] if log_masses is not None else None
+        values = tuple_values(
+            fine[index], file_labels, names, process.mixed, process.fraction, masses
+        )
         if method == "quadrature" and coarse is None:  # unchecked: no numerical error
             errors = {}
             record["points"] = 2 * settings.points
@@ -323,7 +375,7 @@ def compute_values_many(
             record["prior"]["grid_mass"] = grid_mass
         elif method == "quadrature":
             previous = tuple_values(
-                coarse[index], file_labels, names, process.mixed, process.fraction
+                coarse[index], file_labels, names, process.mixed, process.fraction, masses
             )
             errors = {key: (values[key] - previous[key]).abs() for key in values}
             record["points"] = 2 * settings.points
@@ -475,22 +527,50 @@ def compute_truths(
             sampled.append((index, path, process, data, base))
     if sampled:
         names = list(loaded[0][0].modalities)
-        images = [
-            [torch.from_numpy(data.images_float(m)).flatten(1).to(torch_device) for m in names]
-            for _, _, _, data, _ in sampled
+        observed = [
+            _observed(path, loaded[index][0], data, names, split, base, torch_device)
+            for index, path, _, data, base in sampled
         ]
+        images = [file_images for file_images, _ in observed]
+        masses = [file_masses for _, file_masses in observed]
         labels = [torch.from_numpy(data.labels).to(torch_device) for _, _, _, data, _ in sampled]
         for _, path, _, data, base in sampled:
             log.info(
                 "truth of %s (%s, %d tuples) on %s", path, base["density"], len(data), torch_device
             )
         processes = [process for _, _, process, _, _ in sampled]
-        results = compute_values_many(processes, images, labels, names, settings)
+        results = compute_values_many(processes, images, labels, names, settings, masses)
         for (index, _, _, _, base), (values, errors, record) in zip(sampled, results, strict=True):
             summary = {**base, **summarize(values, errors, record, names)}
             per_tuple = {key: value.cpu().numpy() for key, value in values.items()}
             truths[index] = Truth(summary=summary, per_tuple=per_tuple)
     return [truth for truth in truths if truth is not None]
+
+
+def _observed(
+    path: Path | str,
+    header: DatasetHeader,
+    data: Any,
+    names: Sequence[str],
+    split: str,
+    base: dict[str, Any],
+    device: torch.device,
+) -> tuple[list[Tensor], list[Tensor] | None]:
+    """What the CVAEs' Bernoulli likelihood scores, ``(N, P)`` per modality, and the crop log
+    masses: the images themselves, or a PolyMNIST-E file's recovered digits and their crops'
+    masses (``mmgen.truth.composite``; recorded in ``base["observation"]``)."""
+    if not header.has_nuisance:
+        images = [torch.from_numpy(data.images_float(m)).flatten(1).to(device) for m in names]
+        return images, None
+    seen = composite.observe_split(path, header, split, data)
+    base["observation"] = {
+        "model": OBSERVATION,
+        "crop_log_mass": {m: mean_interval(seen[m].log_mass) for m in names},
+        "max_consistent_crops": {m: int(seen[m].positions.max()) for m in names},
+    }
+    images = [torch.from_numpy(seen[m].digits).to(device) for m in names]
+    masses = [torch.from_numpy(seen[m].log_mass).to(device) for m in names]
+    return images, masses
 
 
 def _generation(path: Path | str, header: DatasetHeader) -> Mapping[str, Any]:
@@ -575,9 +655,11 @@ def _entropy_truth(base: dict[str, Any], data: Any, names: Sequence[str]) -> Tru
 
 
 def _density_name(names: Sequence[str], process: Process) -> str:
-    if process.mixed is None:
+    if not process.mixed:
         return "entangled: p_E(x|c)"
-    k = names[process.mixed]
+    k = ",".join(names[m] for m in process.mixed)
     if process.fraction == 1.0:
-        return f"mixed ({k} permuted): p_E(x_-{k}|c)·p({k}|c)"
+        factors = "·".join(f"p({names[m]}|c)" for m in process.mixed)
+        rest = k if len(process.mixed) == 1 else f"{{{k}}}"
+        return f"mixed ({k} permuted): p_E(x_-{rest}|c)·{factors}"
     return f"partly mixed ({k}, f = {process.fraction:g}): (1 − f)·p_E + f·p_ME"
