@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -23,6 +24,7 @@ from conftest import assert_one_line_error, write_fake_source  # noqa: E402
 from mmgen.cli import app  # noqa: E402
 from mmgen.ranking import plan as ranking_plan  # noqa: E402
 from mmgen.ranking.recipe import RecipeError, validate_ranking  # noqa: E402
+from mmgen.ranking.report import LATENT, TRUTH_METRIC  # noqa: E402
 from mmgen.study.plan import key_of  # noqa: E402
 from mmgen.study.recipe import replicate_seed, validate  # noqa: E402
 
@@ -50,9 +52,12 @@ batch_size = 16
 [coherence]
 joint_samples = 20
 batch_size = 16
+[truth]
+points = 4
 [replicates]
 count = 2
 """
+COHERENCES = {"joint coherence"} | {f"cross coherence k={k}" for k in range(1, 5)}
 
 
 def test_recipe_mistakes_are_all_reported_one_line_each() -> None:
@@ -161,11 +166,121 @@ def _t_interval(values: np.ndarray) -> list[float]:
 def test_values_csv_has_one_row_per_replicate_variant_model_metric(study) -> None:
     out, _, _ = study
     values = _values(out)
-    metrics = {"joint coherence"} | {f"cross coherence k={k}" for k in range(1, 5)}
-    assert {k[0] for k in values} == metrics
-    assert {k[1] for k in values} == {"e", "mixed", "naive"}
-    assert {k[2] for k in values} == {"mvae", "mopoe"}
-    assert all(len(v) == 2 and np.all((v >= 0) & (v <= 1)) for v in values.values())
+    coherence = {k: v for k, v in values.items() if k[0] in COHERENCES}
+    assert {k[0] for k in coherence} == COHERENCES
+    assert {k[1] for k in coherence} == {"e", "mixed", "naive"}
+    assert {k[2] for k in coherence} == {"mvae", "mopoe"}
+    assert all(len(v) == 2 and np.all((v >= 0) & (v <= 1)) for v in coherence.values())
+    # mmgen's figures: on the variants with z, per model, the pixel baseline and the truth
+    latent = {metric for metric, _, _ in LATENT}
+    assert {k[0] for k in values} == COHERENCES | latent | {TRUTH_METRIC}
+    for (metric, variant, model), v in values.items():
+        if metric in COHERENCES:
+            continue
+        assert variant in ("e", "mixed") and len(v) == 2 and np.all(np.isfinite(v))
+        if metric == TRUTH_METRIC:
+            assert model == "truth"
+        else:
+            assert model in ("mvae", "mopoe", "pixels")
+
+
+def test_fusion_gain_is_the_joint_beyond_the_best_single_modality() -> None:
+    from mmgen.ranking.run import fusion_gains
+
+    names = [f"m{k}" for k in range(5)]
+    r2 = {"m0+m1+m2+m3+m4": (0.5, 0.1), "m0": (0.2, 0.3), "m1": (0.1, -0.4), "m2": (0.45, 0.0),
+          "m3": (-0.2, 0.05), "m4": (0.3, 0.2)}  # fmt: skip
+    recovery = {
+        encoder: {"z": {"class_knn": {"r2": knn}, "class_affine": {"r2": affine}}}
+        for encoder, (knn, affine) in r2.items()
+    }
+    gains = fusion_gains(recovery, names)
+    assert gains["class_knn"] == pytest.approx(0.5 - 0.45)
+    assert gains["class_affine"] == pytest.approx(0.1 - 0.3)
+
+
+def test_mmgen_figures_are_the_jobs_own_and_recompute_from_the_csv(study, tmp_path) -> None:
+    import shutil
+
+    from mmgen.ranking.recipe import load_ranking_recipe
+    from mmgen.ranking.report import build_ranking_report
+    from mmgen.study.run import job_path
+
+    source, recipe, _ = study
+    out = Path(shutil.copytree(source, tmp_path / "copy"))
+    plan = ranking_plan.plan_ranking(load_ranking_recipe(recipe))
+    # Distinct figures per encoder and fit (the tiny fits' own are degenerate): the report
+    # must take the joint's R² and the job's fusion gain, fit by fit.
+    generator = np.random.default_rng(0)
+    expected = {}
+    for fit in plan.fits:
+        if fit.variant == "naive":
+            assert fit.key not in plan.probes  # no z: no probe
+            continue
+        path = job_path(out, plan.jobs[plan.probes[fit.key]]) / "latent-recovery.json"
+        probe = json.loads(path.read_text())
+        for encoder in probe["recovery"]:
+            for figures in probe["recovery"][encoder]["z"].values():
+                figures["r2"] = float(generator.uniform(-1, 1))
+        probe["fusion_gain"] = {
+            name: float(generator.uniform(-1, 1)) for name in probe["fusion_gain"]
+        }
+        path.write_text(json.dumps(probe))
+        joint = probe["recovery"][probe["joint"]]["z"]
+        expected[(fit.variant, fit.model, fit.replicate)] = {
+            "latent R² of z, joint (kNN)": joint["class_knn"]["r2"],
+            "latent R² of z, joint (affine)": joint["class_affine"]["r2"],
+            "fusion gain (kNN)": probe["fusion_gain"]["class_knn"],
+        }
+    report = build_ranking_report(out)
+    values = _values(out)
+    for (variant, model, replicate), figures in expected.items():
+        for metric, value in figures.items():
+            assert values[(metric, variant, model)][replicate] == value
+    for r in range(2):
+        truths = json.loads(
+            (job_path(out, plan.jobs[plan.truths[r]]) / "truth-summaries.json").read_text()
+        )
+        for variant in ("e", "mixed"):
+            tc = truths[variant]["total_correlation"]["mean"]
+            assert values[(TRUTH_METRIC, variant, "truth")][r] == tc
+        assert abs(values[(TRUTH_METRIC, "mixed", "truth")][r]) < 1e-9  # m1 … m4 permuted
+    for metric, entry in report["mmgen"]["latent"].items():
+        for variant, by_model in entry["summary"].items():
+            for model, summary in by_model.items():
+                v = values[(metric, variant, model)]
+                assert summary["mean"] == pytest.approx(v.mean(), abs=1e-12)
+                if np.std(v) > 0:
+                    assert summary["interval"] == pytest.approx(_t_interval(v), abs=1e-12)
+        for model, summary in entry["differences"]["e-mixed"].items():
+            d = values[(metric, "e", model)] - values[(metric, "mixed", model)]
+            assert summary["mean"] == pytest.approx(d.mean(), abs=1e-12)
+    for metric, by_variant in report["mmgen"]["references"].items():
+        model = "truth" if metric == TRUTH_METRIC else "pixels"
+        for variant, summary in by_variant.items():
+            assert summary["mean"] == pytest.approx(values[(metric, variant, model)].mean())
+    text = (out / "report.md").read_text()
+    assert "# mmgen's own figures" in text and "| pixels (no model) |" in text
+
+
+def test_posterior_means_do_not_depend_on_the_batch(study) -> None:
+    from mmgen.ranking import multivae_steps as mv
+    from mmgen.ranking.recipe import load_ranking_recipe
+    from mmgen.study.run import job_path
+
+    out, recipe, _ = study
+    plan = ranking_plan.plan_ranking(load_ranking_recipe(recipe))
+    fit = next(f for f in plan.fits if f.model == "mopoe" and f.variant == "e")
+    job = plan.jobs[fit.key]
+    model = mv.load_model(job_path(out, job) / "result" / "model")
+    data = mv.load_split(job_path(out, plan.jobs[job.needs[0]]) / "polymnist", "test", 20)
+    small, whole = mv.posterior_means(model, data, batch=7), mv.posterior_means(model, data)
+    assert set(whole) == {"m0+m1+m2+m3+m4"} | {f"m{k}" for k in range(5)}
+    for name, means in whole.items():
+        assert means.shape == (20, 8)
+        torch.testing.assert_close(small[name], means, atol=1e-6, rtol=0)
+    alone = model.encode(data, cond_mod=["m3"], return_mean=True).z.reshape(20, -1)
+    torch.testing.assert_close(whole["m3"], alone, atol=1e-6, rtol=0)
 
 
 def test_intervals_and_differences_recompute_from_the_csv(study) -> None:
@@ -190,7 +305,8 @@ def test_the_ranking_orders_the_means_and_counts_agreeing_replicates(study) -> N
     out, _, _ = study
     values = _values(out)
     report = json.loads((out / "report.json").read_text())
-    for metric, entry in report["metrics"].items():
+    entries = {**report["metrics"], **report["mmgen"]["latent"]}
+    for metric, entry in entries.items():
         for variant, ranking in entry["ranking"].items():
             means = {m: values[(metric, variant, m)].mean() for m in ("mvae", "mopoe")}
             order = sorted(means, key=lambda m: (-means[m], m))

@@ -8,7 +8,10 @@
 - ``train_classifier`` / ``accuracy``: ``ClassifierPolyMNIST``, the architecture of the field's
   pretrained PolyMNIST classifiers (which need a download), trained here;
 - ``coherences``: ``CoherenceEvaluator`` (joint coherence from the prior; cross coherence from
-  every subset of k = 1 … 4 given modalities to each missing one, averaged per k).
+  every subset of k = 1 … 4 given modalities to each missing one, averaged per k);
+- ``load_model`` / ``posterior_means``: a saved fit reloaded (``AutoModel``) and its posterior
+  means ``encode(..., return_mean=True)`` given all modalities and each one alone, for mmgen's
+  latent-recovery probes.
 """
 
 from __future__ import annotations
@@ -170,3 +173,35 @@ def coherences(
         if not math.isfinite(value):
             raise ValueError(f"{name} is {value}: the coherence evaluation failed")
     return values
+
+
+def load_model(folder: Path) -> nn.Module:
+    """A model saved by ``train_model``'s caller (``model.save``), reloaded by MultiVae."""
+    from multivae.models import AutoModel
+
+    return AutoModel.load_from_folder(str(folder)).eval()
+
+
+@torch.no_grad()
+def posterior_means(model: nn.Module, data, batch: int = 512) -> dict[str, torch.Tensor]:
+    """``(N, D)`` posterior means given every modality (key ``m0+m1+…``) and each alone.
+
+    MultiVae's own ``encode(..., return_mean=True)``: its product (MVAE), mixture (MMVAE) or
+    mixture of products (MoPoE) of experts, as each model defines its joint posterior.
+    """
+    from multivae.data.datasets.base import MultimodalBaseDataset
+
+    from mmgen.metrics import subset_name
+
+    modalities = list(data.data)
+    subsets = {subset_name(modalities): "all", **{m: [m] for m in modalities}}
+    means: dict[str, list[torch.Tensor]] = {name: [] for name in subsets}
+    for start in range(0, len(data.labels), batch):
+        part = MultimodalBaseDataset(
+            {m: images[start : start + batch] for m, images in data.data.items()},
+            data.labels[start : start + batch],
+        )
+        for name, given in subsets.items():
+            z = model.encode(part, cond_mod=given, return_mean=True).z
+            means[name].append(z.reshape(len(part.labels), -1).float())
+    return {name: torch.cat(parts) for name, parts in means.items()}

@@ -11,6 +11,11 @@ Per dataset replicate r, every seed derived from the recipe seed by keyed stream
     classifiers the five coherence classifiers, trained on the naive export's train split
     fit         one MultiVae model trained on one variant with one training seed, and its
                 coherences (joint; cross given 1 … 4 modalities)
+    truth       the ground truth of PolyMNIST-E and its twin (``mmgen study``'s truth step;
+                docs/truth.md §3b), unless ``[truth] enabled = false``
+    baseline    the model-free pixel baseline: per-class kNN on the raw composites → z
+    probe       mmgen's latent recovery of a fit on PolyMNIST-E or its twin (the files hold z):
+                class-wise probes from its joint and single-modality posterior means to z
 
 A job's key is the SHA-256 of what determines its output (settings, seed, the keys of the jobs
 it reads), so a rerun reuses every finished job and a changed setting reruns only what it
@@ -25,9 +30,13 @@ from mmgen.ranking.recipe import MODALITIES, SOURCE, RankingRecipe
 from mmgen.study.plan import StudyJob, key_of
 from mmgen.study.recipe import replicate_seed
 
-PHASES = ("cvae", "polymnist", "naive", "mix", "export", "classifiers", "fit")
+PHASES = (
+    "cvae", "polymnist", "naive", "mix", "export", "classifiers", "fit", "truth", "baseline",
+    "probe",
+)  # fmt: skip
 ENTANGLED, MIXED, NAIVE = "e", "mixed", "naive"
 VARIANTS = (ENTANGLED, MIXED, NAIVE)
+WITH_CODES = (ENTANGLED, MIXED)  # the variants whose files store the true code z
 MIXED_MODALITIES = ",".join(f"m{k}" for k in range(1, MODALITIES))  # m1,m2,m3,m4
 EXPORT_DIR = "polymnist"  # the export folder inside an export job
 
@@ -53,6 +62,9 @@ class RankingPlan:
     jobs: dict[str, StudyJob] = field(default_factory=dict)
     fits: list[Fit] = field(default_factory=list)
     classifiers: dict[int, str] = field(default_factory=dict)  # replicate → its job's key
+    truths: dict[int, str] = field(default_factory=dict)  # replicate → truth job (if enabled)
+    baselines: dict[int, str] = field(default_factory=dict)  # replicate → baseline job
+    probes: dict[str, str] = field(default_factory=dict)  # fit key → its probe job's key
 
     def add(self, job: StudyJob) -> StudyJob:
         return self.jobs.setdefault(job.key, job)
@@ -139,3 +151,19 @@ def _plan_replicate(plan: RankingPlan, recipe: RankingRecipe, r: int) -> None:
                 }
                 job = _job(plan, "fit", f"{variant}-{model}-s{s}-", r, spec, (export, classifiers))
                 plan.fits.append(Fit(r, variant, model, s, job.key))
+                if variant in WITH_CODES:
+                    spec = {
+                        "fit": job.folder,
+                        "data": export.folder,
+                        "file": export.spec["file"],
+                        "rows": job.spec["rows"],
+                    }
+                    probe = _job(plan, "probe", f"{variant}-{model}-s{s}-", r, spec, (job,))
+                    plan.probes[job.key] = probe.key
+    files = {ENTANGLED: entangled, MIXED: mixed}
+    paths = {variant: f"{job.folder}/{job.spec['file']}" for variant, job in files.items()}
+    spec = {"files": paths, "rows": {"train": poly["n_train"], "test": poly["n_test"]}}
+    plan.baselines[r] = _job(plan, "baseline", "", r, spec, tuple(files.values())).key
+    if recipe.truth["enabled"]:
+        spec = {"files": paths, "truth": recipe.truth, "decode": poly["decode"]}
+        plan.truths[r] = _job(plan, "truth", "", r, spec, tuple(files.values())).key

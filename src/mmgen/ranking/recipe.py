@@ -4,7 +4,8 @@ Tables (docs/ranking.md): ``seed``; ``[cvae]`` (the MNIST CVAE, the keys and def
 ``mmgen study``'s ``[cvae]``, so that its jobs are shared); ``[polymnist]`` (PolyMNIST-E:
 five modalities from one CVAE); ``[multivae]`` (the models and MultiVae's training budget);
 ``[classifier]`` (the per-modality coherence classifiers); ``[coherence]`` (MultiVae's
-``CoherenceEvaluatorConfig``); ``[replicates]`` (dataset replicates R, training seeds S nested
+``CoherenceEvaluatorConfig``); ``[truth]`` (the ground truth of PolyMNIST-E and its twin,
+``mmgen study``'s ``[truth]``); ``[replicates]`` (dataset replicates R, training seeds S nested
 in them). Read with ``tomllib`` and validated whole before any work: every mistake is one
 line of one ``RecipeError``.
 """
@@ -19,11 +20,13 @@ from typing import Any
 from mmgen.errors import UsageError
 from mmgen.study.recipe import (
     CVAE_DEFAULTS,
+    TRUTH_DEFAULTS,
     RecipeError,
     check_replicates,
     check_top_level,
     read_toml,
     table_of,
+    truth_errors,
 )
 
 MODALITIES = 5  # MultiVae's MMNISTDataset reads exactly m0 .. m4
@@ -63,7 +66,7 @@ COHERENCE_DEFAULTS: dict[str, Any] = {
 }
 REPLICATES_DEFAULTS: dict[str, Any] = {"count": 5, "evaluator_seeds": [0]}
 TOP_LEVEL = frozenset(
-    {"seed", "cvae", "polymnist", "multivae", "classifier", "coherence", "replicates"}
+    {"seed", "cvae", "polymnist", "multivae", "classifier", "coherence", "truth", "replicates"}
 )
 POSITIVE = {
     "polymnist": ("n_train", "n_test"),
@@ -84,6 +87,7 @@ class RankingRecipe:
     multivae: dict[str, Any]
     classifier: dict[str, Any]
     coherence: dict[str, Any]
+    truth: dict[str, Any]
     replicates: int
     evaluator_seeds: tuple[int, ...]
 
@@ -99,6 +103,7 @@ class RankingRecipe:
             "multivae": dict(self.multivae),
             "classifier": dict(self.classifier),
             "coherence": dict(self.coherence),
+            "truth": dict(self.truth),
             "replicates": {"count": self.replicates, "evaluator_seeds": list(self.evaluator_seeds)},
         }
 
@@ -127,6 +132,7 @@ def validate_ranking(data: Mapping[str, Any], name: str = "recipe") -> RankingRe
         "multivae": table_of(data, "multivae", MULTIVAE_DEFAULTS, errors),
         "classifier": table_of(data, "classifier", CLASSIFIER_DEFAULTS, errors),
         "coherence": table_of(data, "coherence", COHERENCE_DEFAULTS, errors),
+        "truth": table_of(data, "truth", TRUTH_DEFAULTS, errors),
     }
     replicates = table_of(data, "replicates", REPLICATES_DEFAULTS, errors)
     for table, keys in POSITIVE.items():
@@ -135,6 +141,7 @@ def validate_ranking(data: Mapping[str, Any], name: str = "recipe") -> RankingRe
             if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
                 errors.append(f"{table}.{key} must be > 0, got {value!r}")
     errors += _model_errors(tables["multivae"]["models"])
+    errors += [f"truth: {e}" for e in truth_errors(tables["truth"])]
     errors += _library_errors(tables)
     count, seeds = check_replicates(replicates, errors)
     if errors:
@@ -146,6 +153,7 @@ def validate_ranking(data: Mapping[str, Any], name: str = "recipe") -> RankingRe
         multivae={**tables["multivae"], "models": list(tables["multivae"]["models"])},
         classifier=tables["classifier"],
         coherence=tables["coherence"],
+        truth=tables["truth"],
         replicates=count,
         evaluator_seeds=tuple(sorted(seeds)),
     )

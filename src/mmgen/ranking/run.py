@@ -16,12 +16,15 @@ from typing import Any
 
 import torch
 
-from mmgen import polymnist
+from mmgen import polymnist, probes
 from mmgen.atomic import atomic_folder, folder_lock
 from mmgen.checkpoint import holds_model
 from mmgen.config import load_json, save_json
+from mmgen.data import h5io
 from mmgen.device import fixed_threads
 from mmgen.export import export
+from mmgen.metrics import subset_name
+from mmgen.pixel_baseline import fusion_gain, pixel_baseline
 from mmgen.ranking import multivae_steps as mv
 from mmgen.ranking.plan import (
     EXPORT_DIR,
@@ -33,11 +36,21 @@ from mmgen.ranking.plan import (
 from mmgen.ranking.recipe import MODALITIES, RankingRecipe
 from mmgen.study import steps
 from mmgen.study.plan import StudyJob
-from mmgen.study.run import JOBS_DIR, RECIPE_FILE, is_done, job_path, mark_done
+from mmgen.study.run import (
+    JOBS_DIR,
+    RECIPE_FILE,
+    TRUTH_FILE,
+    is_done,
+    job_path,
+    mark_done,
+    truth_job,
+)
 
 log = logging.getLogger(__name__)
 
 CLASSIFIER_FILE = "classifier-{m}.pt"
+BASELINE_FILE = "pixel-baseline.json"  # per variant: mmgen.pixel_baseline's figures
+PROBE_FILE = "latent-recovery.json"  # a fit's probes (mmgen.probes) and fusion gains
 ACCURACY_FILE = "accuracy.json"  # each classifier's accuracy on each variant's test split
 COHERENCE_FILE = "coherence.json"
 MODEL_DIR = "model"
@@ -126,6 +139,12 @@ def _run_one(
         _classifiers(job, out, folder)
     elif job.kind == "fit":
         _fit(job, out, folder, device)
+    elif job.kind == "truth":
+        truth_job(out, spec, folder, device)  # mmgen study's own
+    elif job.kind == "baseline":
+        _baseline(job, out, folder)
+    elif job.kind == "probe":
+        _probe(job, out, folder)
     else:
         raise ValueError(f"unknown job kind {job.kind!r}")
     save_json(folder / "timing.json", {"seconds": time.perf_counter() - started})
@@ -199,9 +218,63 @@ def _fit(job: StudyJob, out: Path, folder: Path, device: str) -> None:
         )
 
 
+def _first_rows(data: h5io.SplitData, rows: int) -> h5io.SplitData:
+    return h5io.SplitData(
+        images={m: images[:rows] for m, images in data.images.items()},
+        labels=data.labels[:rows],
+        z=None if data.z is None else data.z[:rows],
+    )
+
+
+def _baseline(job: StudyJob, out: Path, folder: Path) -> None:
+    """The pixel baseline (``mmgen.pixel_baseline``) of each file: raw composites → z."""
+    spec = job.spec
+    result = {}
+    for variant, path in spec["files"].items():
+        train, test = (
+            _first_rows(h5io.read_split(_path(out, path), split), spec["rows"][split])
+            for split in ("train", "test")
+        )
+        result[variant] = pixel_baseline(train, test)
+    save_json(folder / BASELINE_FILE, result)
+
+
+def _probe(job: StudyJob, out: Path, folder: Path) -> None:
+    """mmgen's latent recovery of a fit: probes from its posterior means to the true codes."""
+    spec = job.spec
+    data, rows = _export_folder(out, spec["data"]), spec["rows"]
+    train = mv.load_split(data, "train", rows["train"])
+    test = mv.load_split(data, "test", rows["test"])
+    model = mv.load_model(_path(out, spec["fit"]) / "result" / MODEL_DIR)
+    train_means, test_means = mv.posterior_means(model, train), mv.posterior_means(model, test)
+    codes = probes.read_codes(_path(out, spec["file"]), rows["train"], rows["test"])
+    if codes is None:
+        raise ValueError(f"{spec['file']} stores no true code z: no probe")
+    recovery = probes.latent_recovery(train_means, train.labels, test_means, test.labels, codes)
+    joint = subset_name(list(train.data))
+    gains = fusion_gains(recovery, list(train.data))
+    save_json(folder / PROBE_FILE, {"recovery": recovery, "fusion_gain": gains, "joint": joint})
+
+
+def fusion_gains(recovery: dict[str, Any], modalities: list[str]) -> dict[str, float]:
+    """Per probe, ``R²(joint → z) − max_m R²(m → z)`` of a ``latent_recovery`` result."""
+    joint = subset_name(modalities)
+    return {
+        probe: fusion_gain(
+            recovery[joint]["z"][probe]["r2"], [recovery[m]["z"][probe]["r2"] for m in modalities]
+        )
+        for probe in probes.PROBES
+    }
+
+
 def fit_result(out: Path, plan: RankingPlan, key: str) -> dict[str, Any]:
     """A finished fit job's ``{"coherence": {metric: value}, "seconds": ...}``."""
     return load_json(job_path(out, plan.jobs[key]) / "result" / COHERENCE_FILE)
+
+
+def job_result(out: Path, plan: RankingPlan, key: str, name: str) -> dict[str, Any]:
+    """The JSON ``name`` (``TRUTH_FILE``, ``BASELINE_FILE``, ``PROBE_FILE``) of a finished job."""
+    return load_json(job_path(out, plan.jobs[key]) / name)
 
 
 def classifier_accuracy(out: Path, plan: RankingPlan, replicate: int) -> dict[str, Any]:
@@ -210,4 +283,14 @@ def classifier_accuracy(out: Path, plan: RankingPlan, replicate: int) -> dict[st
     return load_json(job_path(out, job) / "classifiers" / ACCURACY_FILE)
 
 
-__all__ = ["NAIVE", "classifier_accuracy", "fit_result", "load_classifiers", "run_ranking"]
+__all__ = [
+    "BASELINE_FILE",
+    "NAIVE",
+    "PROBE_FILE",
+    "TRUTH_FILE",
+    "classifier_accuracy",
+    "fit_result",
+    "job_result",
+    "load_classifiers",
+    "run_ranking",
+]

@@ -240,7 +240,7 @@ def validate(data: Mapping[str, Any], name: str = "recipe") -> Recipe:
             f"{', '.join(repr(f) for f in figures.PRIMARY_FIGURES)}"
         )
     errors += [f"twins: {e}" for e in _twin_errors(tables["twins"])]
-    errors += [f"truth: {e}" for e in _truth_errors(tables["truth"])]
+    errors += [f"truth: {e}" for e in truth_errors(tables["truth"])]
     if primary == figures.RECOVERED and not tables["truth"]["enabled"]:
         errors.append(
             f"primary {primary!r} needs the ground truth: set [truth] enabled = true, or "
@@ -349,7 +349,7 @@ def _twin_errors(twins: Mapping[str, Any]) -> list[str]:
     return errors
 
 
-def _truth_errors(truth: Mapping[str, Any]) -> list[str]:
+def truth_errors(truth: Mapping[str, Any]) -> list[str]:
     """The oracle's own refusals of ``[truth]`` (``mmgen.truth.Settings``)."""
     from mmgen.study import steps
 

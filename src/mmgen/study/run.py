@@ -189,10 +189,7 @@ def _dispatch(
             spec["block_codes"],
         )
     elif job.kind == "truth":
-        paths = [out / JOBS_DIR / path for path in spec["files"].values()]
-        tables = {"truth": spec["truth"], "generate": {"decode": spec["decode"]}}
-        summaries = steps.truth_step(paths, tables, device)
-        save_json(folder / TRUTH_FILE, dict(zip(spec["files"], summaries, strict=True)))
+        truth_job(out, spec, folder, device)
     elif job.kind == "pair":
         tables = {"sources": spec["sources"], "twins": {"naive_limit": spec["limit"]}}
         steps.pair_step(folder / spec["file"], tables, spec["seed"], data_dir)
@@ -244,6 +241,15 @@ def _evaluate(
 def evaluation_report(out: Path, job: StudyJob) -> dict[str, Any]:
     """The report of a finished evaluation job."""
     return load_json(steps.report_path(job_path(out, job)))
+
+
+def truth_job(out: Path, spec: dict[str, Any], folder: Path, device: str) -> None:
+    """A truth job (``spec``: ``files`` by name, ``truth``, ``decode``): every file's truth,
+    stored beside it, and their summaries in ``TRUTH_FILE``."""
+    paths = [out / JOBS_DIR / path for path in spec["files"].values()]
+    tables = {"truth": spec["truth"], "generate": {"decode": spec["decode"]}}
+    summaries = steps.truth_step(paths, tables, device)
+    save_json(folder / TRUTH_FILE, dict(zip(spec["files"], summaries, strict=True)))
 
 
 def truth_summaries(out: Path, job: StudyJob) -> dict[str, Any]:
