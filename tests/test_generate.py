@@ -251,6 +251,14 @@ def test_grid_size_must_be_a_multiple_of_the_classes(
     config = GenerateConfig(n_train=205, n_test=100)
     with pytest.raises(ValueError, match="--n-train 205 is not a multiple of the 10 classes"):
         generate_dataset(checkpoints, tmp_path / "x.h5", config, device="cpu")
+    with pytest.raises(
+        ValueError, match="grid every code is decoded once per class; use 200 or 210,"
+    ):
+        generate_dataset(checkpoints, tmp_path / "x.h5", config, device="cpu")
+    # below one code per class: only the size above is suggested (not "use 10 or 10")
+    config = GenerateConfig(n_train=100, n_test=8)
+    with pytest.raises(ValueError, match="once per class; use 10, or --labels independent"):
+        generate_dataset(checkpoints, tmp_path / "x.h5", config, device="cpu")
 
 
 def test_existing_output_is_kept_without_overwrite(tmp_path: Path, checkpoints: list[Path]) -> None:

@@ -230,9 +230,10 @@ def num_codes(config: GenerateConfig, split: str, num_classes: int) -> int:
         if size % num_classes:
             flag = "--n-train" if split == "train" else "--n-test"
             lower = size - size % num_classes
+            nearest = f"{lower} or " if lower else ""
             raise UsageError(
                 f"{flag} {size} is not a multiple of the {num_classes} classes: with --labels "
-                f"grid every code is decoded once per class; use {lower or num_classes} or "
+                f"grid every code is decoded once per class; use {nearest}"
                 f"{lower + num_classes}, or --labels independent"
             )
         return size // num_classes
