@@ -182,3 +182,33 @@ def test_several_permuted_modalities_need_the_whole_split(made, tmp_path: Path) 
     )
     with pytest.raises(UsageError, match="no truth here"):
         compute_truth(partly, FAST)
+
+
+def test_polymnist_and_shuffle_store_the_truth_when_asked(made, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from conftest import assert_one_line_error
+    from mmgen.cli import app
+    from mmgen.truth import load_truth
+
+    runner = CliRunner()
+    folder, backgrounds = made["folder"], made["backgrounds"]
+    e = tmp_path / "e.h5"
+    args = ["polymnist", "--cvae", folder / "a", "--cvae", folder / "a", "--cvae", folder / "b",
+            "--background", backgrounds, "--n-train", "10", "--n-test", "10", "--decode",
+            "sample", "--device", "cpu", "--quiet", "--out", e, "--truth-points", "5"]  # fmt: skip
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert "Truth of e.h5" in result.output
+    stored = load_truth(e)
+    fresh = compute_truth(e, FAST)
+    np.testing.assert_array_equal(stored.per_tuple["log_p"], fresh.per_tuple["log_p"])
+    me = tmp_path / "me.h5"
+    result = runner.invoke(
+        app, ["shuffle", str(e), "--modality", "m1,m2", "--out", str(me), "--truth-points", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    assert abs(load_truth(me).summary["total_correlation"]["mean"]) < 1e-9
+    naive = ["polymnist", "--naive", "--out", str(tmp_path / "n.h5"), "--truth-points", "5"]
+    assert_one_line_error(runner.invoke(app, naive), "a naive pairing of real digits has no")
+    assert not (tmp_path / "n.h5").exists()

@@ -246,6 +246,7 @@ def polymnist_command(
     deterministic: DeterministicOption = False,
     overwrite: OverwriteOption = False,
     allow_collapsed: AllowCollapsedOption = False,
+    truth_points: TruthPointsOption = 0,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -257,6 +258,9 @@ def polymnist_command(
     configure_logging(verbose)
     if naive == bool(cvae):
         raise UsageError("give --cvae once per modality (PolyMNIST-E), or --naive (not both)")
+    _check_truth_points(truth_points)
+    if naive and truth_points:
+        raise UsageError("--truth-points: a naive pairing of real digits has no ground truth")
     if naive:
         with _progress(None, quiet, "polymnist") as bar:
             path = polymnist.pair_polymnist(
@@ -299,6 +303,8 @@ def polymnist_command(
         f"Wrote {path} (PolyMNIST-E: {n_train} train + {n_test} test tuples, "
         f"{len(cvae or [])} modalities)"
     )
+    if truth_points:
+        _store_truths([path], truth_points, str(resolve_device(_value(device))))
 
 
 @app.command("shuffle")
