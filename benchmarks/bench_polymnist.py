@@ -7,8 +7,10 @@ Run from the repository root (about a minute on a 2-core CPU):
 Decode-only is the work no PolyMNIST-E file can avoid: the keyed codes and every distinct CVAE
 decoding them, thresholded (``mmgen.polymnist.digits_of``), with nothing cropped, composited,
 compressed or written. The whole command adds the seeded crops, the composite and the gzip'd
-HDF5 writes (on the writer thread). Two layouts: five CVAEs (one per modality) and one CVAE
-shared by five modalities (decoded once per tuple, so compositing weighs five times more).
+HDF5 writes (on the writer thread; h5io deflates the chunks on DEFLATE_THREADS threads). Two
+layouts: five CVAEs (one per modality) and one CVAE shared by five modalities (decoded once per
+tuple, so compositing and compression weigh five times more). Compare both sides of a change
+in the same session, alternating processes: on a shared machine the ratios move with the load.
 The CVAEs are randomly initialised: speed does not depend on the weights.
 """
 

@@ -10,6 +10,8 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
+import zlib
 from pathlib import Path
 
 import h5py
@@ -86,6 +88,72 @@ def test_bytes_do_not_depend_on_how_rows_are_appended(tmp_path: Path) -> None:
     one = write(tmp_path / "a.h5", [2500])
     many = write(tmp_path / "b.h5", [7, 993, 1024, 1, 475])
     assert hashlib.sha256(one.read_bytes()).digest() == hashlib.sha256(many.read_bytes()).digest()
+
+
+def random_rows(size: int) -> dict[str, np.ndarray]:
+    generator = np.random.default_rng(0)
+    return {
+        "images/mnist": generator.integers(0, 256, (size, 28, 28), dtype=np.uint8),
+        "images/fashion-mnist": (generator.random((size, 28, 28)) < 0.2).astype(np.uint8) * 200,
+        "labels": generator.integers(0, 10, size),
+        "z": generator.normal(size=(size, 2)).astype(np.float32),
+        "code_index": generator.integers(-(2**40), 2**40, size),
+    }
+
+
+def test_chunks_hold_what_hdf5s_own_filters_store(tmp_path: Path) -> None:
+    """The writer deflates chunks itself and writes them whole (write_direct_chunk): every
+    stored chunk must inflate to what HDF5's own shuffle + gzip pipeline stores for the same
+    rows (edge chunk padded with the fill value 0), and h5py must read the rows back."""
+    size = 2 * h5io.CHUNK_ROWS + 452  # two whole chunks and an edge chunk
+    data = random_rows(size)
+    path = tmp_path / "d.h5"
+    fields = h5io.standard_fields(MODALITIES, "uint8", 2)
+    with h5io.create_dataset(path, header(), {"train": size, "test": 1}, fields) as writer:
+        for start, stop in ((0, 1500), (1500, size)):
+            writer.append("train", {k: v[start:stop] for k, v in data.items()})
+        writer.append("test", {k: v[:1] for k, v in data.items()})
+    reference = h5py.File(tmp_path / "plain.h5", "w")  # HDF5 filters the rows itself
+    with h5py.File(path, "r") as handle, reference:
+        for split, rows in (("train", size), ("test", 1)):
+            for name, array in data.items():
+                ours = handle[f"{split}/{name}"]
+                shuffle = array.dtype.itemsize > 1
+                plain = reference.create_dataset(
+                    f"{split}/{name}",
+                    data=array[:rows],
+                    chunks=ours.chunks,
+                    compression="gzip",
+                    compression_opts=4,
+                    shuffle=shuffle,
+                )
+                assert (ours.compression, ours.compression_opts) == ("gzip", 4)
+                assert ours.shuffle == shuffle
+                np.testing.assert_array_equal(ours[()], array[:rows])
+                assert ours.id.get_num_chunks() == plain.id.get_num_chunks() == -(-rows // 1024)
+                for index in range(plain.id.get_num_chunks()):
+                    offset = plain.id.get_chunk_info(index).chunk_offset
+                    mask, stored = ours.id.read_direct_chunk(offset)
+                    assert mask == 0  # every filter applied
+                    reference_chunk = plain.id.read_direct_chunk(offset)[1]
+                    expected = zlib.decompress(reference_chunk)
+                    assert zlib.decompress(stored) == expected, (split, name, offset)
+                    # The zlib header's level class (FLEVEL): deflated at the recorded level.
+                    assert stored[1] >> 6 == reference_chunk[1] >> 6
+
+
+def test_chunks_are_deflated_on_the_writers_threads(tmp_path: Path, monkeypatch) -> None:
+    threads = []
+    encode = h5io.encode_chunk
+
+    def recording(rows: np.ndarray, chunk_rows: int) -> bytes:
+        threads.append(threading.current_thread().name)
+        return encode(rows, chunk_rows)
+
+    monkeypatch.setattr(h5io, "encode_chunk", recording)
+    write(tmp_path / "d.h5", [2500])
+    assert len(threads) == 3 * 5 + 5  # 3 train chunks and 1 test chunk of 5 fields
+    assert all(name.startswith("mmgen-deflate") for name in threads)
 
 
 def test_a_short_or_overfull_split_is_an_error_and_leaves_no_file(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from importlib import resources
 from pathlib import Path
 
 import h5py
@@ -185,6 +187,14 @@ def test_shuffle_moves_crops_with_their_images(tmp_path, cvaes) -> None:
     assert h5io.read_header(mixed).nuisance == h5io.read_header(parent).nuisance
 
 
+def test_sklearn_photos_are_found_without_importing_sklearn(monkeypatch) -> None:
+    monkeypatch.delitem(sys.modules, "sklearn", raising=False)
+    (china,) = polymnist.load_backgrounds("sklearn:china")
+    assert "sklearn" not in sys.modules  # importing it costs 2 s (SciPy) on a 5 s run
+    path = Path(str(resources.files("sklearn.datasets.images") / "china.jpg"))
+    assert china.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_naive_pairing_composites_real_digits_of_one_class(tmp_path, fake_data_root) -> None:
     out = polymnist.pair_polymnist(
         tmp_path / "n.h5", 3, source="mnist", data_dir=fake_data_root, seed=2
@@ -193,7 +203,7 @@ def test_naive_pairing_composites_real_digits_of_one_class(tmp_path, fake_data_r
     from mmgen.data.sources import load_split
 
     real = load_split("mnist", "train", data_dir=fake_data_root)
-    china = Path(str(polymnist.resources.files("sklearn.datasets.images") / "china.jpg"))
+    china = Path(str(resources.files("sklearn.datasets.images") / "china.jpg"))
     flower = china.with_name("flower.jpg")
     for m, background in zip(("m0", "m1", "m2"), (china, flower, china), strict=True):
         index = rows[f"source_index/{m}"]

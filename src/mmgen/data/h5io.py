@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import errno
 import os
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,6 +340,10 @@ CHUNK_ROWS = 1024  # rows per HDF5 chunk of every dataset (800 KB of uint8 image
 # (docs/performance.md measures both).
 COMPRESSION = "gzip"
 COMPRESSION_LEVEL = 4
+# Chunks are deflated here, several at once (zlib releases the GIL), and handed to HDF5 whole
+# (write_direct_chunk): HDF5 would deflate them one by one, holding the GIL, and keep up to its
+# chunk cache's worth (8 MiB per dataset in HDF5 2.0) to deflate at close, on the caller's thread.
+DEFLATE_THREADS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -430,25 +436,57 @@ def _checked_cast(array: np.ndarray, field: Field, where: str = "") -> np.ndarra
     )
 
 
+def shuffled(dtype: np.dtype) -> bool:
+    """Whether a field's chunks are byte-shuffled before deflating: elements of several bytes.
+
+    Why: shuffling groups the exponent bytes of floats (the high bytes of small integers) into
+    runs, which deflate compresses better.
+    """
+    return dtype.itemsize > 1
+
+
+def encode_chunk(rows: np.ndarray, chunk_rows: int) -> bytes:
+    """One chunk as HDF5's filters store it: ``rows`` padded with the fill value 0 to
+    ``chunk_rows`` rows (an edge chunk is stored whole), byte-shuffled if :func:`shuffled`
+    (HDF5's shuffle filter: byte j of element i goes to position j·n + i of the n elements),
+    then deflated at ``COMPRESSION_LEVEL`` in zlib format (HDF5's gzip filter)."""
+    if len(rows) < chunk_rows:
+        padded = np.zeros((chunk_rows, *rows.shape[1:]), dtype=rows.dtype)
+        padded[: len(rows)] = rows
+        rows = padded
+    data = np.ascontiguousarray(rows).reshape(-1)
+    if shuffled(data.dtype):
+        data = np.ascontiguousarray(data.view(np.uint8).reshape(-1, data.dtype.itemsize).T)
+    return zlib.compress(data.view(np.uint8), COMPRESSION_LEVEL)
+
+
 class SplitWriter:
     """Appends rows to the datasets of one split, in order, writing whole HDF5 chunks only.
 
     Rows are buffered until a chunk is full, so the file's bytes do not depend on how callers
-    batch their appends, and every chunk is compressed exactly once.
+    batch their appends, and every chunk is compressed exactly once, by :func:`encode_chunk`
+    on ``pool``'s threads, and written with ``write_direct_chunk`` in a fixed order (chunk by
+    chunk, each field's in turn).
     """
 
     def __init__(
-        self, group: h5py.Group, fields: tuple[Field, ...], size: int, sink: GuardedFile
+        self,
+        group: h5py.Group,
+        fields: tuple[Field, ...],
+        size: int,
+        sink: GuardedFile,
+        pool: Executor,
     ) -> None:
         self.size = size
         self.written = 0
         self.sink = sink
+        self.pool = pool
         self.group_name = group.name.strip("/")
         self.fields = {field.path: field for field in fields}
         self.datasets: dict[str, h5py.Dataset] = {}
         self.pending: dict[str, list[np.ndarray]] = {path: [] for path in self.fields}
         self.pending_rows = 0
-        rows = min(CHUNK_ROWS, size)
+        self.chunk_rows = rows = min(CHUNK_ROWS, size)
         for field in fields:
             self.datasets[field.path] = group.create_dataset(
                 field.path,
@@ -457,8 +495,7 @@ class SplitWriter:
                 chunks=(rows, *field.row_shape),
                 compression=COMPRESSION,
                 compression_opts=COMPRESSION_LEVEL,
-                # Byte-shuffling groups the exponent bytes of floats: better compression.
-                shuffle=field.dtype.itemsize > 1,
+                shuffle=shuffled(field.dtype),  # the filters encode_chunk applies
                 track_times=False,  # no timestamps: the same command gives the same bytes
             )
 
@@ -487,9 +524,10 @@ class SplitWriter:
                 where += f" (rows read from {origin})"
             self.pending[path].append(_checked_cast(array, field, where))
         self.pending_rows += count
-        chunk = min(CHUNK_ROWS, self.size)
-        if self.pending_rows >= chunk:
-            self._flush((self.pending_rows // chunk) * chunk)
+        if self.written + self.pending_rows == self.size:
+            self._flush(self.pending_rows)  # the split is complete: its edge chunk too
+        elif self.pending_rows >= self.chunk_rows:
+            self._flush((self.pending_rows // self.chunk_rows) * self.chunk_rows)
 
     def close(self) -> None:
         """Write the last partial chunk and check that every row was given."""
@@ -498,12 +536,25 @@ class SplitWriter:
             raise UsageError(f"split holds {self.written} of its {self.size} rows")
 
     def _flush(self, count: int) -> None:
+        """Write the next ``count`` pending rows: whole chunks, or the split's last rows."""
         if count == 0:
             return
+        data = {}
         for path, parts in self.pending.items():
-            data = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            self.datasets[path][self.written : self.written + count] = data[:count]
-            self.pending[path] = [data[count:]] if count < len(data) else []
+            data[path] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            self.pending[path] = [data[path][count:]] if count < len(data[path]) else []
+        # Chunk by chunk, each field's in turn: the order one-chunk appends give, so the layout
+        # of the file (where each chunk lands) does not depend on how many chunks a flush holds.
+        jobs = [(path, s) for s in range(0, count, self.chunk_rows) for path in self.fields]
+        encoded = self.pool.map(
+            lambda job: encode_chunk(
+                data[job[0]][job[1] : min(job[1] + self.chunk_rows, count)], self.chunk_rows
+            ),
+            jobs,
+        )
+        for (path, start), chunk in zip(jobs, encoded, strict=True):
+            offset = (self.written + start,) + (0,) * len(self.fields[path].row_shape)
+            self.datasets[path].id.write_direct_chunk(offset, chunk)
         self.written += count
         self.pending_rows -= count
         self.sink.raise_error()  # stop at the first failed write, not after all the work
@@ -519,6 +570,7 @@ class DatasetWriter:
         sizes: dict[str, int],
         fields: tuple[Field, ...] | dict[str, tuple[Field, ...]],
         sink: GuardedFile,
+        pool: Executor,
     ) -> None:
         if set(sizes) != set(SPLITS):
             raise UsageError(f"a dataset has the splits {list(SPLITS)}, got {sorted(sizes)}")
@@ -532,7 +584,7 @@ class DatasetWriter:
             missing = [p for p in expected_paths(header) if p not in paths]
             if missing:
                 raise UsageError(f"the fields of split {split} lack {missing} (see the header)")
-            self.splits[split] = SplitWriter(group, split_fields, sizes[split], sink)
+            self.splits[split] = SplitWriter(group, split_fields, sizes[split], sink, pool)
 
     def append(self, split: str, rows: dict[str, np.ndarray], origin: str | None = None) -> None:
         """Append rows to ``split`` (see :meth:`SplitWriter.append`)."""
@@ -641,8 +693,11 @@ def create_dataset(
     with atomic_path(path, replace=overwrite) as tmp:
         sink = GuardedFile(tmp, Path(path))
         try:
-            with h5py.File(sink, "w") as handle:
-                writer = DatasetWriter(handle, header, sizes, fields, sink)
+            with (
+                ThreadPoolExecutor(DEFLATE_THREADS, thread_name_prefix="mmgen-deflate") as pool,
+                h5py.File(sink, "w") as handle,
+            ):
+                writer = DatasetWriter(handle, header, sizes, fields, sink, pool)
                 yield writer
                 writer.close()
         finally:
