@@ -142,13 +142,37 @@ def test_chunks_hold_what_hdf5s_own_filters_store(tmp_path: Path) -> None:
                     assert stored[1] >> 6 == reference_chunk[1] >> 6
 
 
+def test_a_field_is_deflated_at_its_own_level(tmp_path: Path) -> None:
+    """PolyMNIST-E's composites at level 1, the rest at 4: recorded and applied per field."""
+    import dataclasses
+
+    size = 1500
+    data = random_rows(size)
+    fields = tuple(
+        dataclasses.replace(f, level=1) if f.path == "images/mnist" else f
+        for f in h5io.standard_fields(MODALITIES, "uint8", 2)
+    )
+    path = tmp_path / "d.h5"
+    with h5io.create_dataset(path, header(), {"train": size, "test": 1}, fields) as writer:
+        writer.append("train", data)
+        writer.append("test", {k: v[:1] for k, v in data.items()})
+    with h5py.File(path, "r") as handle:
+        for name, level, flevel in (("images/mnist", 1, 0), ("images/fashion-mnist", 4, 1)):
+            dataset = handle[f"train/{name}"]
+            assert dataset.compression_opts == level
+            np.testing.assert_array_equal(dataset[()], data[name])
+            stored = dataset.id.read_direct_chunk((0,) * dataset.ndim)[1]
+            assert stored[1] >> 6 == flevel  # zlib's level class: 0 fastest (1), 1 fast (2-5)
+            assert stored == zlib.compress(data[name][:1024].reshape(-1), level)
+
+
 def test_chunks_are_deflated_on_the_writers_threads(tmp_path: Path, monkeypatch) -> None:
     threads = []
     encode = h5io.encode_chunk
 
-    def recording(rows: np.ndarray, chunk_rows: int) -> bytes:
+    def recording(rows: np.ndarray, chunk_rows: int, level: int) -> bytes:
         threads.append(threading.current_thread().name)
-        return encode(rows, chunk_rows)
+        return encode(rows, chunk_rows, level)
 
     monkeypatch.setattr(h5io, "encode_chunk", recording)
     write(tmp_path / "d.h5", [2500])

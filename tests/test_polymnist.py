@@ -323,3 +323,17 @@ def test_card_states_each_background_licence(tmp_path, cvaes) -> None:
         "| m0 | `sklearn:flower` | CC BY 2.0, by vultilion"
         in (tmp_path / "p.h5.card.md").read_text()
     )
+
+
+def test_composites_are_deflated_at_the_photo_level_and_the_twin_keeps_it(tmp_path, cvaes) -> None:
+    a, _ = cvaes
+    out = polymnist.generate_polymnist([a, a], tmp_path / "p.h5", SMALL, device="cpu")
+    twin = mix_modality(out, tmp_path / "m.h5", MixConfig(modality="m1", seed=0))
+    for path in (out, twin):
+        with h5py.File(path, "r") as handle:
+            for split in ("train", "test"):
+                group = handle[split]
+                assert {group[f"images/{m}"].compression_opts for m in ("m0", "m1")} == {
+                    polymnist.PHOTO_LEVEL
+                }
+                assert group["z"].compression_opts == h5io.COMPRESSION_LEVEL

@@ -214,6 +214,12 @@ def mix_modality(
             f"{kind}/{m}" for m in chosen for kind in ("images", "permutation", "nuisance", "mixed")
         }
         fields = h5io.standard_fields(parent.image_shapes, image_dtype, parent.latent_dim, extra)
+        fields = tuple(  # each copied dataset deflated at its parent's level (PolyMNIST-E's: 1)
+            dataclasses.replace(f, level=handle[splits[0]][f.path].compression_opts or f.level)
+            if f.path in handle[splits[0]]
+            else f
+            for f in fields
+        )
         header = mixed_header(parent, config, source)
         sizes = {split: len(handle[split]["labels"]) for split in splits}
         with h5io.create_dataset(out, header, sizes, fields, overwrite) as writer:

@@ -353,6 +353,7 @@ class Field:
     path: str  # e.g. "images/mnist", "labels", "z", "permutation/fashion-mnist"
     dtype: np.dtype
     row_shape: tuple[int, ...] = ()
+    level: int = COMPRESSION_LEVEL  # gzip level of its chunks (recorded in the file's filter)
 
 
 def standard_fields(
@@ -445,11 +446,11 @@ def shuffled(dtype: np.dtype) -> bool:
     return dtype.itemsize > 1
 
 
-def encode_chunk(rows: np.ndarray, chunk_rows: int) -> bytes:
+def encode_chunk(rows: np.ndarray, chunk_rows: int, level: int = COMPRESSION_LEVEL) -> bytes:
     """One chunk as HDF5's filters store it: ``rows`` padded with the fill value 0 to
     ``chunk_rows`` rows (an edge chunk is stored whole), byte-shuffled if :func:`shuffled`
     (HDF5's shuffle filter: byte j of element i goes to position j·n + i of the n elements),
-    then deflated at ``COMPRESSION_LEVEL`` in zlib format (HDF5's gzip filter)."""
+    then deflated at ``level`` in zlib format (HDF5's gzip filter)."""
     if len(rows) < chunk_rows:
         padded = np.zeros((chunk_rows, *rows.shape[1:]), dtype=rows.dtype)
         padded[: len(rows)] = rows
@@ -457,7 +458,7 @@ def encode_chunk(rows: np.ndarray, chunk_rows: int) -> bytes:
     data = np.ascontiguousarray(rows).reshape(-1)
     if shuffled(data.dtype):
         data = np.ascontiguousarray(data.view(np.uint8).reshape(-1, data.dtype.itemsize).T)
-    return zlib.compress(data.view(np.uint8), COMPRESSION_LEVEL)
+    return zlib.compress(data.view(np.uint8), level)
 
 
 class SplitWriter:
@@ -494,7 +495,7 @@ class SplitWriter:
                 dtype=field.dtype,
                 chunks=(rows, *field.row_shape),
                 compression=COMPRESSION,
-                compression_opts=COMPRESSION_LEVEL,
+                compression_opts=field.level,
                 shuffle=shuffled(field.dtype),  # the filters encode_chunk applies
                 track_times=False,  # no timestamps: the same command gives the same bytes
             )
@@ -548,7 +549,9 @@ class SplitWriter:
         jobs = [(path, s) for s in range(0, count, self.chunk_rows) for path in self.fields]
         encoded = self.pool.map(
             lambda job: encode_chunk(
-                data[job[0]][job[1] : min(job[1] + self.chunk_rows, count)], self.chunk_rows
+                data[job[0]][job[1] : min(job[1] + self.chunk_rows, count)],
+                self.chunk_rows,
+                self.fields[job[0]].level,
             ),
             jobs,
         )
