@@ -166,7 +166,11 @@ def test_damaged_crops_and_changed_backgrounds_are_refused(made, tmp_path: Path)
         first = rows[0]
         pixels = np.asarray(Image.open(made["backgrounds"] / f"p{first[0]}.png"))
         rows[0] = [first[0], first[1], (first[2] + 1) % (pixels.shape[1] - 7)]
-    with pytest.raises(UsageError, match="tuple 0: its stored crop"):
+    with pytest.raises(UsageError, match="tuple 0: its stored crop .* does not make its image"):
+        compute_truth(damaged, FAST)
+    with h5py.File(damaged, "r+") as handle:
+        handle["test/nuisance/m2"][3] = [first[0], first[1], 99]  # beyond the photo
+    with pytest.raises(UsageError, match="tuple 3: its stored crop .* lies outside"):
         compute_truth(damaged, FAST)
     photo(made["backgrounds"] / "p1.png", 9, (9, 12))  # another photo under the same name
     try:

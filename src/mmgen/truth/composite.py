@@ -128,6 +128,17 @@ def observe(
     """
     height, width = images.shape[2:]
     indexes = [_Index(background, height, width) for background in backgrounds]
+    limits = np.array([[len(indexes) - 1, *index.windows.shape[:2]] for index in indexes])
+    image_of = nuisance[:, 0]
+    outside = (image_of < 0) | (image_of >= len(indexes)) | (nuisance[:, 1:] < 0).any(axis=1)
+    inside = np.flatnonzero(~outside)
+    outside[inside] = (nuisance[inside, 1:] >= limits[image_of[inside], 1:]).any(axis=1)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise UsageError(
+            f"{where}tuple {i}: its stored crop {tuple(int(v) for v in nuisance[i])} lies "
+            "outside the backgrounds (a damaged file, or other backgrounds); regenerate it"
+        )
     digits = polymnist.recover_digits(images, polymnist.crop(backgrounds, nuisance, height, width))
     log_mass = np.empty(len(images), dtype=np.float64)
     positions = np.empty(len(images), dtype=np.int64)
