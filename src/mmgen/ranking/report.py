@@ -72,15 +72,23 @@ PIXELS = "pixels"  # the model-free baseline's row
 TRUTH_METRIC = "true total correlation (nats)"
 
 
+def _axes(plan: RankingPlan) -> tuple[int, list[int], list[str]]:
+    """The plan's replicate count, training seeds (sorted) and models (in recipe order)."""
+    replicates = 1 + max(f.replicate for f in plan.fits)
+    return (
+        replicates,
+        sorted({f.seed for f in plan.fits}),
+        list(dict.fromkeys(f.model for f in plan.fits)),
+    )
+
+
 def collect(out: Path, plan: RankingPlan) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """``values[metric][variant][model]``: an ``(R, S)`` array of the fits' figures.
 
     Raises:
         UsageError: a fit job is not finished.
     """
-    replicates = 1 + max(f.replicate for f in plan.fits)
-    seeds = sorted({f.seed for f in plan.fits})
-    models = list(dict.fromkeys(f.model for f in plan.fits))
+    replicates, seeds, models = _axes(plan)
     metrics = metric_names(MODALITIES)
     values = {
         metric: {
@@ -103,9 +111,7 @@ def collect(out: Path, plan: RankingPlan) -> dict[str, dict[str, dict[str, np.nd
 def collect_latent(out: Path, plan: RankingPlan) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """``values[metric][variant][model]``: ``(R, S)`` latent-recovery figures of the fits on
     the variants with codes (``LATENT``)."""
-    replicates = 1 + max(f.replicate for f in plan.fits)
-    seeds = sorted({f.seed for f in plan.fits})
-    models = list(dict.fromkeys(f.model for f in plan.fits))
+    replicates, seeds, models = _axes(plan)
     values = {
         metric: {
             v: {m: np.full((replicates, len(seeds)), np.nan) for m in models} for v in WITH_CODES
@@ -128,7 +134,7 @@ def collect_latent(out: Path, plan: RankingPlan) -> dict[str, dict[str, dict[str
 def collect_references(out: Path, plan: RankingPlan) -> dict[str, dict[str, np.ndarray]]:
     """``values[metric][variant]``: ``(R, 1)`` model-free figures per replicate: the pixel
     baseline's for each latent metric, and the true total correlation (when computed)."""
-    replicates = 1 + max(f.replicate for f in plan.fits)
+    replicates = _axes(plan)[0]
     pixels = [metric for metric, probe, _ in LATENT if probe == "class_knn"]  # its one probe
     metrics = pixels + ([TRUTH_METRIC] if plan.truths else [])
     values = {m: {v: np.full((replicates, 1), np.nan) for v in WITH_CODES} for m in metrics}

@@ -218,21 +218,13 @@ def _fit(job: StudyJob, out: Path, folder: Path, device: str) -> None:
         )
 
 
-def _first_rows(data: h5io.SplitData, rows: int) -> h5io.SplitData:
-    return h5io.SplitData(
-        images={m: images[:rows] for m, images in data.images.items()},
-        labels=data.labels[:rows],
-        z=None if data.z is None else data.z[:rows],
-    )
-
-
 def _baseline(job: StudyJob, out: Path, folder: Path) -> None:
     """The pixel baseline (``mmgen.pixel_baseline``) of each file: raw composites → z."""
     spec = job.spec
     result = {}
     for variant, path in spec["files"].items():
         train, test = (
-            _first_rows(h5io.read_split(_path(out, path), split), spec["rows"][split])
+            h5io.read_split(_path(out, path), split, limit=spec["rows"][split])
             for split in ("train", "test")
         )
         result[variant] = pixel_baseline(train, test)

@@ -36,6 +36,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from mmgen import polymnist
 from mmgen.data import h5io
+from mmgen.data.header import DatasetHeader
 from mmgen.errors import UsageError
 
 __all__ = ["Observed", "backgrounds_of", "observe", "observe_split"]
@@ -170,7 +171,7 @@ def observe(
 
 
 def observe_split(
-    path: Path | str, header: Any, split: str, data: h5io.SplitData
+    path: Path | str, header: DatasetHeader, split: str, data: h5io.SplitData
 ) -> dict[str, Observed]:
     """Every modality of a PolyMNIST-E file's ``split``, observed (see :func:`observe`)."""
     result = {}
